@@ -1,0 +1,1117 @@
+//! The shared-memory store: every database's caches in one region of fixed size.
+//!
+//! ```text
+//! | Header | CacheSlot × max_caches | bucket heads (u32) × 2^k | 128-byte blocks ... |
+//! ```
+//!
+//! * **Blocks.** An entry is a chain of 128-byte blocks: the first holds a 64-byte
+//!   header and 64 payload bytes, each further block a 4-byte link and 124 payload
+//!   bytes; the payload is the stored key followed by the jsonb value. Any free block
+//!   serves any entry, so the pool never fragments: when memory is full, evicting
+//!   enough entries always makes room.
+//! * **Index.** A chained hash table over all entries. Bucket `b` is guarded by
+//!   partition lock `b % PARTITIONS` (shared to read, exclusive to change a chain).
+//! * **Caches.** A directory of slots (one per database and cache name) under the
+//!   directory lock; each slot has its LRU list, counters and settings under a
+//!   per-slot spinlock, so a read holds one partition lock (shared) and that spinlock
+//!   for a few pointer updates, and nothing global.
+//! * **Clear** bumps the slot's generation: entries of an older generation are misses
+//!   and sit at the LRU tail, where eviction reclaims them first.
+//!
+//! Lock order: directory → partition → slot spinlock → allocator. Memory is allocated
+//! *before* a partition lock is taken, so eviction (which locks the victim's
+//! partition) never runs while another partition lock is held.
+
+use std::cell::UnsafeCell;
+use std::mem::size_of;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+use super::spin::SpinLock;
+
+pub const BLOCK_SIZE: usize = 128;
+const HEAD_SIZE: usize = 64;
+const FIRST_PAYLOAD: usize = BLOCK_SIZE - HEAD_SIZE;
+const LINK_SIZE: usize = 4;
+const NEXT_PAYLOAD: usize = BLOCK_SIZE - LINK_SIZE;
+/// Number of partition locks over the bucket array.
+pub const PARTITIONS: usize = 128;
+pub const NIL: u32 = u32::MAX;
+/// Longest cache name in bytes (a PostgreSQL identifier).
+pub const MAX_NAME: usize = 63;
+/// Room for the comma-separated `context_ignored_keys` of a cache.
+pub const MAX_IGNORED: usize = 256;
+pub const NO_EXPIRY: i64 = i64::MAX;
+pub const NEVER: i64 = i64::MIN;
+const MAGIC: u64 = 0x7067_5f63_6163_6865; // "pg_cache"
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    Shared,
+    Exclusive,
+}
+
+/// The locks the store needs; PostgreSQL LWLocks in a server, no-ops in unit tests.
+pub trait Locks {
+    fn lock_partition(&self, partition: usize, mode: Mode);
+    fn unlock_partition(&self, partition: usize);
+    fn lock_allocator(&self);
+    fn unlock_allocator(&self);
+    fn lock_directory(&self, mode: Mode);
+    fn unlock_directory(&self);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreError {
+    /// Every cache slot is in use.
+    DirectoryFull,
+    /// The entry needs more than half of all blocks.
+    TooLarge,
+}
+
+/// Settings of one cache as declared by `cache_create`; zero means "the server default".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheConfig {
+    pub size_limit: i32,
+    pub context: bool,
+    pub duration_us: i64,
+    ignored_len: u16,
+    ignored: [u8; MAX_IGNORED],
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { size_limit: 0, context: true, duration_us: 0, ignored_len: 0, ignored: [0; MAX_IGNORED] }
+    }
+}
+
+impl CacheConfig {
+    /// `ignored` is the comma-separated list of context keys this cache ignores.
+    pub fn new(size_limit: i32, duration_us: i64, context: bool, ignored: &str) -> Option<Self> {
+        if ignored.len() > MAX_IGNORED {
+            return None;
+        }
+        let mut c = CacheConfig { size_limit, context, duration_us, ignored_len: ignored.len() as u16, ..Default::default() };
+        c.ignored[..ignored.len()].copy_from_slice(ignored.as_bytes());
+        Some(c)
+    }
+
+    pub fn ignored(&self) -> &str {
+        std::str::from_utf8(&self.ignored[..self.ignored_len as usize]).unwrap_or("")
+    }
+}
+
+#[repr(C)]
+struct Header {
+    magic: u64,
+    /// Allocator state, under the allocator lock.
+    free_head: UnsafeCell<u32>,
+    free_blocks: UnsafeCell<u32>,
+    bump: UnsafeCell<u32>,
+    /// Slots `0..used_slots` have ever been used; scans stop there.
+    used_slots: AtomicU32,
+    serial: AtomicU32,
+    /// A logical clock, advanced by every install; reads stamp entries with it.
+    tick: AtomicU64,
+}
+
+const SLOT_FREE: u32 = 0;
+const SLOT_ACTIVE: u32 = 1;
+const SLOT_DROPPING: u32 = 2;
+
+#[repr(C)]
+pub struct CacheSlot {
+    lock: SpinLock,
+    state: AtomicU32,
+    incarnation: AtomicU32,
+    db: AtomicU32,
+    name_len: AtomicU32,
+    name: UnsafeCell<[u8; MAX_NAME + 1]>,
+    gen: AtomicU32,
+    config_version: AtomicU32,
+    config: UnsafeCell<CacheConfig>,
+    /// LRU list (head = most recent), under `lock`; atomics so eviction can peek.
+    lru_head: AtomicU32,
+    lru_tail: AtomicU32,
+    entries: AtomicU64,
+    bytes: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    sets: AtomicU64,
+    deletes: AtomicU64,
+    evictions: AtomicU64,
+    expirations: AtomicU64,
+    last_clear: AtomicI64,
+}
+
+const ENTRY_LIVE: u8 = 1;
+const ENTRY_DEAD: u8 = 2;
+
+/// The first 64 bytes of an entry's first block.
+#[repr(C)]
+struct EntryHead {
+    next_block: u32,
+    chain_next: u32,
+    lru_prev: u32,
+    lru_next: u32,
+    hash: u32,
+    serial: u32,
+    slot: u16,
+    state: AtomicU8,
+    _pad: u8,
+    gen: u32,
+    key_len: u32,
+    value_len: u32,
+    last_block: u32,
+    n_blocks: u32,
+    expires_at: i64,
+    last_used: AtomicU64,
+}
+
+const _: () = assert!(size_of::<EntryHead>() == HEAD_SIZE);
+
+/// A reference to a cache slot, valid while the slot keeps its incarnation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlotRef {
+    pub index: u16,
+    pub incarnation: u32,
+}
+
+/// Where each part of the region starts and how many of each there are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub slots: u32,
+    pub buckets: u32,
+    pub blocks: u32,
+    slots_off: usize,
+    buckets_off: usize,
+    blocks_off: usize,
+    pub total: usize,
+}
+
+fn align64(n: usize) -> usize {
+    (n + 63) & !63
+}
+
+impl Geometry {
+    /// Lay out `memory` bytes for `max_caches` slots; `None` when it is too small.
+    pub fn new(memory: usize, max_caches: u32) -> Option<Geometry> {
+        let slots_off = align64(size_of::<Header>());
+        let buckets_off = align64(slots_off + max_caches as usize * size_of::<CacheSlot>());
+        let rest = memory.checked_sub(buckets_off)?;
+        // About one bucket per two blocks (an entry takes at least one block).
+        let mut buckets = (rest / (2 * BLOCK_SIZE + 4)).next_power_of_two();
+        while buckets * (2 * BLOCK_SIZE + 4) > rest && buckets > PARTITIONS {
+            buckets /= 2;
+        }
+        let buckets = buckets.max(PARTITIONS);
+        let blocks_off = align64(buckets_off + buckets * 4);
+        let blocks = memory.checked_sub(blocks_off)? / BLOCK_SIZE;
+        if blocks < 64 || blocks >= NIL as usize {
+            return None;
+        }
+        Some(Geometry {
+            slots: max_caches,
+            buckets: buckets as u32,
+            blocks: blocks as u32,
+            slots_off,
+            buckets_off,
+            blocks_off,
+            total: memory,
+        })
+    }
+}
+
+/// What a lookup found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup<T> {
+    Hit(T),
+    Miss,
+    /// Present but past its TTL: a miss; the caller may reclaim it with `remove_expired`.
+    Expired,
+}
+
+/// An allocated, filled entry not yet linked into the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prepared {
+    block: u32,
+    hash: u64,
+}
+
+/// An entry taken off an LRU list, to be unlinked from its bucket and freed.
+#[derive(Clone, Copy)]
+struct Victim {
+    block: u32,
+    serial: u32,
+    hash: u32,
+}
+
+#[derive(Clone, Copy)]
+enum PopReason {
+    /// Memory pressure or size limit: counted as eviction (or expiration if expired).
+    Evict,
+    /// The cache is being dropped: counted nowhere.
+    Drop,
+}
+
+/// Counters of one cache, read without locks (each is exact, the set is not a snapshot).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotStats {
+    pub name: String,
+    pub slot: Option<SlotRef>,
+    pub entries: u64,
+    pub bytes: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub sets: u64,
+    pub deletes: u64,
+    pub evictions: u64,
+    pub expirations: u64,
+    pub last_clear: Option<i64>,
+    pub config: CacheConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+    pub entries: u64,
+}
+
+pub struct Store<'a, L: Locks> {
+    base: *mut u8,
+    geo: Geometry,
+    locks: &'a L,
+}
+
+/// Holds a partition lock until dropped (also on unwind, when an ERROR passes through).
+struct PartitionGuard<'a, L: Locks> {
+    locks: &'a L,
+    partition: usize,
+}
+
+impl<L: Locks> Drop for PartitionGuard<'_, L> {
+    fn drop(&mut self) {
+        self.locks.unlock_partition(self.partition);
+    }
+}
+
+struct DirectoryGuard<'a, L: Locks>(&'a L);
+
+impl<L: Locks> Drop for DirectoryGuard<'_, L> {
+    fn drop(&mut self) {
+        self.0.unlock_directory();
+    }
+}
+
+impl<'a, L: Locks> Store<'a, L> {
+    /// # Safety
+    /// `base` points to `geo.total` bytes, 64-byte aligned, shared by every user of the
+    /// store and initialised once with [`Store::init`].
+    pub unsafe fn attach(base: *mut u8, geo: Geometry, locks: &'a L) -> Self {
+        Store { base, geo, locks }
+    }
+
+    /// # Safety
+    /// As for `attach`; called once, before any other process uses the region.
+    pub unsafe fn init(&self) {
+        // SAFETY: the region is ours alone during initialisation.
+        unsafe {
+            std::ptr::write_bytes(self.base, 0, self.geo.blocks_off);
+            let h = self.header();
+            (*h).magic = MAGIC;
+            *(*h).free_head.get() = NIL;
+            let buckets = self.base.add(self.geo.buckets_off) as *mut u32;
+            for b in 0..self.geo.buckets as usize {
+                *buckets.add(b) = NIL;
+            }
+            for i in 0..self.geo.slots {
+                let s = self.slot(i as u16);
+                s.lru_head.store(NIL, Ordering::Relaxed);
+                s.lru_tail.store(NIL, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn geometry(&self) -> Geometry {
+        self.geo
+    }
+
+    pub fn is_initialised(&self) -> bool {
+        // SAFETY: the header lies inside the region.
+        unsafe { (*self.header()).magic == MAGIC }
+    }
+
+    fn header(&self) -> *mut Header {
+        self.base as *mut Header
+    }
+
+    fn hdr(&self) -> &Header {
+        // SAFETY: the header lies inside the region and is only mutated through atomics
+        // or UnsafeCells under the allocator lock.
+        unsafe { &*self.header() }
+    }
+
+    fn slot(&self, index: u16) -> &CacheSlot {
+        debug_assert!((index as u32) < self.geo.slots);
+        // SAFETY: index < slots, inside the directory array.
+        unsafe { &*(self.base.add(self.geo.slots_off) as *const CacheSlot).add(index as usize) }
+    }
+
+    fn bucket_head(&self, bucket: u32) -> *mut u32 {
+        // SAFETY: callers pass bucket < geo.buckets.
+        unsafe { (self.base.add(self.geo.buckets_off) as *mut u32).add(bucket as usize) }
+    }
+
+    fn block(&self, b: u32) -> *mut u8 {
+        debug_assert!(b < self.geo.blocks);
+        // SAFETY: b < blocks, inside the block pool.
+        unsafe { self.base.add(self.geo.blocks_off + b as usize * BLOCK_SIZE) }
+    }
+
+    fn head(&self, b: u32) -> *mut EntryHead {
+        self.block(b) as *mut EntryHead
+    }
+
+    fn next_of(&self, b: u32) -> u32 {
+        // SAFETY: every block starts with its 4-byte link.
+        unsafe { *(self.block(b) as *const u32) }
+    }
+
+    fn set_next(&self, b: u32, next: u32) {
+        // SAFETY: as in `next_of`; the caller owns block b.
+        unsafe { *(self.block(b) as *mut u32) = next }
+    }
+
+    fn bucket_of(&self, hash: u64) -> u32 {
+        (hash as u32) & (self.geo.buckets - 1)
+    }
+
+    fn lock_bucket(&self, bucket: u32, mode: Mode) -> PartitionGuard<'a, L> {
+        let partition = bucket as usize % PARTITIONS;
+        self.locks.lock_partition(partition, mode);
+        PartitionGuard { locks: self.locks, partition }
+    }
+
+    fn lock_directory(&self, mode: Mode) -> DirectoryGuard<'a, L> {
+        self.locks.lock_directory(mode);
+        DirectoryGuard(self.locks)
+    }
+
+    pub fn blocks_for(payload: usize) -> usize {
+        if payload <= FIRST_PAYLOAD {
+            1
+        } else {
+            1 + (payload - FIRST_PAYLOAD).div_ceil(NEXT_PAYLOAD)
+        }
+    }
+
+    /// Calls `f` on each piece of an entry's payload, in order.
+    fn for_each_payload_chunk(&self, first: u32, mut f: impl FnMut(&[u8]) -> bool) {
+        // SAFETY: `first` is an allocated entry the caller keeps alive.
+        let total = unsafe { ((*self.head(first)).key_len + (*self.head(first)).value_len) as usize };
+        let mut left = total;
+        let mut b = first;
+        let mut start = HEAD_SIZE;
+        while left > 0 && b != NIL {
+            let n = left.min(BLOCK_SIZE - start);
+            // SAFETY: [start, start + n) lies inside block b.
+            let chunk = unsafe { std::slice::from_raw_parts(self.block(b).add(start), n) };
+            if !f(chunk) {
+                return;
+            }
+            left -= n;
+            b = self.next_of(b);
+            start = LINK_SIZE;
+        }
+    }
+
+    fn key_equals(&self, first: u32, key: &[u8]) -> bool {
+        // SAFETY: `first` is an allocated entry the caller keeps alive.
+        if unsafe { (*self.head(first)).key_len } as usize != key.len() {
+            return false;
+        }
+        let mut pos = 0usize;
+        let mut equal = true;
+        self.for_each_payload_chunk(first, |chunk| {
+            let n = chunk.len().min(key.len() - pos);
+            if chunk[..n] != key[pos..pos + n] {
+                equal = false;
+                return false;
+            }
+            pos += n;
+            pos < key.len()
+        });
+        equal && pos == key.len()
+    }
+
+    /// Copies the value of entry `first` into `out` (which has `value_len` bytes).
+    fn copy_value(&self, first: u32, out: &mut [u8]) {
+        // SAFETY: `first` is an allocated entry the caller keeps alive.
+        let key_len = unsafe { (*self.head(first)).key_len } as usize;
+        let mut pos = 0usize; // position in the payload stream
+        let mut written = 0usize;
+        self.for_each_payload_chunk(first, |chunk| {
+            let end = pos + chunk.len();
+            if end > key_len {
+                let from = key_len.saturating_sub(pos);
+                let n = chunk.len() - from;
+                out[written..written + n].copy_from_slice(&chunk[from..]);
+                written += n;
+            }
+            pos = end;
+            true
+        });
+    }
+
+    // ---- directory -------------------------------------------------------------
+
+    fn slot_name(&self, s: &CacheSlot) -> &[u8] {
+        let len = s.name_len.load(Ordering::Acquire) as usize;
+        // SAFETY: the name is written only while the slot is free, under the
+        // directory lock held exclusively; readers hold it shared.
+        unsafe { &(&*s.name.get())[..len] }
+    }
+
+    fn find_locked(&self, db: u32, name: &str) -> Option<SlotRef> {
+        let used = self.hdr().used_slots.load(Ordering::Acquire);
+        (0..used as u16).find_map(|i| {
+            let s = self.slot(i);
+            (s.state.load(Ordering::Acquire) == SLOT_ACTIVE
+                && s.db.load(Ordering::Relaxed) == db
+                && self.slot_name(s) == name.as_bytes())
+            .then(|| SlotRef { index: i, incarnation: s.incarnation.load(Ordering::Acquire) })
+        })
+    }
+
+    pub fn find_slot(&self, db: u32, name: &str) -> Option<SlotRef> {
+        let _dir = self.lock_directory(Mode::Shared);
+        self.find_locked(db, name)
+    }
+
+    /// Finds the slot of (db, name) or creates it with `config`.
+    pub fn find_or_create_slot(&self, db: u32, name: &str, config: &CacheConfig) -> Result<SlotRef, StoreError> {
+        assert!(name.len() <= MAX_NAME);
+        let _dir = self.lock_directory(Mode::Exclusive);
+        if let Some(found) = self.find_locked(db, name) {
+            return Ok(found);
+        }
+        let h = self.hdr();
+        let used = h.used_slots.load(Ordering::Relaxed);
+        let index = match (0..used as u16).find(|&i| self.slot(i).state.load(Ordering::Acquire) == SLOT_FREE) {
+            Some(i) => i,
+            None if used < self.geo.slots && used < u16::MAX as u32 => used as u16,
+            None => return Err(StoreError::DirectoryFull),
+        };
+        let s = self.slot(index);
+        s.lock.init();
+        s.db.store(db, Ordering::Relaxed);
+        // SAFETY: the slot is free and we hold the directory lock exclusively.
+        unsafe {
+            (&mut *s.name.get())[..name.len()].copy_from_slice(name.as_bytes());
+            *s.config.get() = *config;
+        }
+        s.name_len.store(name.len() as u32, Ordering::Release);
+        s.config_version.fetch_add(1, Ordering::Release);
+        s.lru_head.store(NIL, Ordering::Relaxed);
+        s.lru_tail.store(NIL, Ordering::Relaxed);
+        for c in [&s.entries, &s.bytes, &s.hits, &s.misses, &s.sets, &s.deletes, &s.evictions, &s.expirations] {
+            c.store(0, Ordering::Relaxed);
+        }
+        s.last_clear.store(NEVER, Ordering::Relaxed);
+        s.state.store(SLOT_ACTIVE, Ordering::Release);
+        if index as u32 == used {
+            h.used_slots.store(used + 1, Ordering::Release);
+        }
+        Ok(SlotRef { index, incarnation: s.incarnation.load(Ordering::Acquire) })
+    }
+
+    /// Whether `r` still names a live slot (no drop happened since it was resolved).
+    pub fn is_valid(&self, r: SlotRef) -> bool {
+        let s = self.slot(r.index);
+        s.state.load(Ordering::Acquire) == SLOT_ACTIVE && s.incarnation.load(Ordering::Acquire) == r.incarnation
+    }
+
+    /// The slot's settings version: changes whenever `set_config` runs.
+    pub fn config_version(&self, r: SlotRef) -> u32 {
+        self.slot(r.index).config_version.load(Ordering::Acquire)
+    }
+
+    pub fn config(&self, r: SlotRef) -> CacheConfig {
+        let s = self.slot(r.index);
+        let _g = s.lock.lock();
+        // SAFETY: config is written only under the slot spinlock.
+        unsafe { *s.config.get() }
+    }
+
+    pub fn set_config(&self, r: SlotRef, config: &CacheConfig) {
+        let s = self.slot(r.index);
+        let _g = s.lock.lock();
+        // SAFETY: config is written only under the slot spinlock.
+        unsafe { *s.config.get() = *config };
+        s.config_version.fetch_add(1, Ordering::Release);
+    }
+
+    /// The slots of database `db`, optionally only those named `name`.
+    pub fn slots_of(&self, db: u32) -> Vec<(SlotRef, String)> {
+        let _dir = self.lock_directory(Mode::Shared);
+        let used = self.hdr().used_slots.load(Ordering::Acquire);
+        (0..used as u16)
+            .filter_map(|i| {
+                let s = self.slot(i);
+                (s.state.load(Ordering::Acquire) == SLOT_ACTIVE && s.db.load(Ordering::Relaxed) == db).then(|| {
+                    let name = String::from_utf8_lossy(self.slot_name(s)).into_owned();
+                    (SlotRef { index: i, incarnation: s.incarnation.load(Ordering::Acquire) }, name)
+                })
+            })
+            .collect()
+    }
+
+    pub fn stats(&self, r: SlotRef, name: String) -> SlotStats {
+        let s = self.slot(r.index);
+        let last = s.last_clear.load(Ordering::Relaxed);
+        SlotStats {
+            name,
+            slot: Some(r),
+            entries: s.entries.load(Ordering::Relaxed),
+            bytes: s.bytes.load(Ordering::Relaxed),
+            hits: s.hits.load(Ordering::Relaxed),
+            misses: s.misses.load(Ordering::Relaxed),
+            sets: s.sets.load(Ordering::Relaxed),
+            deletes: s.deletes.load(Ordering::Relaxed),
+            evictions: s.evictions.load(Ordering::Relaxed),
+            expirations: s.expirations.load(Ordering::Relaxed),
+            last_clear: (last != NEVER).then_some(last),
+            config: self.config(r),
+        }
+    }
+
+    pub fn count_hit(&self, r: SlotRef) {
+        self.slot(r.index).hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_miss(&self, r: SlotRef) {
+        self.slot(r.index).misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn memory(&self) -> MemoryStats {
+        self.locks.lock_allocator();
+        // SAFETY: allocator fields are read under the allocator lock.
+        let used = unsafe { *self.hdr().bump.get() - *self.hdr().free_blocks.get() };
+        self.locks.unlock_allocator();
+        let n = self.hdr().used_slots.load(Ordering::Acquire);
+        let entries = (0..n as u16).map(|i| self.slot(i).entries.load(Ordering::Relaxed)).sum();
+        MemoryStats { total_bytes: self.geo.total as u64, used_bytes: used as u64 * BLOCK_SIZE as u64, entries }
+    }
+
+    // ---- allocator -------------------------------------------------------------
+
+    /// Takes `n` blocks linked into one chain; `None` when fewer are free.
+    fn alloc(&self, n: u32) -> Option<(u32, u32)> {
+        self.locks.lock_allocator();
+        let h = self.hdr();
+        // SAFETY: allocator fields are only touched under the allocator lock.
+        let got = unsafe {
+            let free_head = &mut *h.free_head.get();
+            let free_blocks = &mut *h.free_blocks.get();
+            let bump = &mut *h.bump.get();
+            if *free_blocks as u64 + (self.geo.blocks - *bump) as u64 >= n as u64 {
+                let (mut first, mut last) = (NIL, NIL);
+                for _ in 0..n {
+                    let b = if *free_head != NIL {
+                        let b = *free_head;
+                        *free_head = self.next_of(b);
+                        *free_blocks -= 1;
+                        b
+                    } else {
+                        *bump += 1;
+                        *bump - 1
+                    };
+                    if first == NIL {
+                        first = b;
+                    } else {
+                        self.set_next(last, b);
+                    }
+                    last = b;
+                }
+                self.set_next(last, NIL);
+                Some((first, last))
+            } else {
+                None
+            }
+        };
+        self.locks.unlock_allocator();
+        got
+    }
+
+    /// Returns an entry's blocks to the free list in O(1).
+    fn free_entry(&self, first: u32) {
+        // SAFETY: `first` is an entry nobody else can reach any more.
+        let (last, n) = unsafe { ((*self.head(first)).last_block, (*self.head(first)).n_blocks) };
+        self.locks.lock_allocator();
+        // SAFETY: allocator fields are only touched under the allocator lock.
+        unsafe {
+            let h = self.hdr();
+            self.set_next(last, *h.free_head.get());
+            *h.free_head.get() = first;
+            *h.free_blocks.get() += n;
+        }
+        self.locks.unlock_allocator();
+    }
+
+    // ---- LRU (slot spinlock held) ------------------------------------------------
+
+    fn lru_unlink(&self, s: &CacheSlot, e: u32) {
+        // SAFETY: e is on s's list; links change only under s.lock, which we hold.
+        unsafe {
+            let h = self.head(e);
+            let (prev, next) = ((*h).lru_prev, (*h).lru_next);
+            if prev != NIL {
+                (*self.head(prev)).lru_next = next;
+            } else {
+                s.lru_head.store(next, Ordering::Relaxed);
+            }
+            if next != NIL {
+                (*self.head(next)).lru_prev = prev;
+            } else {
+                s.lru_tail.store(prev, Ordering::Relaxed);
+            }
+            (*h).lru_prev = NIL;
+            (*h).lru_next = NIL;
+        }
+    }
+
+    fn lru_push_head(&self, s: &CacheSlot, e: u32) {
+        // SAFETY: as in `lru_unlink`.
+        unsafe {
+            let old = s.lru_head.load(Ordering::Relaxed);
+            (*self.head(e)).lru_prev = NIL;
+            (*self.head(e)).lru_next = old;
+            if old != NIL {
+                (*self.head(old)).lru_prev = e;
+            } else {
+                s.lru_tail.store(e, Ordering::Relaxed);
+            }
+            s.lru_head.store(e, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes an entry off its slot's list and its counts; the caller then frees it.
+    fn retire(&self, s: &CacheSlot, e: u32) {
+        // SAFETY: e is a live entry of s; we hold s.lock.
+        unsafe {
+            self.lru_unlink(s, e);
+            let h = self.head(e);
+            (*h).state.store(ENTRY_DEAD, Ordering::Release);
+            if (*h).gen == s.gen.load(Ordering::Relaxed) {
+                s.entries.fetch_sub(1, Ordering::Relaxed);
+                s.bytes.fetch_sub((*h).n_blocks as u64 * BLOCK_SIZE as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn is_expired(&self, e: u32, now: i64) -> bool {
+        // SAFETY: e is allocated while the caller holds a lock that keeps it so.
+        let exp = unsafe { (*self.head(e)).expires_at };
+        exp != NO_EXPIRY && now >= exp
+    }
+
+    /// Takes the least recently used entry off slot `index`'s list.
+    fn pop_tail(&self, index: u16, reason: PopReason, now: i64) -> Option<Victim> {
+        let s = self.slot(index);
+        let _g = s.lock.lock();
+        let t = s.lru_tail.load(Ordering::Relaxed);
+        if t == NIL {
+            return None;
+        }
+        // SAFETY: t is on the list, hence allocated, and we hold s.lock.
+        let (stale, hash, serial) = unsafe {
+            let h = self.head(t);
+            ((*h).gen != s.gen.load(Ordering::Relaxed), (*h).hash, (*h).serial)
+        };
+        if let PopReason::Evict = reason {
+            if !stale {
+                if self.is_expired(t, now) {
+                    s.expirations.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    s.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.retire(s, t);
+        Some(Victim { block: t, serial, hash })
+    }
+
+    /// Unlinks a popped entry from its bucket and frees it, unless someone holding the
+    /// partition lock already did (the serial tells a reused block apart).
+    fn reap(&self, v: Victim) {
+        let bucket = self.bucket_of(v.hash as u64);
+        let _p = self.lock_bucket(bucket, Mode::Exclusive);
+        let mut prev = NIL;
+        // SAFETY: the chain is stable under the exclusive partition lock.
+        let mut e = unsafe { *self.bucket_head(bucket) };
+        while e != NIL {
+            // SAFETY: entries on a chain are allocated.
+            let (next, serial) = unsafe { ((*self.head(e)).chain_next, (*self.head(e)).serial) };
+            if e == v.block && serial == v.serial {
+                self.chain_unlink(bucket, prev, e);
+                self.free_entry(e);
+                return;
+            }
+            prev = e;
+            e = next;
+        }
+    }
+
+    fn chain_unlink(&self, bucket: u32, prev: u32, e: u32) {
+        // SAFETY: exclusive partition lock held by the caller.
+        unsafe {
+            let next = (*self.head(e)).chain_next;
+            if prev == NIL {
+                *self.bucket_head(bucket) = next;
+            } else {
+                (*self.head(prev)).chain_next = next;
+            }
+        }
+    }
+
+    /// Frees memory by evicting one entry: stale or expired tails first, else the
+    /// slot whose tail was used longest ago. `false` when nothing can be evicted.
+    fn evict_one(&self, now: i64) -> bool {
+        for _attempt in 0..8 {
+            let used = self.hdr().used_slots.load(Ordering::Acquire);
+            let mut best: Option<(u16, u64)> = None;
+            for i in 0..used as u16 {
+                let s = self.slot(i);
+                if s.state.load(Ordering::Acquire) == SLOT_FREE {
+                    continue;
+                }
+                let t = s.lru_tail.load(Ordering::Relaxed);
+                if t == NIL || t >= self.geo.blocks {
+                    continue;
+                }
+                // A racy peek used only to rank candidates; pop_tail re-reads under the lock.
+                // SAFETY: t < blocks, so the read stays inside the region.
+                let (gen, used_at) =
+                    unsafe { ((*self.head(t)).gen, (*self.head(t)).last_used.load(Ordering::Relaxed)) };
+                let score = if gen != s.gen.load(Ordering::Relaxed) || self.is_expired(t, now) { 0 } else { used_at + 1 };
+                if best.is_none_or(|(_, b)| score < b) {
+                    best = Some((i, score));
+                }
+                if score == 0 {
+                    break;
+                }
+            }
+            let Some((index, _)) = best else { return false };
+            if let Some(v) = self.pop_tail(index, PopReason::Evict, now) {
+                self.reap(v);
+                return true;
+            }
+        }
+        false
+    }
+
+    // ---- entries ---------------------------------------------------------------
+
+    /// Allocates and fills an entry for (slot, key) → value, evicting as needed.
+    /// Takes no partition lock while it allocates. `Ok(None)`: no room could be made
+    /// (every block is held by entries other transactions are about to install).
+    pub fn prepare(
+        &self,
+        r: SlotRef,
+        key: &[u8],
+        value: &[u8],
+        hash: u64,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<Option<Prepared>, StoreError> {
+        let n = Self::blocks_for(key.len() + value.len());
+        if n > self.geo.blocks as usize / 2 {
+            return Err(StoreError::TooLarge);
+        }
+        let (first, last) = loop {
+            if let Some(got) = self.alloc(n as u32) {
+                break got;
+            }
+            if !self.evict_one(now) {
+                return Ok(None);
+            }
+        };
+        // SAFETY: the blocks are ours until installed or discarded.
+        unsafe {
+            let h = self.head(first);
+            let next = (*h).next_block;
+            std::ptr::write(
+                h,
+                EntryHead {
+                    next_block: next,
+                    chain_next: NIL,
+                    lru_prev: NIL,
+                    lru_next: NIL,
+                    hash: hash as u32,
+                    serial: self.hdr().serial.fetch_add(1, Ordering::Relaxed),
+                    slot: r.index,
+                    state: AtomicU8::new(ENTRY_LIVE),
+                    _pad: 0,
+                    gen: 0,
+                    key_len: key.len() as u32,
+                    value_len: value.len() as u32,
+                    last_block: last,
+                    n_blocks: n as u32,
+                    expires_at,
+                    last_used: AtomicU64::new(0),
+                },
+            );
+        }
+        let mut b = first;
+        let mut start = HEAD_SIZE;
+        let mut src = key.iter().chain(value.iter()).copied();
+        let mut left = key.len() + value.len();
+        while left > 0 {
+            let room = BLOCK_SIZE - start;
+            let n = room.min(left);
+            // SAFETY: [start, start + n) lies inside block b, which we own.
+            let dst = unsafe { std::slice::from_raw_parts_mut(self.block(b).add(start), n) };
+            for d in dst.iter_mut() {
+                *d = src.next().unwrap_or(0);
+            }
+            left -= n;
+            b = self.next_of(b);
+            start = LINK_SIZE;
+        }
+        Ok(Some(Prepared { block: first, hash }))
+    }
+
+    /// Frees an entry that will not be installed (its transaction aborted).
+    pub fn discard(&self, p: Prepared) {
+        self.free_entry(p.block);
+    }
+
+    /// Links a prepared entry in place of any entry with the same key, then evicts
+    /// least recently used entries while the cache holds more than `size_limit`.
+    /// Cannot fail: this is what runs at COMMIT.
+    pub fn install(&self, r: SlotRef, p: Prepared, size_limit: u64, now: i64) {
+        let s = self.slot(r.index);
+        let bucket = self.bucket_of(p.hash);
+        // SAFETY: p.block is our prepared entry.
+        let key_len = unsafe { (*self.head(p.block)).key_len } as usize;
+        let mut key = vec![0u8; key_len];
+        self.copy_key(p.block, &mut key);
+        {
+            let _p = self.lock_bucket(bucket, Mode::Exclusive);
+            self.remove_key_locked(r, bucket, p.hash, &key, false, now);
+            let _g = s.lock.lock();
+            if s.state.load(Ordering::Acquire) != SLOT_ACTIVE || s.incarnation.load(Ordering::Acquire) != r.incarnation {
+                drop(_g);
+                self.free_entry(p.block);
+                return;
+            }
+            let tick = self.hdr().tick.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: we own the entry and hold the partition lock and s.lock.
+            unsafe {
+                let h = self.head(p.block);
+                (*h).gen = s.gen.load(Ordering::Relaxed);
+                (*h).last_used.store(tick, Ordering::Relaxed);
+                self.lru_push_head(s, p.block);
+                s.entries.fetch_add(1, Ordering::Relaxed);
+                s.bytes.fetch_add((*h).n_blocks as u64 * BLOCK_SIZE as u64, Ordering::Relaxed);
+                s.sets.fetch_add(1, Ordering::Relaxed);
+                (*h).chain_next = *self.bucket_head(bucket);
+                *self.bucket_head(bucket) = p.block;
+            }
+        }
+        self.enforce_size_limit(r, size_limit, now);
+    }
+
+    /// Evicts from the tail until slot `r` holds at most `size_limit` entries.
+    pub fn enforce_size_limit(&self, r: SlotRef, size_limit: u64, now: i64) {
+        let s = self.slot(r.index);
+        while s.entries.load(Ordering::Relaxed) > size_limit {
+            match self.pop_tail(r.index, PopReason::Evict, now) {
+                Some(v) => self.reap(v),
+                None => break,
+            }
+        }
+    }
+
+    fn copy_key(&self, first: u32, out: &mut [u8]) {
+        let mut pos = 0;
+        self.for_each_payload_chunk(first, |chunk| {
+            let n = chunk.len().min(out.len() - pos);
+            out[pos..pos + n].copy_from_slice(&chunk[..n]);
+            pos += n;
+            pos < out.len()
+        });
+    }
+
+    /// Removes every entry of (slot, key) from its bucket; exclusive partition lock
+    /// held. Returns whether one of them was visible (current generation, unexpired).
+    fn remove_key_locked(&self, r: SlotRef, bucket: u32, hash: u64, key: &[u8], count_delete: bool, now: i64) -> bool {
+        let s = self.slot(r.index);
+        let mut visible = false;
+        let mut prev = NIL;
+        // SAFETY: the chain is stable under the exclusive partition lock.
+        let mut e = unsafe { *self.bucket_head(bucket) };
+        while e != NIL {
+            // SAFETY: entries on a chain are allocated.
+            let h = unsafe { &*self.head(e) };
+            let next = h.chain_next;
+            if h.hash == hash as u32 && h.slot == r.index && h.key_len as usize == key.len() && self.key_equals(e, key) {
+                if h.state.load(Ordering::Acquire) == ENTRY_LIVE {
+                    let _g = s.lock.lock();
+                    if h.state.load(Ordering::Acquire) == ENTRY_LIVE {
+                        visible |= h.gen == s.gen.load(Ordering::Relaxed) && !self.is_expired(e, now);
+                        if count_delete && visible {
+                            s.deletes.fetch_add(1, Ordering::Relaxed);
+                        }
+                        self.retire(s, e);
+                    }
+                }
+                self.chain_unlink(bucket, prev, e);
+                self.free_entry(e);
+            } else {
+                prev = e;
+            }
+            e = next;
+        }
+        visible
+    }
+
+    /// Deletes (slot, key); whether a visible entry was there.
+    pub fn delete(&self, r: SlotRef, key: &[u8], hash: u64, now: i64) -> bool {
+        let bucket = self.bucket_of(hash);
+        let _p = self.lock_bucket(bucket, Mode::Exclusive);
+        self.remove_key_locked(r, bucket, hash, key, true, now)
+    }
+
+    /// Reclaims (slot, key) if it is past its TTL; counts an expiration.
+    pub fn remove_expired(&self, r: SlotRef, key: &[u8], hash: u64, now: i64) {
+        let bucket = self.bucket_of(hash);
+        let _p = self.lock_bucket(bucket, Mode::Exclusive);
+        let s = self.slot(r.index);
+        let mut prev = NIL;
+        // SAFETY: the chain is stable under the exclusive partition lock.
+        let mut e = unsafe { *self.bucket_head(bucket) };
+        while e != NIL {
+            // SAFETY: entries on a chain are allocated.
+            let h = unsafe { &*self.head(e) };
+            let next = h.chain_next;
+            if h.hash == hash as u32 && h.slot == r.index && self.key_equals(e, key) && self.is_expired(e, now) {
+                let _g = s.lock.lock();
+                if h.state.load(Ordering::Acquire) == ENTRY_LIVE {
+                    if h.gen == s.gen.load(Ordering::Relaxed) {
+                        s.expirations.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.retire(s, e);
+                }
+                drop(_g);
+                self.chain_unlink(bucket, prev, e);
+                self.free_entry(e);
+                return;
+            }
+            prev = e;
+            e = next;
+        }
+    }
+
+    /// Looks (slot, key) up under a shared partition lock; on a hit marks the entry
+    /// most recently used and returns `read(value_len, copy)` where `copy` fills a
+    /// buffer of `value_len` bytes. `now` is called only for entries with a TTL.
+    pub fn lookup<T>(
+        &self,
+        r: SlotRef,
+        key: &[u8],
+        hash: u64,
+        now: impl Fn() -> i64,
+        read: impl FnOnce(usize, &dyn Fn(&mut [u8])) -> T,
+    ) -> Lookup<T> {
+        let s = self.slot(r.index);
+        let bucket = self.bucket_of(hash);
+        let _p = self.lock_bucket(bucket, Mode::Shared);
+        // SAFETY: chains do not change while we hold the partition lock shared.
+        let mut e = unsafe { *self.bucket_head(bucket) };
+        while e != NIL {
+            // SAFETY: entries on a chain are allocated.
+            let h = unsafe { &*self.head(e) };
+            if h.hash == hash as u32
+                && h.slot == r.index
+                && h.key_len as usize == key.len()
+                && h.state.load(Ordering::Acquire) == ENTRY_LIVE
+                && self.key_equals(e, key)
+            {
+                if h.gen != s.gen.load(Ordering::Acquire) || !self.is_valid(r) {
+                    return Lookup::Miss;
+                }
+                if h.expires_at != NO_EXPIRY && now() >= h.expires_at {
+                    return Lookup::Expired;
+                }
+                self.touch(s, e);
+                let copy = |out: &mut [u8]| self.copy_value(e, out);
+                return Lookup::Hit(read(h.value_len as usize, &copy));
+            }
+            e = h.chain_next;
+        }
+        Lookup::Miss
+    }
+
+    /// Moves a live entry to the head of its LRU list.
+    fn touch(&self, s: &CacheSlot, e: u32) {
+        // SAFETY: e is on a chain we hold shared, hence allocated.
+        let h = unsafe { &*self.head(e) };
+        h.last_used.store(self.hdr().tick.load(Ordering::Relaxed), Ordering::Relaxed);
+        if s.lru_head.load(Ordering::Relaxed) == e {
+            return;
+        }
+        let _g = s.lock.lock();
+        if h.state.load(Ordering::Acquire) == ENTRY_LIVE {
+            self.lru_unlink(s, e);
+            self.lru_push_head(s, e);
+        }
+    }
+
+    /// Clears a cache in O(1): later lookups miss every entry installed before.
+    pub fn clear(&self, r: SlotRef, now: i64) {
+        let s = self.slot(r.index);
+        let _g = s.lock.lock();
+        if s.incarnation.load(Ordering::Acquire) != r.incarnation {
+            return;
+        }
+        s.gen.fetch_add(1, Ordering::Release);
+        s.entries.store(0, Ordering::Relaxed);
+        s.bytes.store(0, Ordering::Relaxed);
+        s.last_clear.store(now, Ordering::Relaxed);
+    }
+
+    /// Removes a cache and frees all its entries, one entry per lock hold.
+    pub fn drop_slot(&self, r: SlotRef) {
+        let s = self.slot(r.index);
+        {
+            let _dir = self.lock_directory(Mode::Exclusive);
+            let _g = s.lock.lock();
+            if !self.is_valid(r) {
+                return;
+            }
+            s.state.store(SLOT_DROPPING, Ordering::Release);
+        }
+        while let Some(v) = self.pop_tail(r.index, PopReason::Drop, 0) {
+            self.reap(v);
+        }
+        let _dir = self.lock_directory(Mode::Exclusive);
+        s.incarnation.fetch_add(1, Ordering::Release);
+        s.name_len.store(0, Ordering::Release);
+        s.state.store(SLOT_FREE, Ordering::Release);
+    }
+
+    /// Counts, for tests: (free-list blocks + never used blocks) must equal the blocks
+    /// no entry holds.
+    pub fn free_blocks(&self) -> u32 {
+        self.locks.lock_allocator();
+        // SAFETY: allocator fields are read under the allocator lock.
+        let n = unsafe { *self.hdr().free_blocks.get() + (self.geo.blocks - *self.hdr().bump.get()) };
+        self.locks.unlock_allocator();
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests;

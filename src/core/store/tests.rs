@@ -1,0 +1,287 @@
+use super::*;
+use crate::core::key::hash;
+
+/// Single-threaded tests need no locks.
+struct NoLocks;
+
+impl Locks for NoLocks {
+    fn lock_partition(&self, _: usize, _: Mode) {}
+    fn unlock_partition(&self, _: usize) {}
+    fn lock_allocator(&self) {}
+    fn unlock_allocator(&self) {}
+    fn lock_directory(&self, _: Mode) {}
+    fn unlock_directory(&self) {}
+}
+
+struct Region {
+    _mem: Vec<u64>,
+    store: Store<'static, NoLocks>,
+}
+
+fn region(bytes: usize, slots: u32) -> Region {
+    let geo = Geometry::new(bytes, slots).expect("geometry");
+    let mut mem = vec![0u64; bytes.div_ceil(8) + 8];
+    let base = mem.as_mut_ptr() as *mut u8;
+    let base = unsafe { base.add(base.align_offset(64)) };
+    static LOCKS: NoLocks = NoLocks;
+    let store = unsafe { Store::attach(base, geo, &LOCKS) };
+    unsafe { store.init() };
+    Region { _mem: mem, store }
+}
+
+fn set(s: &Store<NoLocks>, r: SlotRef, key: &str, value: &[u8], limit: u64) {
+    set_at(s, r, key, value, NO_EXPIRY, limit, 0);
+}
+
+fn set_at(s: &Store<NoLocks>, r: SlotRef, key: &str, value: &[u8], expires: i64, limit: u64, now: i64) {
+    let h = hash(r.index, key.as_bytes());
+    let p = s.prepare(r, key.as_bytes(), value, h, expires, now).unwrap().expect("room");
+    s.install(r, p, limit, now);
+}
+
+fn get_at(s: &Store<NoLocks>, r: SlotRef, key: &str, now: i64) -> Lookup<Vec<u8>> {
+    let h = hash(r.index, key.as_bytes());
+    s.lookup(r, key.as_bytes(), h, || now, |len, copy| {
+        let mut v = vec![0u8; len];
+        copy(&mut v);
+        v
+    })
+}
+
+fn get(s: &Store<NoLocks>, r: SlotRef, key: &str) -> Option<Vec<u8>> {
+    match get_at(s, r, key, 0) {
+        Lookup::Hit(v) => Some(v),
+        _ => None,
+    }
+}
+
+fn new_cache(s: &Store<NoLocks>, db: u32, name: &str) -> SlotRef {
+    s.find_or_create_slot(db, name, &CacheConfig::default()).unwrap()
+}
+
+#[test]
+fn set_then_get_round_trips_values_of_every_size() {
+    let reg = region(4 << 20, 16);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    for len in [0usize, 1, 63, 64, 65, 187, 188, 189, 1000, 5000, 100_000] {
+        let value: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+        let key = format!("key-{len}");
+        set(s, r, &key, &value, 1_000_000);
+        assert_eq!(get(s, r, &key).as_deref(), Some(&value[..]), "len {len}");
+    }
+    assert_eq!(get(s, r, "absent"), None);
+}
+
+#[test]
+fn overwrite_replaces_and_frees_the_old_entry() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    let before = s.free_blocks();
+    set(s, r, "k", &[1; 500], 100);
+    set(s, r, "k", &[2; 10], 100);
+    assert_eq!(get(s, r, "k"), Some(vec![2; 10]));
+    let st = s.stats(r, String::new());
+    assert_eq!((st.entries, st.sets), (1, 2));
+    assert_eq!(s.free_blocks(), before - 1);
+}
+
+#[test]
+fn size_limit_evicts_least_recently_used() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    for k in ["k1", "k2", "k3"] {
+        set(s, r, k, b"v", 3);
+    }
+    // Recency now k3 < k2 < k1 < ... : read k2, then k1, then k3.
+    get(s, r, "k2");
+    get(s, r, "k1");
+    get(s, r, "k3");
+    set(s, r, "k4", b"v", 3);
+    assert_eq!(get(s, r, "k2"), None, "k2 was least recently used");
+    for k in ["k1", "k3", "k4"] {
+        assert!(get(s, r, k).is_some(), "{k} kept");
+    }
+    let st = s.stats(r, String::new());
+    assert_eq!((st.entries, st.evictions), (3, 1));
+}
+
+#[test]
+fn ttl_expiry_is_a_miss_and_is_reclaimed() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    set_at(s, r, "k", b"v", 100, 10, 0);
+    assert_eq!(get_at(s, r, "k", 99), Lookup::Hit(b"v".to_vec()));
+    assert_eq!(get_at(s, r, "k", 100), Lookup::Expired);
+    let free = s.free_blocks();
+    s.remove_expired(r, b"k", hash(r.index, b"k"), 100);
+    assert_eq!(s.free_blocks(), free + 1);
+    let st = s.stats(r, String::new());
+    assert_eq!((st.entries, st.expirations), (0, 1));
+    assert_eq!(get_at(s, r, "k", 100), Lookup::Miss);
+}
+
+#[test]
+fn clear_hides_old_entries_and_keeps_new_ones() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    set(s, r, "a", b"1", 10);
+    set(s, r, "b", b"2", 10);
+    s.clear(r, 42);
+    assert_eq!(get(s, r, "a"), None);
+    set(s, r, "b", b"3", 10);
+    assert_eq!(get(s, r, "b"), Some(b"3".to_vec()));
+    let st = s.stats(r, String::new());
+    assert_eq!((st.entries, st.last_clear), (1, Some(42)));
+    // The stale entry of "a" is reclaimed before any live entry when memory runs out.
+    assert!(s.evict_one(0));
+    assert_eq!(get(s, r, "b"), Some(b"3".to_vec()));
+    assert_eq!(s.stats(r, String::new()).evictions, 0);
+}
+
+#[test]
+fn delete_reports_whether_the_key_was_visible() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    set(s, r, "k", b"v", 10);
+    let h = hash(r.index, b"k");
+    assert!(s.delete(r, b"k", h, 0));
+    assert!(!s.delete(r, b"k", h, 0));
+    assert_eq!(get(s, r, "k"), None);
+    assert_eq!(s.stats(r, String::new()).deletes, 1);
+}
+
+#[test]
+fn databases_and_caches_are_isolated() {
+    let reg = region(1 << 20, 8);
+    let s = &reg.store;
+    let a = new_cache(s, 1, "c");
+    let b = new_cache(s, 2, "c");
+    let c = new_cache(s, 1, "d");
+    assert_ne!(a, b);
+    assert_ne!(a, c);
+    set(s, a, "k", b"db1", 10);
+    assert_eq!(get(s, b, "k"), None);
+    assert_eq!(get(s, c, "k"), None);
+    assert_eq!(s.find_slot(1, "c"), Some(a));
+    assert_eq!(s.slots_of(2).len(), 1);
+}
+
+#[test]
+fn memory_pressure_evicts_instead_of_failing() {
+    let reg = region(256 << 10, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    let value = vec![9u8; 1000];
+    let n = 5 * s.geometry().blocks as usize; // far more than fits
+    for i in 0..n / 8 {
+        set(s, r, &format!("k{i}"), &value, u64::MAX);
+        assert_eq!(get(s, r, &format!("k{i}")).as_deref(), Some(&value[..]));
+    }
+    let st = s.stats(r, String::new());
+    assert!(st.evictions > 0);
+    assert_eq!(st.entries + st.evictions, (n / 8) as u64);
+    // The oldest went first.
+    assert_eq!(get(s, r, "k0"), None);
+}
+
+#[test]
+fn allocator_survives_fragmentation() {
+    // Mixed sizes, random deletes and overwrites: every write finds room and the
+    // block accounting balances at the end.
+    let reg = region(512 << 10, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut model = std::collections::HashMap::new();
+    for _ in 0..20_000 {
+        let k = format!("k{}", next() % 500);
+        if next() % 4 == 0 {
+            s.delete(r, k.as_bytes(), hash(r.index, k.as_bytes()), 0);
+            model.remove(&k);
+        } else {
+            let len = [10, 100, 700, 3000, 20_000][(next() % 5) as usize];
+            let v = vec![(next() % 251) as u8; len];
+            set(s, r, &k, &v, u64::MAX);
+            model.insert(k, v);
+        }
+    }
+    // Whatever is still cached is exactly what was last written.
+    let mut held_blocks = 0usize;
+    for (k, v) in &model {
+        if let Some(got) = get(s, r, k) {
+            assert_eq!(&got, v, "{k}");
+            held_blocks += Store::<NoLocks>::blocks_for(k.len() + v.len());
+        }
+    }
+    let st = s.stats(r, String::new());
+    assert!(st.evictions > 0, "the test must run out of memory");
+    assert_eq!(held_blocks as u64 * BLOCK_SIZE as u64, st.bytes);
+    assert_eq!(s.free_blocks() as usize + held_blocks, s.geometry().blocks as usize);
+}
+
+#[test]
+fn directory_fills_up_and_drop_frees_a_slot() {
+    let reg = region(1 << 20, 3);
+    let s = &reg.store;
+    let a = new_cache(s, 1, "a");
+    new_cache(s, 1, "b");
+    new_cache(s, 2, "c");
+    assert_eq!(s.find_or_create_slot(1, "d", &CacheConfig::default()), Err(StoreError::DirectoryFull));
+    let free = s.free_blocks();
+    set(s, a, "k", &[1; 300], 10);
+    s.drop_slot(a);
+    assert_eq!(s.free_blocks(), free);
+    assert!(!s.is_valid(a));
+    let d = new_cache(s, 1, "d");
+    assert_eq!(d.index, a.index);
+    assert_ne!(d.incarnation, a.incarnation);
+    assert_eq!(get(s, d, "k"), None);
+}
+
+#[test]
+fn an_entry_over_half_the_pool_is_refused() {
+    let reg = region(256 << 10, 2);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    let big = vec![0u8; 200 << 10];
+    assert_eq!(s.prepare(r, b"k", &big, 1, NO_EXPIRY, 0), Err(StoreError::TooLarge));
+}
+
+#[test]
+fn config_round_trips_and_versions() {
+    let reg = region(1 << 20, 2);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    let v0 = s.config_version(r);
+    let cfg = CacheConfig::new(5, 1_000_000, false, "role,app.lang").unwrap();
+    s.set_config(r, &cfg);
+    assert_ne!(s.config_version(r), v0);
+    assert_eq!(s.config(r), cfg);
+    assert_eq!(s.config(r).ignored(), "role,app.lang");
+}
+
+#[test]
+fn geometry_fits_the_region() {
+    for mb in [1usize, 8, 64, 1024] {
+        let g = Geometry::new(mb << 20, 1024).unwrap();
+        assert!(g.blocks_off + g.blocks as usize * BLOCK_SIZE <= g.total);
+        assert!(g.buckets.is_power_of_two());
+        // At least 90% of a large region is block pool.
+        if mb >= 64 {
+            assert!(g.blocks as usize * BLOCK_SIZE * 10 >= g.total * 9, "{mb} MB: {g:?}");
+        }
+    }
+    assert_eq!(Geometry::new(4096, 1024), None);
+}
