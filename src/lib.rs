@@ -1,1 +1,42 @@
+//! pg_cache: a transactional cache in PostgreSQL shared memory.
+//!
+//! `core` needs no PostgreSQL; `shmem` and `xact` bind it to the server; `api` is
+//! what SQL sees.
+
+use pgrx::prelude::*;
+
+mod api;
 pub mod core;
+mod gucs;
+mod shmem;
+mod xact;
+
+::pgrx::pg_module_magic!(name, version);
+
+extension_sql_file!("../sql/bootstrap.sql", bootstrap);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    // SAFETY: a flag PostgreSQL sets while it loads shared_preload_libraries.
+    if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        api::errors::not_preloaded();
+    }
+    gucs::init();
+    shmem::install_hooks();
+    xact::register();
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests;
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec!["shared_preload_libraries = 'pg_cache'", "pg_cache.memory = '16MB'"]
+    }
+}

@@ -1,0 +1,22 @@
+-- Declared caches of this database (cache_create). Kept in a table so that
+-- declarations survive restarts and pg_dump; shared memory is rebuilt from it.
+CREATE TABLE pg_cache_declarations (
+    cache text PRIMARY KEY CHECK (octet_length(cache) BETWEEN 1 AND 63),
+    size_limit integer CHECK (size_limit >= 1),
+    duration interval CHECK (duration > interval '0'),
+    context boolean NOT NULL DEFAULT true,
+    context_ignored_keys text[] NOT NULL DEFAULT '{}',
+    declared_at timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('pg_cache_declarations', '');
+GRANT SELECT ON pg_cache_declarations TO PUBLIC;
+
+-- Members may call cache_drop() for any database. (PostgreSQL reserves role names
+-- starting with pg_, so the role is pgcache_admin.)
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'pgcache_admin') THEN
+        CREATE ROLE pgcache_admin NOLOGIN;
+    END IF;
+END
+$$;

@@ -1,0 +1,216 @@
+//! From a cache name to its shared slot and settings, and from a user key to the
+//! stored key (context prefix included). Slots are remembered per backend and
+//! revalidated with two atomic loads, so the read path takes no directory lock.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+
+use pgrx::datum::Interval;
+use pgrx::pg_sys;
+use pgrx::pg_sys::errcodes::PgSqlErrorCode;
+use pgrx::prelude::*;
+
+use super::errors;
+use crate::core::key::{self, Context};
+use crate::core::store::{CacheConfig, SlotRef, StoreError, MAX_NAME};
+use crate::{gucs, shmem, xact};
+
+struct Known {
+    slot: SlotRef,
+    version: u32,
+    config: CacheConfig,
+}
+
+thread_local! {
+    static KNOWN: RefCell<HashMap<String, Known>> = RefCell::new(HashMap::new());
+}
+
+fn database() -> u32 {
+    // SAFETY: MyDatabaseId is set for the whole life of a backend connected to a database.
+    unsafe { pg_sys::MyDatabaseId.to_u32() }
+}
+
+/// The slot of `name` in the current database (created on first use) and the
+/// settings this transaction sees for it (its own pending `cache_create` first).
+pub fn resolve(name: &str) -> (SlotRef, CacheConfig) {
+    let store = shmem::store();
+    let known = KNOWN.with_borrow(|k| {
+        k.get(name).and_then(|kn| {
+            (store.is_valid(kn.slot) && store.config_version(kn.slot) == kn.version).then_some((kn.slot, kn.config))
+        })
+    });
+    let (slot, config) = known.unwrap_or_else(|| {
+        let slot = match store.find_slot(database(), name) {
+            Some(s) => s,
+            None => {
+                let initial = initial_config(name);
+                store.find_or_create_slot(database(), name, &initial).unwrap_or_else(|e| match e {
+                    StoreError::DirectoryFull => errors::raise(
+                        PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+                        format!("cannot create cache \"{name}\": all {} cache slots are in use", gucs::max_caches()),
+                        "Drop unused caches with cache_drop() or raise pg_cache.max_caches (needs a restart).",
+                    ),
+                    StoreError::TooLarge => unreachable!(),
+                })
+            }
+        };
+        let version = store.config_version(slot);
+        let config = store.config(slot);
+        KNOWN.with_borrow_mut(|k| k.insert(name.to_owned(), Known { slot, version, config }));
+        (slot, config)
+    });
+    (slot, xact::declared(name).unwrap_or(config))
+}
+
+/// The committed declaration a new slot starts with. A declaration this transaction
+/// made is not committed yet, so it must not reach shared memory.
+fn initial_config(name: &str) -> CacheConfig {
+    match xact::declared_before(name) {
+        Some(previous) => previous.unwrap_or_default(),
+        None => read_declaration(name).unwrap_or_default(),
+    }
+}
+
+fn declarations_table() -> Option<String> {
+    Spi::get_one::<String>(
+        "SELECT quote_ident(n.nspname) || '.pg_cache_declarations' FROM pg_catalog.pg_extension e \
+         JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_cache'",
+    )
+    .ok()
+    .flatten()
+}
+
+/// The row of `pg_cache_declarations` for `name`, as this transaction sees it.
+pub fn read_declaration(name: &str) -> Option<CacheConfig> {
+    let table = declarations_table()?;
+    let query = format!(
+        "SELECT size_limit, (extract(epoch FROM duration) * 1000000)::int8, context, \
+         array_to_string(context_ignored_keys, ',') FROM {table} WHERE cache = $1"
+    );
+    Spi::connect(|client| {
+        let rows = client.select(&query, Some(1), &[name.into()])?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let row = rows.first();
+        let size_limit = row.get::<i32>(1)?.unwrap_or(0);
+        let duration = row.get::<i64>(2)?.unwrap_or(0);
+        let context = row.get::<bool>(3)?.unwrap_or(true);
+        let ignored = row.get::<String>(4)?.unwrap_or_default();
+        Ok::<_, pgrx::spi::Error>(CacheConfig::new(size_limit, duration, context, &ignored))
+    })
+    .unwrap_or_else(|e| error!("pg_cache: reading pg_cache_declarations failed: {e}"))
+}
+
+/// Writes the declaration row; the shared slot follows at commit.
+pub fn write_declaration(name: &str, size_limit: Option<i32>, duration: Option<Interval>, context: bool, ignored: Vec<String>) {
+    let Some(table) = declarations_table() else {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "extension pg_cache is not installed in this database".into(),
+            "Run CREATE EXTENSION pg_cache.",
+        )
+    };
+    let query = format!(
+        "INSERT INTO {table} (cache, size_limit, duration, context, context_ignored_keys) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (cache) DO UPDATE SET size_limit = EXCLUDED.size_limit, \
+         duration = EXCLUDED.duration, context = EXCLUDED.context, \
+         context_ignored_keys = EXCLUDED.context_ignored_keys, declared_at = now()"
+    );
+    Spi::run_with_args(&query, &[name.into(), size_limit.into(), duration.into(), context.into(), ignored.into()])
+        .unwrap_or_else(|e| error!("pg_cache: writing pg_cache_declarations failed: {e}"));
+}
+
+/// The effective size limit and default time to live of a cache.
+pub fn size_limit(config: &CacheConfig) -> u64 {
+    if config.size_limit > 0 { config.size_limit as u64 } else { gucs::default_size_limit() }
+}
+
+pub fn duration_us(config: &CacheConfig) -> Option<i64> {
+    if config.duration_us > 0 { Some(config.duration_us) } else { gucs::default_duration_us() }
+}
+
+/// The bytes `key` is stored under in a cache with `config`, in the caller's context.
+pub fn stored_key(config: &CacheConfig, key: &str) -> Vec<u8> {
+    if !config.context {
+        return key::encode(&Context::shared(), key.as_bytes());
+    }
+    let ignored: Vec<&str> = config.ignored().split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    // SAFETY: GetUserId has no preconditions inside a transaction.
+    let role = (!ignored.contains(&"role")).then(|| unsafe { pg_sys::GetUserId() }.to_u32());
+    let names: Vec<CString> = gucs::context_settings()
+        .and_then(|s| s.to_str().ok())
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty() && !ignored.contains(n))
+                .filter_map(|n| CString::new(n).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let values: Vec<Option<&[u8]>> = names
+        .iter()
+        .map(|n| {
+            // SAFETY: a NUL-terminated name; missing_ok = true returns NULL for unknown
+            // settings; the returned string stays valid while no setting changes.
+            let v = unsafe { pg_sys::GetConfigOption(n.as_ptr(), true, false) };
+            (!v.is_null()).then(|| unsafe { CStr::from_ptr(v) }.to_bytes())
+        })
+        .collect();
+    key::encode(&Context { role, settings: values }, key.as_bytes())
+}
+
+// ---- argument checks ------------------------------------------------------------
+
+pub fn check_name(cache: Option<&str>) -> &str {
+    let name = cache.unwrap_or_else(|| errors::null_argument("cache name"));
+    if name.is_empty() {
+        errors::invalid("cache name must not be empty".into(), "");
+    }
+    if name.len() > MAX_NAME {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_NAME_TOO_LONG,
+            format!("cache name \"{name}\" is {} bytes long, more than {MAX_NAME}", name.len()),
+            "Use a shorter cache name.",
+        );
+    }
+    name
+}
+
+pub fn check_key(key: Option<&str>) -> &str {
+    let key = key.unwrap_or_else(|| errors::null_argument("key"));
+    if key.len() > gucs::max_key_size() {
+        errors::too_large(
+            format!("key is {} bytes long, more than pg_cache.max_key_size ({} bytes)", key.len(), gucs::max_key_size()),
+            "Use a shorter key (a hash of it, for example) or raise pg_cache.max_key_size.",
+        );
+    }
+    key
+}
+
+pub fn check_value_size(len: usize) {
+    if len > gucs::max_value_size() {
+        errors::too_large(
+            format!("value is {len} bytes, more than pg_cache.max_value_size ({} bytes)", gucs::max_value_size()),
+            "Cache a smaller value or raise pg_cache.max_value_size.",
+        );
+    }
+    let capacity = shmem::store().geometry().blocks as usize * crate::core::store::BLOCK_SIZE / 2;
+    if len > capacity {
+        errors::too_large(
+            format!("value is {len} bytes, more than half of pg_cache.memory"),
+            "Cache a smaller value or raise pg_cache.memory (needs a restart).",
+        );
+    }
+}
+
+/// An interval in microseconds (a month counts 30 days, as in PostgreSQL's epoch),
+/// which must be positive.
+pub fn check_positive(what: &str, interval: Interval) -> i64 {
+    let us = interval.as_micros();
+    if us <= 0 {
+        errors::invalid(format!("{what} must be a positive interval, not {interval}"), "");
+    }
+    us.min(i64::MAX as i128 / 4) as i64
+}

@@ -1,0 +1,215 @@
+//! The SQL functions. None is STRICT: a NULL argument gets a clear ERROR instead of a
+//! silent NULL result. Reads run only in the leader (PARALLEL RESTRICTED) because
+//! the transaction's own writes live in the leader's memory; writes are PARALLEL
+//! UNSAFE.
+
+use pgrx::datum::{Interval, TimestampWithTimeZone};
+use pgrx::pg_sys;
+use pgrx::pg_sys::errcodes::PgSqlErrorCode;
+use pgrx::prelude::*;
+
+use super::caches::{self, check_key, check_name, check_positive, check_value_size};
+use super::errors;
+use super::jsonb::RawJsonb;
+use crate::core::key;
+use crate::core::store::Lookup;
+use crate::core::writeset::{Op, Pending};
+use crate::{shmem, xact};
+
+fn now() -> i64 {
+    // SAFETY: no preconditions.
+    unsafe { pg_sys::GetCurrentTimestamp() }
+}
+
+/// Stores `value` under `key` when the transaction commits.
+#[pg_extern(volatile, parallel_unsafe)]
+fn cache_set(cache: Option<&str>, key: Option<&str>, value: Option<RawJsonb>, ttl: default!(Option<Interval>, "NULL")) {
+    let name = check_name(cache);
+    let key = check_key(key);
+    let value = value.unwrap_or_else(|| errors::null_argument("value"));
+    check_value_size(value.bytes().len());
+    let ttl_us = ttl.map(|t| check_positive("ttl", t));
+    let (_, config) = caches::resolve(name);
+    let stored = caches::stored_key(&config, key);
+    xact::push(Op::Set { cache: name.to_owned(), key: stored, value: value.bytes().to_vec(), ttl_us });
+}
+
+/// The value of `key`, or `default` when it is missing or expired.
+#[pg_extern(volatile, parallel_restricted)]
+fn cache_get(cache: Option<&str>, key: Option<&str>, default: default!(Option<RawJsonb>, "NULL")) -> Option<RawJsonb> {
+    let name = check_name(cache);
+    let key = check_key(key);
+    let (slot, config) = caches::resolve(name);
+    let stored = caches::stored_key(&config, key);
+    let own = xact::lookup(name, &stored, |p| match p {
+        Pending::Value(v) => Some(Some(RawJsonb::build(v.len(), |out| out.copy_from_slice(v)))),
+        Pending::Deleted | Pending::Cleared => Some(None),
+        Pending::Unknown => None,
+    });
+    if let Some(found) = own {
+        return found.or(default);
+    }
+    let store = shmem::store();
+    let hash = key::hash(slot.index, &stored);
+    match store.lookup(slot, &stored, hash, now, |len, copy| RawJsonb::build(len, copy)) {
+        Lookup::Hit(v) => {
+            store.count_hit(slot);
+            Some(v)
+        }
+        Lookup::Miss => {
+            store.count_miss(slot);
+            default
+        }
+        Lookup::Expired => {
+            store.count_miss(slot);
+            store.remove_expired(slot, &stored, hash, now());
+            default
+        }
+    }
+}
+
+/// Deletes `key` when the transaction commits; whether it was there.
+#[pg_extern(volatile, parallel_unsafe)]
+fn cache_delete(cache: Option<&str>, key: Option<&str>) -> bool {
+    let name = check_name(cache);
+    let key = check_key(key);
+    let (slot, config) = caches::resolve(name);
+    let stored = caches::stored_key(&config, key);
+    let own = xact::lookup(name, &stored, |p| match p {
+        Pending::Value(_) => Some(true),
+        Pending::Deleted | Pending::Cleared => Some(false),
+        Pending::Unknown => None,
+    });
+    let existed = own.unwrap_or_else(|| {
+        let hash = key::hash(slot.index, &stored);
+        matches!(shmem::store().lookup(slot, &stored, hash, now, |_, _| ()), Lookup::Hit(()))
+    });
+    xact::push(Op::Delete { cache: name.to_owned(), key: stored });
+    existed
+}
+
+/// Empties `cache` when the transaction commits; until then this transaction sees
+/// only what it writes to it afterwards.
+#[pg_extern(volatile, parallel_unsafe)]
+fn cache_clear(cache: Option<&str>) {
+    let name = check_name(cache);
+    caches::resolve(name);
+    xact::push(Op::Clear { cache: name.to_owned() });
+}
+
+/// Empties every cache of the current database when the transaction commits.
+#[pg_extern(volatile, parallel_unsafe)]
+fn cache_clear_all() {
+    shmem::store();
+    xact::push(Op::ClearAll);
+}
+
+/// Declares (or changes) a cache; takes effect when the transaction commits.
+#[pg_extern(volatile, parallel_unsafe, security_definer)]
+#[search_path(pg_catalog)]
+fn cache_create(
+    cache: Option<&str>,
+    size_limit: default!(Option<i32>, "NULL"),
+    duration: default!(Option<Interval>, "NULL"),
+    context: default!(Option<bool>, "true"),
+    context_ignored_keys: default!(Option<Vec<Option<String>>>, "'{}'"),
+) {
+    let name = check_name(cache);
+    if let Some(n) = size_limit {
+        if n < 1 {
+            errors::invalid(format!("size_limit must be at least 1, not {n}"), "Pass NULL for the server default.");
+        }
+    }
+    let duration_us = duration.map(|d| check_positive("duration", d));
+    let context = context.unwrap_or_else(|| errors::null_argument("context"));
+    let ignored: Vec<String> = context_ignored_keys
+        .unwrap_or_else(|| errors::null_argument("context_ignored_keys"))
+        .into_iter()
+        .map(|k| k.unwrap_or_else(|| errors::null_argument("an element of context_ignored_keys")))
+        .collect();
+    if let Some(bad) = ignored.iter().find(|k| k.contains(',') || k.trim().is_empty()) {
+        errors::invalid(format!("context_ignored_keys element \"{bad}\" is not a setting name"), "");
+    }
+    let config = crate::core::store::CacheConfig::new(size_limit.unwrap_or(0), duration_us.unwrap_or(0), context, &ignored.join(","))
+        .unwrap_or_else(|| errors::too_large("context_ignored_keys is longer than 256 bytes in all".into(), ""));
+    shmem::store();
+    let previous = caches::read_declaration(name);
+    caches::write_declaration(name, size_limit, duration, context, ignored);
+    xact::push(Op::Declare { cache: name.to_owned(), config, previous });
+}
+
+/// Drops every cache of a database at once (not transactional, like pg_stat_reset).
+#[pg_extern(volatile, parallel_unsafe)]
+fn cache_drop(dbname: Option<&str>) {
+    let dbname = dbname.unwrap_or_else(|| errors::null_argument("dbname"));
+    // SAFETY: catalog lookups inside a transaction.
+    let allowed = unsafe {
+        let admin = pg_sys::get_role_oid(c"pgcache_admin".as_ptr(), true);
+        pg_sys::superuser() || (admin != pg_sys::InvalidOid && pg_sys::is_member_of_role(pg_sys::GetUserId(), admin))
+    };
+    if !allowed {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "permission denied to drop the caches of a database".into(),
+            "Only superusers and members of pgcache_admin may call cache_drop.",
+        );
+    }
+    let cname = std::ffi::CString::new(dbname).unwrap_or_else(|_| errors::invalid("dbname contains a NUL byte".into(), ""));
+    // SAFETY: a NUL-terminated name; missing_ok = true.
+    let db = unsafe { pg_sys::get_database_oid(cname.as_ptr(), true) };
+    if db == pg_sys::InvalidOid {
+        errors::raise(PgSqlErrorCode::ERRCODE_INVALID_CATALOG_NAME, format!("database \"{dbname}\" does not exist"), "");
+    }
+    let store = shmem::store();
+    for (slot, _) in store.slots_of(db.to_u32()) {
+        store.drop_slot(slot);
+    }
+}
+
+/// A row per cache of the current database.
+#[pg_extern(volatile, parallel_restricted)]
+#[allow(clippy::type_complexity)]
+fn cache_stats() -> TableIterator<
+    'static,
+    (
+        name!(cache, String),
+        name!(entries, i64),
+        name!(bytes, i64),
+        name!(hits, i64),
+        name!(misses, i64),
+        name!(sets, i64),
+        name!(deletes, i64),
+        name!(evictions, i64),
+        name!(expirations, i64),
+        name!(size_limit, i64),
+        name!(duration, Option<Interval>),
+        name!(last_clear, Option<TimestampWithTimeZone>),
+    ),
+> {
+    let store = shmem::store();
+    // SAFETY: MyDatabaseId is set in a connected backend.
+    let db = unsafe { pg_sys::MyDatabaseId.to_u32() };
+    let mut rows: Vec<_> = store
+        .slots_of(db)
+        .into_iter()
+        .map(|(slot, name)| {
+            let s = store.stats(slot, name);
+            (
+                s.name,
+                s.entries as i64,
+                s.bytes as i64,
+                s.hits as i64,
+                s.misses as i64,
+                s.sets as i64,
+                s.deletes as i64,
+                s.evictions as i64,
+                s.expirations as i64,
+                caches::size_limit(&s.config) as i64,
+                caches::duration_us(&s.config).map(Interval::from_micros),
+                s.last_clear.and_then(|t| TimestampWithTimeZone::try_from(t).ok()),
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    TableIterator::new(rows)
+}

@@ -1,0 +1,6 @@
+//! Everything SQL-facing: the functions, argument checks, errors, the jsonb bridge.
+
+pub mod caches;
+pub mod errors;
+mod functions;
+pub mod jsonb;

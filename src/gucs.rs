@@ -1,0 +1,121 @@
+//! The settings of pg_cache. Statics stay private; the rest of the crate reads them
+//! through the getters below.
+
+use std::ffi::CStr;
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+
+static MEMORY_KB: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
+static MAX_CACHES: GucSetting<i32> = GucSetting::<i32>::new(1024);
+static MAX_KEY_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024);
+static MAX_VALUE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024);
+static DEFAULT_SIZE_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(1024);
+static DEFAULT_DURATION_S: GucSetting<i32> = GucSetting::<i32>::new(0);
+static CONTEXT_SETTINGS: GucSetting<Option<std::ffi::CString>> = GucSetting::<Option<std::ffi::CString>>::new(None);
+
+pub fn init() {
+    GucRegistry::define_int_guc(
+        c"pg_cache.memory",
+        c"Shared memory for all caches of all databases.",
+        c"Set at server start. When it is full, writes evict least recently used entries.",
+        &MEMORY_KB,
+        1024,
+        i32::MAX / 2,
+        GucContext::Postmaster,
+        GucFlags::UNIT_KB,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_cache.max_caches",
+        c"Most named caches, over all databases.",
+        c"Set at server start.",
+        &MAX_CACHES,
+        1,
+        65535,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_cache.max_key_size",
+        c"Longest key accepted by pg_cache functions.",
+        c"",
+        &MAX_KEY_SIZE,
+        1,
+        1024 * 1024,
+        GucContext::Suset,
+        GucFlags::UNIT_BYTE,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_cache.max_value_size",
+        c"Largest jsonb value accepted by cache_set.",
+        c"",
+        &MAX_VALUE_SIZE,
+        1,
+        i32::MAX / 2,
+        GucContext::Suset,
+        GucFlags::UNIT_BYTE,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_cache.default_size_limit",
+        c"Most entries of a cache declared without size_limit.",
+        c"",
+        &DEFAULT_SIZE_LIMIT,
+        1,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_cache.default_duration",
+        c"Time to live of entries of caches declared without duration; 0 means none.",
+        c"",
+        &DEFAULT_DURATION_S,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_string_guc(
+        c"pg_cache.context_settings",
+        c"Comma-separated settings whose values are part of every context-dependent cache key.",
+        c"For example 'app.lang, app.company'.",
+        &CONTEXT_SETTINGS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+}
+
+pub fn memory_bytes() -> usize {
+    MEMORY_KB.get() as usize * 1024
+}
+
+pub fn max_caches() -> u32 {
+    MAX_CACHES.get() as u32
+}
+
+pub fn max_key_size() -> usize {
+    MAX_KEY_SIZE.get() as usize
+}
+
+pub fn max_value_size() -> usize {
+    MAX_VALUE_SIZE.get() as usize
+}
+
+pub fn default_size_limit() -> u64 {
+    DEFAULT_SIZE_LIMIT.get() as u64
+}
+
+/// `None` when entries live until evicted or cleared.
+pub fn default_duration_us() -> Option<i64> {
+    let s = DEFAULT_DURATION_S.get();
+    (s > 0).then(|| s as i64 * 1_000_000)
+}
+
+/// The raw `pg_cache.context_settings` string, `None` when unset.
+pub fn context_settings() -> Option<&'static CStr> {
+    // SAFETY: PostgreSQL keeps the string it stores for the setting alive until the
+    // setting changes; callers copy what they need before running more SQL.
+    unsafe {
+        let p = *CONTEXT_SETTINGS.as_ptr();
+        (!p.is_null()).then(|| CStr::from_ptr(p))
+    }
+}
