@@ -1,1 +1,184 @@
-use pgrx::prelude::*;
+//! Tier 2: each SQL function and each bad input, inside one server. These run in a
+//! transaction that is rolled back, so they see only the transaction's own view;
+//! commit behaviour is tested over real connections in tests/client.
+
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn get(sql: &str) -> Option<String> {
+        Spi::get_one::<String>(sql).expect("query runs")
+    }
+
+    #[pg_test]
+    fn set_then_get_reads_own_write() {
+        Spi::run("SELECT cache_set('t', 'k', '{\"a\": 1}')").unwrap();
+        assert_eq!(get("SELECT cache_get('t', 'k')::text").as_deref(), Some("{\"a\": 1}"));
+    }
+
+    #[pg_test]
+    fn get_returns_default_when_missing() {
+        assert_eq!(get("SELECT cache_get('t', 'nope', '\"dflt\"')::text").as_deref(), Some("\"dflt\""));
+        assert_eq!(get("SELECT cache_get('t', 'nope')::text"), None);
+    }
+
+    #[pg_test]
+    fn delete_reports_presence_and_hides_the_key() {
+        Spi::run("SELECT cache_set('t', 'k', '1')").unwrap();
+        assert_eq!(Spi::get_one::<bool>("SELECT cache_delete('t', 'k')").unwrap(), Some(true));
+        assert_eq!(Spi::get_one::<bool>("SELECT cache_delete('t', 'k')").unwrap(), Some(false));
+        assert_eq!(get("SELECT cache_get('t', 'k')::text"), None);
+    }
+
+    #[pg_test]
+    fn clear_gives_a_private_empty_view() {
+        Spi::run("SELECT cache_set('t', 'a', '1'), cache_set('u', 'a', '2')").unwrap();
+        Spi::run("SELECT cache_clear('t')").unwrap();
+        assert_eq!(get("SELECT cache_get('t', 'a')::text"), None);
+        assert_eq!(get("SELECT cache_get('u', 'a')::text").as_deref(), Some("2"));
+        Spi::run("SELECT cache_set('t', 'b', '3')").unwrap();
+        assert_eq!(get("SELECT cache_get('t', 'b')::text").as_deref(), Some("3"));
+        Spi::run("SELECT cache_clear_all()").unwrap();
+        assert_eq!(get("SELECT cache_get('u', 'a')::text"), None);
+        assert_eq!(get("SELECT cache_get('t', 'b')::text"), None);
+    }
+
+    #[pg_test]
+    fn savepoint_rollback_drops_later_writes() {
+        Spi::run("SELECT cache_set('t', 'k', '\"outer\"')").unwrap();
+        Spi::run(
+            "DO $$ BEGIN PERFORM cache_set('t', 'k', '\"inner\"'); RAISE EXCEPTION 'x'; \
+             EXCEPTION WHEN OTHERS THEN NULL; END $$",
+        )
+        .unwrap();
+        assert_eq!(get("SELECT cache_get('t', 'k')::text").as_deref(), Some("\"outer\""));
+    }
+
+    #[pg_test]
+    fn create_records_the_declaration() {
+        Spi::run("SELECT cache_create('decl', size_limit => 5, duration => '1 hour', context => false, context_ignored_keys => '{app.lang}')").unwrap();
+        let row = Spi::get_three::<i32, bool, String>(
+            "SELECT size_limit, context, array_to_string(context_ignored_keys, ',') FROM pg_cache_declarations WHERE cache = 'decl'",
+        )
+        .unwrap();
+        assert_eq!(row, (Some(5), Some(false), Some("app.lang".into())));
+        // Declaring again updates the row.
+        Spi::run("SELECT cache_create('decl', size_limit => 7)").unwrap();
+        assert_eq!(Spi::get_one::<i32>("SELECT size_limit FROM pg_cache_declarations WHERE cache = 'decl'").unwrap(), Some(7));
+    }
+
+    #[pg_test]
+    fn stats_lists_caches_of_this_database() {
+        Spi::run("SELECT cache_get('stats_probe', 'k')").unwrap();
+        let misses = Spi::get_one::<i64>("SELECT misses FROM cache_stats() WHERE cache = 'stats_probe'").unwrap();
+        assert!(misses >= Some(1));
+        assert_eq!(Spi::get_one::<i64>("SELECT size_limit FROM cache_stats() WHERE cache = 'stats_probe'").unwrap(), Some(1024));
+    }
+
+    #[pg_test]
+    fn drop_of_current_database_is_allowed_for_superusers() {
+        Spi::run("SELECT cache_drop(current_database())").unwrap();
+    }
+
+    #[pg_test]
+    fn context_separates_settings_values() {
+        Spi::run("SET pg_cache.context_settings = 'app.lang'").unwrap();
+        Spi::run("SET app.lang = 'en'").unwrap();
+        Spi::run("SELECT cache_set('ctx', 'k', '\"en\"')").unwrap();
+        Spi::run("SET app.lang = 'fr'").unwrap();
+        assert_eq!(get("SELECT cache_get('ctx', 'k')::text"), None);
+        Spi::run("SET app.lang = 'en'").unwrap();
+        assert_eq!(get("SELECT cache_get('ctx', 'k')::text").as_deref(), Some("\"en\""));
+    }
+
+    // ---- bad input -------------------------------------------------------------------
+
+    #[pg_test(error = "cache name must not be NULL")]
+    fn null_cache_name() {
+        Spi::run("SELECT cache_get(NULL, 'k')").unwrap();
+    }
+
+    #[pg_test(error = "key must not be NULL")]
+    fn null_key() {
+        Spi::run("SELECT cache_set('t', NULL, '1')").unwrap();
+    }
+
+    #[pg_test(error = "value must not be NULL")]
+    fn null_value() {
+        Spi::run("SELECT cache_set('t', 'k', NULL)").unwrap();
+    }
+
+    #[pg_test(error = "cache name must not be empty")]
+    fn empty_cache_name() {
+        Spi::run("SELECT cache_set('', 'k', '1')").unwrap();
+    }
+
+    #[pg_test(error = "cache name \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\" is 64 bytes long, more than 63")]
+    fn long_cache_name() {
+        Spi::run("SELECT cache_clear(repeat('a', 64))").unwrap();
+    }
+
+    #[pg_test(error = "key is 1025 bytes long, more than pg_cache.max_key_size (1024 bytes)")]
+    fn long_key() {
+        Spi::run("SELECT cache_set('t', repeat('k', 1025), '1')").unwrap();
+    }
+
+    #[pg_test(error = "value is 2000008 bytes, more than pg_cache.max_value_size (1048576 bytes)")]
+    fn large_value() {
+        Spi::run("SELECT cache_set('t', 'k', to_jsonb(repeat('v', 2000000)))").unwrap();
+    }
+
+    #[pg_test(error = "ttl must be a positive interval, not 00:00:00")]
+    fn zero_ttl() {
+        Spi::run("SELECT cache_set('t', 'k', '1', '0 seconds')").unwrap();
+    }
+
+    #[pg_test(error = "ttl must be a positive interval, not -00:00:01")]
+    fn negative_ttl() {
+        Spi::run("SELECT cache_set('t', 'k', '1', '-1 second')").unwrap();
+    }
+
+    #[pg_test(error = "duration must be a positive interval, not 00:00:00")]
+    fn zero_duration() {
+        Spi::run("SELECT cache_create('t', duration => '0')").unwrap();
+    }
+
+    #[pg_test(error = "size_limit must be at least 1, not 0")]
+    fn zero_size_limit() {
+        Spi::run("SELECT cache_create('t', size_limit => 0)").unwrap();
+    }
+
+    #[pg_test(error = "context must not be NULL")]
+    fn null_context() {
+        Spi::run("SELECT cache_create('t', context => NULL)").unwrap();
+    }
+
+    #[pg_test(error = "dbname must not be NULL")]
+    fn null_dbname() {
+        Spi::run("SELECT cache_drop(NULL)").unwrap();
+    }
+
+    #[pg_test(error = "database \"no_such_db\" does not exist")]
+    fn unknown_dbname() {
+        Spi::run("SELECT cache_drop('no_such_db')").unwrap();
+    }
+
+    #[pg_test(error = "permission denied to drop the caches of a database")]
+    fn drop_needs_privilege() {
+        Spi::run("CREATE ROLE cache_test_nobody").unwrap();
+        Spi::run("SET ROLE cache_test_nobody").unwrap();
+        Spi::run("SELECT cache_drop(current_database())").unwrap();
+    }
+
+    #[pg_test]
+    fn bad_input_leaves_pending_writes_alone() {
+        Spi::run("SELECT cache_set('t', 'k', '\"kept\"')").unwrap();
+        let failed = std::panic::catch_unwind(|| {
+            pgrx::PgTryBuilder::new(|| Spi::run("SELECT cache_set('t', 'k', '1', '-1 day')").is_ok())
+                .catch_others(|_| false)
+                .execute()
+        });
+        assert!(matches!(failed, Ok(false)));
+        assert_eq!(get("SELECT cache_get('t', 'k')::text").as_deref(), Some("\"kept\""));
+    }
+}
