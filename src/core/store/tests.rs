@@ -22,9 +22,13 @@ fn region(bytes: usize, slots: u32) -> Region {
     let geo = Geometry::new(bytes, slots).expect("geometry");
     let mut mem = vec![0u64; bytes.div_ceil(8) + 8];
     let base = mem.as_mut_ptr() as *mut u8;
+    // SAFETY: the Vec has 64 spare bytes for the alignment offset.
     let base = unsafe { base.add(base.align_offset(64)) };
     static LOCKS: NoLocks = NoLocks;
+    // SAFETY: `mem` holds `bytes` bytes from `base` on, lives as long as the store
+    // (both in `Region`), and one thread uses it.
     let store = unsafe { Store::attach(base, geo, &LOCKS) };
+    // SAFETY: as above; nobody else uses the region yet.
     unsafe { store.init() };
     Region { _mem: mem, store }
 }
