@@ -14,7 +14,8 @@ use crate::gucs;
 const NAME: &CStr = c"pg_cache";
 const DIRECTORY_LOCK: usize = PARTITIONS;
 const ALLOCATOR_LOCK: usize = PARTITIONS + 1;
-const LOCK_COUNT: usize = PARTITIONS + 2;
+/// Then one commit lock per cache slot.
+const FIRST_CACHE_LOCK: usize = PARTITIONS + 2;
 /// Index of `AddinShmemInitLock` in `MainLWLockArray` (lwlocknames.txt).
 const ADDIN_SHMEM_INIT_LOCK: usize = 21;
 
@@ -30,7 +31,7 @@ pub struct PgLocks;
 static PG_LOCKS: PgLocks = PgLocks;
 
 fn lwlock(i: usize) -> *mut pg_sys::LWLock {
-    // SAFETY: LOCKS is set at startup (checked by `store()`) and has LOCK_COUNT entries.
+    // SAFETY: LOCKS is set at startup (checked by `store()`) and has `lock_count()` entries.
     unsafe { &raw mut (*LOCKS.add(i)).lock }
 }
 
@@ -66,6 +67,18 @@ impl Locks for PgLocks {
         // SAFETY: as above.
         unsafe { pg_sys::LWLockRelease(lwlock(DIRECTORY_LOCK)) };
     }
+    fn lock_cache(&self, slot: u16, m: Mode) {
+        // SAFETY: as above; slot < max_caches, so the lock is in our tranche.
+        unsafe { pg_sys::LWLockAcquire(lwlock(FIRST_CACHE_LOCK + slot as usize), mode(m)) };
+    }
+    fn unlock_cache(&self, slot: u16) {
+        // SAFETY: as above.
+        unsafe { pg_sys::LWLockRelease(lwlock(FIRST_CACHE_LOCK + slot as usize)) };
+    }
+}
+
+fn lock_count() -> usize {
+    FIRST_CACHE_LOCK + gucs::max_caches() as usize
 }
 
 fn geometry() -> Geometry {
@@ -93,7 +106,7 @@ extern "C-unwind" fn request_hook() {
             prev();
         }
         pg_sys::RequestAddinShmemSpace(geometry().total + 64);
-        pg_sys::RequestNamedLWLockTranche(NAME.as_ptr(), LOCK_COUNT as i32);
+        pg_sys::RequestNamedLWLockTranche(NAME.as_ptr(), lock_count() as i32);
     }
 }
 

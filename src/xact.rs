@@ -2,9 +2,10 @@
 //!
 //! Registered once in `_PG_init`. At PRE_COMMIT everything that can fail runs:
 //! slots are resolved (maybe created) and entries are allocated and filled, evicting
-//! if memory is short. At COMMIT the prepared entries are only linked in, clears
-//! bump generations and declarations are published: no allocation that can ERROR,
-//! no ERROR. At ABORT prepared entries are freed and the write set dropped.
+//! if memory is short. At COMMIT, cache by cache under its commit lock, fills older
+//! than a committed invalidation are dropped, then the prepared entries are linked
+//! in, clears bump generations and declarations are published: no allocation that
+//! can ERROR, no ERROR. At ABORT prepared entries are freed and the write set dropped.
 
 use std::cell::RefCell;
 
@@ -19,17 +20,24 @@ use crate::core::writeset::{Op, Pending, WriteSet};
 use crate::shmem;
 
 enum CommitWrite {
-    Set { slot: SlotRef, entry: Prepared, size_limit: u64 },
-    Delete { slot: SlotRef, key: Vec<u8>, hash: u64 },
+    Set { entry: Prepared, hash: u64 },
+    Delete { key: Vec<u8>, hash: u64 },
 }
 
-#[derive(Default)]
-struct CommitPlan {
-    declares: Vec<(SlotRef, CacheConfig, u64)>,
-    clear_all: bool,
-    clears: Vec<SlotRef>,
+/// What the commit does to one cache, in this order: declare, clear, writes.
+struct CacheWrites {
+    slot: SlotRef,
+    declare: Option<CacheConfig>,
+    clear: bool,
+    size_limit: u64,
     writes: Vec<CommitWrite>,
-    now: i64,
+}
+
+struct CommitPlan {
+    /// When the transaction started: its fills are judged against later invalidations.
+    start: i64,
+    clear_all: bool,
+    caches: Vec<CacheWrites>,
 }
 
 #[derive(Default)]
@@ -78,51 +86,81 @@ fn now() -> i64 {
     unsafe { pg_sys::GetCurrentTimestamp() }
 }
 
+fn transaction_start() -> i64 {
+    // SAFETY: no preconditions; set when the transaction started.
+    unsafe { pg_sys::GetCurrentTransactionStartTimestamp() }
+}
+
 /// PRE_COMMIT: do everything that can fail.
 fn prepare_commit() {
     // Phase 1 may ERROR (slot creation): it allocates nothing in shared memory.
-    let resolved = TXN.with_borrow(|t| {
+    struct Resolved {
+        slot: SlotRef,
+        config: CacheConfig,
+        declare: Option<CacheConfig>,
+        clear: bool,
+        writes: Vec<(Vec<u8>, Option<(Vec<u8>, Option<i64>)>)>,
+    }
+    let (clear_all, resolved) = TXN.with_borrow(|t| {
         let plan = t.writes.plan();
-        let declares: Vec<_> = plan.declares.iter().map(|(c, cfg)| (caches::resolve(c).0, *cfg)).collect();
-        let clears: Vec<_> = plan.clears.iter().map(|c| caches::resolve(c).0).collect();
+        let mut caches: Vec<Resolved> = Vec::new();
+        let mut index = std::collections::HashMap::new();
+        let mut group = |name: &str| -> usize {
+            *index.entry(name.to_owned()).or_insert_with(|| {
+                let (slot, config) = caches::resolve(name);
+                caches.push(Resolved { slot, config, declare: None, clear: false, writes: Vec::new() });
+                caches.len() - 1
+            })
+        };
+        let mut declares = Vec::new();
+        for (name, config) in &plan.declares {
+            declares.push((group(name), *config));
+        }
+        let clears: Vec<usize> = plan.clears.iter().map(|name| group(name)).collect();
         let writes: Vec<_> = plan
             .writes
             .iter()
-            .map(|w| {
-                let (slot, config) = caches::resolve(w.cache);
-                (slot, config, w.key.to_vec(), w.value.map(|(v, ttl)| (v.to_vec(), ttl)))
-            })
+            .map(|w| (group(w.cache), w.key.to_vec(), w.value.map(|(v, ttl)| (v.to_vec(), ttl))))
             .collect();
-        (declares, plan.clear_all, clears, writes)
+        for (i, config) in declares {
+            caches[i].declare = Some(config);
+        }
+        for i in clears {
+            caches[i].clear = true;
+        }
+        for (i, key, value) in writes {
+            caches[i].writes.push((key, value));
+        }
+        (plan.clear_all, caches)
     });
-    let (declares, clear_all, clears, writes) = resolved;
     // Phase 2 cannot ERROR: allocation in shared memory evicts instead of failing.
     let store = shmem::store();
     let now = now();
-    let mut plan = CommitPlan {
-        declares: declares.into_iter().map(|(s, c)| (s, c, caches::size_limit(&c))).collect(),
-        clear_all,
-        clears,
-        writes: Vec::with_capacity(writes.len()),
-        now,
-    };
-    for (slot, config, key, value) in writes {
-        let hash = key::hash(slot.index, &key);
-        match value {
-            None => plan.writes.push(CommitWrite::Delete { slot, key, hash }),
-            Some((value, ttl)) => {
-                let expires_at = ttl.or_else(|| caches::duration_us(&config)).map_or(NO_EXPIRY, |d| now.saturating_add(d));
-                // A write that finds no room at all is dropped like an evicted entry.
-                if let Ok(Some(entry)) = store.prepare(slot, &key, &value, hash, expires_at, now) {
-                    plan.writes.push(CommitWrite::Set { slot, entry, size_limit: caches::size_limit(&config) });
+    let mut plan = CommitPlan { start: transaction_start(), clear_all, caches: Vec::with_capacity(resolved.len()) };
+    for r in resolved {
+        let mut writes = Vec::with_capacity(r.writes.len());
+        for (key, value) in r.writes {
+            let hash = key::hash(r.slot.index, &key);
+            match value {
+                None => writes.push(CommitWrite::Delete { key, hash }),
+                Some((value, ttl)) => {
+                    let expires_at =
+                        ttl.or_else(|| caches::duration_us(&r.config)).map_or(NO_EXPIRY, |d| now.saturating_add(d));
+                    // A write that finds no room at all is dropped (and counted) like an evicted entry.
+                    if let Ok(Some(entry)) = store.prepare(r.slot, &key, &value, hash, expires_at, now) {
+                        writes.push(CommitWrite::Set { entry, hash });
+                    }
                 }
             }
         }
+        let size_limit = caches::size_limit(&r.config);
+        plan.caches.push(CacheWrites { slot: r.slot, declare: r.declare, clear: r.clear, size_limit, writes });
     }
     TXN.with_borrow_mut(|t| t.commit = Some(plan));
 }
 
-/// COMMIT: link and swap only.
+/// COMMIT: link and swap only. Runs after the transaction became visible to new
+/// snapshots, so `now` is later than any snapshot that missed its changes.
 fn apply_commit() {
     let plan = TXN.with_borrow_mut(|t| {
         t.writes.reset();
@@ -130,25 +168,40 @@ fn apply_commit() {
     });
     let Some(plan) = plan else { return };
     let store = shmem::store();
-    for (slot, config, size_limit) in &plan.declares {
-        store.set_config(*slot, config);
-        store.enforce_size_limit(*slot, *size_limit, plan.now);
+    let now = now();
+    for cache in &plan.caches {
+        let commit = store.commit(cache.slot, now);
+        // Judge every fill before this commit raises fences of its own.
+        let stale: Vec<bool> = cache
+            .writes
+            .iter()
+            .map(|w| matches!(w, CommitWrite::Set { hash, .. } if commit.is_stale(*hash, plan.start)))
+            .collect();
+        if let Some(config) = &cache.declare {
+            commit.set_config(config, cache.size_limit);
+        }
+        if cache.clear || plan.clear_all {
+            commit.clear();
+        }
+        for (w, stale) in cache.writes.iter().zip(stale) {
+            match w {
+                CommitWrite::Set { entry, .. } if stale => commit.drop_stale(*entry),
+                CommitWrite::Set { entry, .. } => commit.install(*entry, cache.size_limit),
+                CommitWrite::Delete { key, hash } => {
+                    commit.delete(key, *hash);
+                }
+            }
+        }
     }
     if plan.clear_all {
         // SAFETY: MyDatabaseId is set in a connected backend.
         let db = unsafe { pg_sys::MyDatabaseId.to_u32() };
+        // The fence goes up before the caches are listed, so a cache created meanwhile
+        // is fenced even if the list misses it.
+        store.raise_db_fence(db, now);
         for (slot, _) in store.slots_of(db) {
-            store.clear(slot, plan.now);
-        }
-    }
-    for slot in &plan.clears {
-        store.clear(*slot, plan.now);
-    }
-    for w in plan.writes {
-        match w {
-            CommitWrite::Set { slot, entry, size_limit } => store.install(slot, entry, size_limit, plan.now),
-            CommitWrite::Delete { slot, key, hash } => {
-                store.delete(slot, &key, hash, plan.now);
+            if !plan.caches.iter().any(|c| c.slot == slot) {
+                store.commit(slot, now).clear();
             }
         }
     }
@@ -161,7 +214,7 @@ fn abort() {
     });
     if let Some(plan) = plan {
         let store = shmem::store();
-        for w in plan.writes {
+        for w in plan.caches.into_iter().flat_map(|c| c.writes) {
             if let CommitWrite::Set { entry, .. } = w {
                 store.discard(entry);
             }
@@ -177,17 +230,19 @@ fn has_writes() -> bool {
 unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     use pg_sys::XactEvent::*;
     match event {
-        XACT_EVENT_PRE_COMMIT | XACT_EVENT_PARALLEL_PRE_COMMIT => {
+        XACT_EVENT_PRE_COMMIT => {
             if has_writes() {
                 prepare_commit();
             }
         }
-        XACT_EVENT_COMMIT | XACT_EVENT_PARALLEL_COMMIT => {
+        XACT_EVENT_COMMIT => {
             if has_writes() {
                 apply_commit();
             }
         }
-        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT | XACT_EVENT_PREPARE => {
+        // A parallel worker's commit is not its transaction's commit: writes are
+        // refused in workers, and anything left would be dropped, never applied.
+        XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT | XACT_EVENT_PARALLEL_COMMIT | XACT_EVENT_PREPARE => {
             if has_writes() {
                 abort();
             }

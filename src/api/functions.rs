@@ -8,7 +8,7 @@ use pgrx::pg_sys;
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
-use super::caches::{self, check_key, check_name, check_positive, check_value_size};
+use super::caches::{self, check_key, check_name, check_not_parallel, check_positive, check_value_size};
 use super::errors;
 use super::jsonb::RawJsonb;
 use crate::core::key;
@@ -24,6 +24,7 @@ fn now() -> i64 {
 /// Stores `value` under `key` when the transaction commits.
 #[pg_extern(volatile, parallel_unsafe)]
 fn cache_set(cache: Option<&str>, key: Option<&str>, value: Option<RawJsonb>, ttl: default!(Option<Interval>, "NULL")) {
+    check_not_parallel("cache_set");
     let name = check_name(cache);
     let key = check_key(key);
     let value = value.unwrap_or_else(|| errors::null_argument("value"));
@@ -71,6 +72,7 @@ fn cache_get(cache: Option<&str>, key: Option<&str>, default: default!(Option<Ra
 /// Deletes `key` when the transaction commits; whether it was there.
 #[pg_extern(volatile, parallel_unsafe)]
 fn cache_delete(cache: Option<&str>, key: Option<&str>) -> bool {
+    check_not_parallel("cache_delete");
     let name = check_name(cache);
     let key = check_key(key);
     let (slot, config) = caches::resolve(name);
@@ -92,6 +94,7 @@ fn cache_delete(cache: Option<&str>, key: Option<&str>) -> bool {
 /// only what it writes to it afterwards.
 #[pg_extern(volatile, parallel_unsafe)]
 fn cache_clear(cache: Option<&str>) {
+    check_not_parallel("cache_clear");
     let name = check_name(cache);
     caches::resolve(name);
     xact::push(Op::Clear { cache: name.to_owned() });
@@ -100,6 +103,7 @@ fn cache_clear(cache: Option<&str>) {
 /// Empties every cache of the current database when the transaction commits.
 #[pg_extern(volatile, parallel_unsafe)]
 fn cache_clear_all() {
+    check_not_parallel("cache_clear_all");
     shmem::store();
     xact::push(Op::ClearAll);
 }
@@ -114,6 +118,7 @@ fn cache_create(
     context: default!(Option<bool>, "true"),
     context_ignored_keys: default!(Option<Vec<Option<String>>>, "'{}'"),
 ) {
+    check_not_parallel("cache_create");
     let name = check_name(cache);
     if let Some(n) = size_limit {
         if n < 1 {
@@ -141,6 +146,7 @@ fn cache_create(
 /// Drops every cache of a database at once (not transactional, like pg_stat_reset).
 #[pg_extern(volatile, parallel_unsafe)]
 fn cache_drop(dbname: Option<&str>) {
+    check_not_parallel("cache_drop");
     let dbname = dbname.unwrap_or_else(|| errors::null_argument("dbname"));
     // SAFETY: catalog lookups inside a transaction.
     let allowed = unsafe {
@@ -161,6 +167,8 @@ fn cache_drop(dbname: Option<&str>) {
         errors::raise(PgSqlErrorCode::ERRCODE_INVALID_CATALOG_NAME, format!("database \"{dbname}\" does not exist"), "");
     }
     let store = shmem::store();
+    // Fills of transactions running now are dropped at their commit, like after a clear.
+    store.raise_db_fence(db.to_u32(), now());
     for (slot, _) in store.slots_of(db.to_u32()) {
         store.drop_slot(slot);
     }
@@ -181,6 +189,7 @@ fn cache_stats() -> TableIterator<
         name!(deletes, i64),
         name!(evictions, i64),
         name!(expirations, i64),
+        name!(stale_sets, i64),
         name!(size_limit, i64),
         name!(duration, Option<Interval>),
         name!(last_clear, Option<TimestampWithTimeZone>),
@@ -204,6 +213,7 @@ fn cache_stats() -> TableIterator<
                 s.deletes as i64,
                 s.evictions as i64,
                 s.expirations as i64,
+                s.stale_sets as i64,
                 caches::size_limit(&s.config) as i64,
                 caches::duration_us(&s.config).map(Interval::from_micros),
                 s.last_clear.and_then(|t| TimestampWithTimeZone::try_from(t).ok()),

@@ -18,15 +18,24 @@
 //! * **Clear** bumps the slot's generation: entries of an older generation are misses
 //!   and sit at the LRU tail, where eviction reclaims them first.
 //!
-//! Lock order: directory → partition → slot spinlock → allocator. Memory is allocated
-//! *before* a partition lock is taken, so eviction (which locks the victim's
-//! partition) never runs while another partition lock is held.
+//! * **Commits** to a cache hold that cache's commit lock exclusively while they link
+//!   their entries in, raise their fences and bump the generation; lookups hold it
+//!   shared. A transaction's writes to one cache therefore appear together.
+//! * **Fences** (see `fences.rs`) remember when each key, cache and database was last
+//!   invalidated, so that a fill computed before a committed invalidation is dropped.
+//!
+//! Lock order: directory → cache commit lock → partition → slot spinlock → allocator.
+//! Memory is allocated *before* a partition lock is taken, so eviction (which locks
+//! the victim's partition) never runs while another partition lock is held.
 
 use std::cell::UnsafeCell;
 use std::mem::size_of;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use super::spin::SpinLock;
+
+mod fences;
+use fences::FenceBucket;
 
 pub const BLOCK_SIZE: usize = 128;
 const HEAD_SIZE: usize = 64;
@@ -42,6 +51,8 @@ pub const MAX_NAME: usize = 63;
 pub const MAX_IGNORED: usize = 256;
 pub const NO_EXPIRY: i64 = i64::MAX;
 pub const NEVER: i64 = i64::MIN;
+/// Database-wide fences (`cache_clear_all`, `cache_drop`), indexed by database OID.
+const DB_FENCES: usize = 64;
 const MAGIC: u64 = 0x7067_5f63_6163_6865; // "pg_cache"
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -58,6 +69,9 @@ pub trait Locks {
     fn unlock_allocator(&self);
     fn lock_directory(&self, mode: Mode);
     fn unlock_directory(&self);
+    /// The commit lock of cache slot `slot`.
+    fn lock_cache(&self, slot: u16, mode: Mode);
+    fn unlock_cache(&self, slot: u16);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +127,8 @@ struct Header {
     serial: AtomicU32,
     /// A logical clock, advanced by every install; reads stamp entries with it.
     tick: AtomicU64,
+    /// Last database-wide invalidation, per `OID % DB_FENCES`.
+    db_fences: [AtomicI64; DB_FENCES],
 }
 
 const SLOT_FREE: u32 = 0;
@@ -141,6 +157,8 @@ pub struct CacheSlot {
     deletes: AtomicU64,
     evictions: AtomicU64,
     expirations: AtomicU64,
+    stale_sets: AtomicU64,
+    /// Commit time of the last committed clear: also this cache's fence.
     last_clear: AtomicI64,
 }
 
@@ -182,9 +200,11 @@ pub struct SlotRef {
 pub struct Geometry {
     pub slots: u32,
     pub buckets: u32,
+    pub fence_buckets: u32,
     pub blocks: u32,
     slots_off: usize,
     buckets_off: usize,
+    fences_off: usize,
     blocks_off: usize,
     pub total: usize,
 }
@@ -205,7 +225,10 @@ impl Geometry {
             buckets /= 2;
         }
         let buckets = buckets.max(PARTITIONS);
-        let blocks_off = align64(buckets_off + buckets * 4);
+        // Fence bucket i shares partition i % PARTITIONS with hash bucket i.
+        let fence_buckets = (buckets / 16).max(PARTITIONS);
+        let fences_off = align64(buckets_off + buckets * 4);
+        let blocks_off = align64(fences_off + fence_buckets * size_of::<FenceBucket>());
         let blocks = memory.checked_sub(blocks_off)? / BLOCK_SIZE;
         if blocks < 64 || blocks >= NIL as usize {
             return None;
@@ -213,9 +236,11 @@ impl Geometry {
         Some(Geometry {
             slots: max_caches,
             buckets: buckets as u32,
+            fence_buckets: fence_buckets as u32,
             blocks: blocks as u32,
             slots_off,
             buckets_off,
+            fences_off,
             blocks_off,
             total: memory,
         })
@@ -267,6 +292,7 @@ pub struct SlotStats {
     pub deletes: u64,
     pub evictions: u64,
     pub expirations: u64,
+    pub stale_sets: u64,
     pub last_clear: Option<i64>,
     pub config: CacheConfig,
 }
@@ -297,6 +323,77 @@ impl<L: Locks> Drop for PartitionGuard<'_, L> {
 }
 
 struct DirectoryGuard<'a, L: Locks>(&'a L);
+
+/// Holds a cache's commit lock shared (a lookup) until dropped.
+struct CacheReadGuard<'a, L: Locks> {
+    locks: &'a L,
+    slot: u16,
+}
+
+impl<L: Locks> Drop for CacheReadGuard<'_, L> {
+    fn drop(&mut self) {
+        self.locks.unlock_cache(self.slot);
+    }
+}
+
+/// What a committing transaction does to one cache, under that cache's commit lock
+/// held exclusively: lookups see all of it or none of it. `now` is the commit time,
+/// taken after the transaction became visible to new snapshots; fences raised here
+/// carry it.
+pub struct CacheCommit<'s, 'a, L: Locks> {
+    store: &'s Store<'a, L>,
+    r: SlotRef,
+    now: i64,
+}
+
+impl<L: Locks> Drop for CacheCommit<'_, '_, L> {
+    fn drop(&mut self) {
+        self.store.locks.unlock_cache(self.r.index);
+    }
+}
+
+impl<L: Locks> CacheCommit<'_, '_, L> {
+    /// Whether a fill of the key with `hash` by a transaction that started at `start`
+    /// is stale: its key, its cache or its database was invalidated by a commit at or
+    /// after `start`. Ask before this commit raises fences of its own.
+    pub fn is_stale(&self, hash: u64, start: i64) -> bool {
+        let st = self.store;
+        let s = st.slot(self.r.index);
+        if s.last_clear.load(Ordering::Acquire) >= start || st.db_fence(s.db.load(Ordering::Relaxed)) >= start {
+            return true;
+        }
+        let _p = st.lock_bucket(st.bucket_of(hash), Mode::Shared);
+        // SAFETY: the fence bucket is guarded by the partition lock we hold.
+        unsafe { (*st.fence_of(hash)).fences(hash, start) }
+    }
+
+    /// Empties the cache (a generation bump) and fences every fill older than now.
+    pub fn clear(&self) {
+        self.store.clear_locked(self.r, self.now);
+    }
+
+    /// Links a prepared entry in place of any entry with the same key, fences older
+    /// fills of that key, then evicts while the cache holds more than `size_limit`.
+    pub fn install(&self, p: Prepared, size_limit: u64) {
+        self.store.install_locked(self.r, p, size_limit, self.now);
+    }
+
+    /// Frees a prepared entry found stale by [`CacheCommit::is_stale`]; counts it.
+    pub fn drop_stale(&self, p: Prepared) {
+        self.store.slot(self.r.index).stale_sets.fetch_add(1, Ordering::Relaxed);
+        self.store.free_entry(p.block);
+    }
+
+    /// Deletes the key and fences older fills of it; whether a visible entry was there.
+    pub fn delete(&self, key: &[u8], hash: u64) -> bool {
+        self.store.delete_locked(self.r, key, hash, self.now)
+    }
+
+    pub fn set_config(&self, config: &CacheConfig, size_limit: u64) {
+        self.store.set_config(self.r, config);
+        self.store.enforce_size_limit(self.r, size_limit, self.now);
+    }
+}
 
 impl<L: Locks> Drop for DirectoryGuard<'_, L> {
     fn drop(&mut self) {
@@ -330,6 +427,12 @@ impl<'a, L: Locks> Store<'a, L> {
                 s.lru_head.store(NIL, Ordering::Relaxed);
                 s.lru_tail.store(NIL, Ordering::Relaxed);
             }
+            for f in 0..self.geo.fence_buckets {
+                (*self.fence_bucket(f)).init();
+            }
+            for f in &(*h).db_fences {
+                f.store(NEVER, Ordering::Relaxed);
+            }
         }
     }
 
@@ -356,6 +459,17 @@ impl<'a, L: Locks> Store<'a, L> {
         debug_assert!((index as u32) < self.geo.slots);
         // SAFETY: index < slots, inside the directory array.
         unsafe { &*(self.base.add(self.geo.slots_off) as *const CacheSlot).add(index as usize) }
+    }
+
+    fn fence_bucket(&self, f: u32) -> *mut FenceBucket {
+        debug_assert!(f < self.geo.fence_buckets);
+        // SAFETY: f < fence_buckets, inside the fence table.
+        unsafe { (self.base.add(self.geo.fences_off) as *mut FenceBucket).add(f as usize) }
+    }
+
+    /// The fence bucket of `hash`; guarded by the same partition lock as its hash bucket.
+    fn fence_of(&self, hash: u64) -> *mut FenceBucket {
+        self.fence_bucket((hash as u32) & (self.geo.fence_buckets - 1))
     }
 
     fn bucket_head(&self, bucket: u32) -> *mut u32 {
@@ -515,7 +629,8 @@ impl<'a, L: Locks> Store<'a, L> {
         s.config_version.fetch_add(1, Ordering::Release);
         s.lru_head.store(NIL, Ordering::Relaxed);
         s.lru_tail.store(NIL, Ordering::Relaxed);
-        for c in [&s.entries, &s.bytes, &s.hits, &s.misses, &s.sets, &s.deletes, &s.evictions, &s.expirations] {
+        for c in [&s.entries, &s.bytes, &s.hits, &s.misses, &s.sets, &s.deletes, &s.evictions, &s.expirations, &s.stale_sets]
+        {
             c.store(0, Ordering::Relaxed);
         }
         s.last_clear.store(NEVER, Ordering::Relaxed);
@@ -547,6 +662,9 @@ impl<'a, L: Locks> Store<'a, L> {
     pub fn set_config(&self, r: SlotRef, config: &CacheConfig) {
         let s = self.slot(r.index);
         let _g = s.lock.lock();
+        if s.incarnation.load(Ordering::Acquire) != r.incarnation {
+            return; // dropped meanwhile: the slot may belong to another cache now
+        }
         // SAFETY: config is written only under the slot spinlock.
         unsafe { *s.config.get() = *config };
         s.config_version.fetch_add(1, Ordering::Release);
@@ -581,6 +699,7 @@ impl<'a, L: Locks> Store<'a, L> {
             deletes: s.deletes.load(Ordering::Relaxed),
             evictions: s.evictions.load(Ordering::Relaxed),
             expirations: s.expirations.load(Ordering::Relaxed),
+            stale_sets: s.stale_sets.load(Ordering::Relaxed),
             last_clear: (last != NEVER).then_some(last),
             config: self.config(r),
         }
@@ -834,6 +953,8 @@ impl<'a, L: Locks> Store<'a, L> {
                 break got;
             }
             if !self.evict_one(now) {
+                // The write is lost like an entry evicted at once: count it so.
+                self.slot(r.index).evictions.fetch_add(1, Ordering::Relaxed);
                 return Ok(None);
             }
         };
@@ -887,10 +1008,25 @@ impl<'a, L: Locks> Store<'a, L> {
         self.free_entry(p.block);
     }
 
-    /// Links a prepared entry in place of any entry with the same key, then evicts
-    /// least recently used entries while the cache holds more than `size_limit`.
-    /// Cannot fail: this is what runs at COMMIT.
-    pub fn install(&self, r: SlotRef, p: Prepared, size_limit: u64, now: i64) {
+    /// Opens a commit to cache `r` at commit time `now`: takes its commit lock.
+    pub fn commit(&self, r: SlotRef, now: i64) -> CacheCommit<'_, 'a, L> {
+        self.locks.lock_cache(r.index, Mode::Exclusive);
+        CacheCommit { store: self, r, now }
+    }
+
+    fn db_fence(&self, db: u32) -> i64 {
+        self.hdr().db_fences[db as usize % DB_FENCES].load(Ordering::Acquire)
+    }
+
+    /// Fences every fill into database `db` by transactions that started at or before
+    /// `now` (for `cache_clear_all` and `cache_drop`). Raise it before clearing the
+    /// database's caches, so that a cache created meanwhile is covered too.
+    pub fn raise_db_fence(&self, db: u32, now: i64) {
+        self.hdr().db_fences[db as usize % DB_FENCES].fetch_max(now, Ordering::AcqRel);
+    }
+
+    /// Cannot fail: this is what runs at COMMIT. Commit lock held.
+    fn install_locked(&self, r: SlotRef, p: Prepared, size_limit: u64, now: i64) {
         let s = self.slot(r.index);
         let bucket = self.bucket_of(p.hash);
         // SAFETY: p.block is our prepared entry.
@@ -900,6 +1036,8 @@ impl<'a, L: Locks> Store<'a, L> {
         {
             let _p = self.lock_bucket(bucket, Mode::Exclusive);
             self.remove_key_locked(r, bucket, p.hash, &key, false, now);
+            // SAFETY: the fence bucket is guarded by the partition lock we hold.
+            unsafe { (*self.fence_of(p.hash)).raise(p.hash, now) };
             let _g = s.lock.lock();
             if s.state.load(Ordering::Acquire) != SLOT_ACTIVE || s.incarnation.load(Ordering::Acquire) != r.incarnation {
                 drop(_g);
@@ -977,10 +1115,12 @@ impl<'a, L: Locks> Store<'a, L> {
         visible
     }
 
-    /// Deletes (slot, key); whether a visible entry was there.
-    pub fn delete(&self, r: SlotRef, key: &[u8], hash: u64, now: i64) -> bool {
+    /// Deletes (slot, key); whether a visible entry was there. Commit lock held.
+    fn delete_locked(&self, r: SlotRef, key: &[u8], hash: u64, now: i64) -> bool {
         let bucket = self.bucket_of(hash);
         let _p = self.lock_bucket(bucket, Mode::Exclusive);
+        // SAFETY: the fence bucket is guarded by the partition lock we hold.
+        unsafe { (*self.fence_of(hash)).raise(hash, now) };
         self.remove_key_locked(r, bucket, hash, key, true, now)
     }
 
@@ -1027,6 +1167,8 @@ impl<'a, L: Locks> Store<'a, L> {
     ) -> Lookup<T> {
         let s = self.slot(r.index);
         let bucket = self.bucket_of(hash);
+        self.locks.lock_cache(r.index, Mode::Shared);
+        let _c = CacheReadGuard { locks: self.locks, slot: r.index };
         let _p = self.lock_bucket(bucket, Mode::Shared);
         // SAFETY: chains do not change while we hold the partition lock shared.
         let mut e = unsafe { *self.bucket_head(bucket) };
@@ -1070,7 +1212,8 @@ impl<'a, L: Locks> Store<'a, L> {
     }
 
     /// Clears a cache in O(1): later lookups miss every entry installed before.
-    pub fn clear(&self, r: SlotRef, now: i64) {
+    /// Commit lock held.
+    fn clear_locked(&self, r: SlotRef, now: i64) {
         let s = self.slot(r.index);
         let _g = s.lock.lock();
         if s.incarnation.load(Ordering::Acquire) != r.incarnation {
@@ -1079,7 +1222,7 @@ impl<'a, L: Locks> Store<'a, L> {
         s.gen.fetch_add(1, Ordering::Release);
         s.entries.store(0, Ordering::Relaxed);
         s.bytes.store(0, Ordering::Relaxed);
-        s.last_clear.store(now, Ordering::Relaxed);
+        s.last_clear.fetch_max(now, Ordering::Release);
     }
 
     /// Removes a cache and frees all its entries, one entry per lock hold.

@@ -11,6 +11,8 @@ impl Locks for NoLocks {
     fn unlock_allocator(&self) {}
     fn lock_directory(&self, _: Mode) {}
     fn unlock_directory(&self) {}
+    fn lock_cache(&self, _: u16, _: Mode) {}
+    fn unlock_cache(&self, _: u16) {}
 }
 
 struct Region {
@@ -40,7 +42,7 @@ fn set(s: &Store<NoLocks>, r: SlotRef, key: &str, value: &[u8], limit: u64) {
 fn set_at(s: &Store<NoLocks>, r: SlotRef, key: &str, value: &[u8], expires: i64, limit: u64, now: i64) {
     let h = hash(r.index, key.as_bytes());
     let p = s.prepare(r, key.as_bytes(), value, h, expires, now).unwrap().expect("room");
-    s.install(r, p, limit, now);
+    s.commit(r, now).install(p, limit);
 }
 
 fn get_at(s: &Store<NoLocks>, r: SlotRef, key: &str, now: i64) -> Lookup<Vec<u8>> {
@@ -135,7 +137,7 @@ fn clear_hides_old_entries_and_keeps_new_ones() {
     let r = new_cache(s, 1, "c");
     set(s, r, "a", b"1", 10);
     set(s, r, "b", b"2", 10);
-    s.clear(r, 42);
+    s.commit(r, 42).clear();
     assert_eq!(get(s, r, "a"), None);
     set(s, r, "b", b"3", 10);
     assert_eq!(get(s, r, "b"), Some(b"3".to_vec()));
@@ -154,8 +156,8 @@ fn delete_reports_whether_the_key_was_visible() {
     let r = new_cache(s, 1, "c");
     set(s, r, "k", b"v", 10);
     let h = hash(r.index, b"k");
-    assert!(s.delete(r, b"k", h, 0));
-    assert!(!s.delete(r, b"k", h, 0));
+    assert!(s.commit(r, 0).delete(b"k", h));
+    assert!(!s.commit(r, 0).delete(b"k", h));
     assert_eq!(get(s, r, "k"), None);
     assert_eq!(s.stats(r, String::new()).deletes, 1);
 }
@@ -212,7 +214,7 @@ fn allocator_survives_fragmentation() {
     for _ in 0..20_000 {
         let k = format!("k{}", next() % 500);
         if next() % 4 == 0 {
-            s.delete(r, k.as_bytes(), hash(r.index, k.as_bytes()), 0);
+            s.commit(r, 0).delete(k.as_bytes(), hash(r.index, k.as_bytes()));
             model.remove(&k);
         } else {
             let len = [10, 100, 700, 3000, 20_000][(next() % 5) as usize];
@@ -288,4 +290,73 @@ fn geometry_fits_the_region() {
         }
     }
     assert_eq!(Geometry::new(4096, 1024), None);
+}
+
+#[test]
+fn fence_buckets_share_the_partition_of_their_hash_bucket() {
+    for mb in [1usize, 8, 64] {
+        let g = Geometry::new(mb << 20, 64).unwrap();
+        assert!(g.fence_buckets.is_power_of_two() && g.fence_buckets as usize >= PARTITIONS);
+        assert!(g.fence_buckets <= g.buckets);
+        for h in [0u64, 1, 127, 128, 0xdead_beef_1234_5678, u64::MAX] {
+            let bucket = (h as u32) & (g.buckets - 1);
+            let fence = (h as u32) & (g.fence_buckets - 1);
+            assert_eq!(bucket as usize % PARTITIONS, fence as usize % PARTITIONS);
+        }
+    }
+}
+
+fn prepared(s: &Store<NoLocks>, r: SlotRef, key: &str, value: &[u8]) -> (Prepared, u64) {
+    let h = hash(r.index, key.as_bytes());
+    (s.prepare(r, key.as_bytes(), value, h, NO_EXPIRY, 0).unwrap().expect("room"), h)
+}
+
+#[test]
+fn a_fill_older_than_a_committed_delete_or_overwrite_is_stale() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    let (p, h) = prepared(s, r, "k", b"old");
+    // Another transaction deleted k at 100; our fill began at 90 (before) or 100.
+    assert!(s.commit(r, 100).delete(b"k", h) == false);
+    let c = s.commit(r, 120);
+    assert!(c.is_stale(h, 90));
+    assert!(c.is_stale(h, 100), "a tie counts as older");
+    assert!(!c.is_stale(h, 101));
+    assert!(!c.is_stale(hash(r.index, b"other"), 90), "other keys are not fenced");
+    c.drop_stale(p);
+    drop(c);
+    assert_eq!(get(s, r, "k"), None);
+    // An installed overwrite fences older fills of the same key as well.
+    set_at(s, r, "k", b"new", NO_EXPIRY, 10, 200);
+    assert!(s.commit(r, 300).is_stale(h, 150));
+    let st = s.stats(r, String::new());
+    assert_eq!((st.stale_sets, st.entries), (1, 1));
+}
+
+#[test]
+fn a_clear_fences_every_key_of_its_cache_only() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let a = new_cache(s, 1, "a");
+    let b = new_cache(s, 1, "b");
+    s.commit(a, 100).clear();
+    let ha = hash(a.index, b"k");
+    let hb = hash(b.index, b"k");
+    assert!(s.commit(a, 110).is_stale(ha, 50));
+    assert!(!s.commit(a, 110).is_stale(ha, 101));
+    assert!(!s.commit(b, 110).is_stale(hb, 50));
+}
+
+#[test]
+fn a_database_fence_covers_its_caches_even_ones_created_later() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    s.raise_db_fence(7, 100);
+    let later = new_cache(s, 7, "later");
+    let other_db = new_cache(s, 8, "later");
+    let h = hash(later.index, b"k");
+    assert!(s.commit(later, 110).is_stale(h, 99));
+    assert!(!s.commit(later, 110).is_stale(h, 101));
+    assert!(!s.commit(other_db, 110).is_stale(hash(other_db.index, b"k"), 99));
 }
