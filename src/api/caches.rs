@@ -214,3 +214,16 @@ pub fn check_positive(what: &str, interval: Interval) -> i64 {
     }
     us.min(i64::MAX as i128 / 4) as i64
 }
+
+/// Writes belong to the leader's transaction: a parallel worker (or a leader in
+/// parallel mode) could only lose them. PostgreSQL refuses its own writes there too.
+pub fn check_not_parallel(function: &str) {
+    // SAFETY: no preconditions.
+    if unsafe { pg_sys::IsInParallelMode() } {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_INVALID_TRANSACTION_STATE,
+            format!("cannot call {function} during a parallel operation"),
+            "Functions that call it must be marked PARALLEL UNSAFE.",
+        );
+    }
+}
