@@ -4,6 +4,7 @@ set -euo pipefail
 
 PG_VERSION=15
 PG_BIN=/usr/lib/postgresql/$PG_VERSION/bin
+PG_ISOLATION_REGRESS=/usr/lib/postgresql/$PG_VERSION/lib/pgxs/src/test/isolation/pg_isolation_regress
 PGRX_VERSION=0.18.1
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export PATH="$HOME/.cargo/bin:$PATH"
