@@ -3,33 +3,10 @@
 
 use std::time::Duration;
 
-use postgres::{Client, NoTls};
+use postgres::Client;
 
-fn port(var: &str) -> u16 {
-    std::env::var(var)
-        .unwrap_or_else(|_| panic!("{var} is not set: run these tests with scripts/test"))
-        .parse()
-        .expect("a port number")
-}
-
-fn connect_to(var: &str, db: &str) -> Client {
-    Client::connect(&format!("host=127.0.0.1 port={} user=postgres dbname={db}", port(var)), NoTls)
-        .expect("connect")
-}
-
-fn connect(db: &str) -> Client {
-    connect_to("PG_CACHE_TEST_PORT", db)
-}
-
-fn get(c: &mut Client, cache: &str, key: &str) -> Option<String> {
-    c.query_one("SELECT cache_get($1, $2)::text", &[&cache, &key]).unwrap().get(0)
-}
-
-fn stat(c: &mut Client, cache: &str, column: &str) -> i64 {
-    c.query_one(&format!("SELECT {column} FROM cache_stats() WHERE cache = $1"), &[&cache])
-        .unwrap()
-        .get(0)
-}
+mod common;
+use common::{connect, connect_to, get, stat};
 
 #[test]
 fn a_committed_set_is_seen_by_another_session_and_nothing_before() {
