@@ -19,8 +19,9 @@ use crate::core::store::{CacheConfig, Prepared, SlotRef, NO_EXPIRY};
 use crate::core::writeset::{Op, Pending, WriteSet};
 use crate::shmem;
 
+/// Keys are kept from PRE_COMMIT on, so that COMMIT allocates nothing.
 enum CommitWrite {
-    Set { entry: Prepared, hash: u64 },
+    Set { entry: Prepared, key: Vec<u8>, hash: u64, stale: bool },
     Delete { key: Vec<u8>, hash: u64 },
 }
 
@@ -148,7 +149,7 @@ fn prepare_commit() {
                         ttl.or_else(|| caches::duration_us(&r.config)).map_or(NO_EXPIRY, |d| now.saturating_add(d));
                     // A write that finds no room at all is dropped (and counted) like an evicted entry.
                     if let Ok(Some(entry)) = store.prepare(r.slot, &key, &value, hash, expires_at, now) {
-                        writes.push(CommitWrite::Set { entry, hash });
+                        writes.push(CommitWrite::Set { entry, key, hash, stale: false });
                     }
                 }
             }
@@ -159,34 +160,35 @@ fn prepare_commit() {
     TXN.with_borrow_mut(|t| t.commit = Some(plan));
 }
 
-/// COMMIT: link and swap only. Runs after the transaction became visible to new
-/// snapshots, so `now` is later than any snapshot that missed its changes.
+/// COMMIT: link and swap only, and no allocation (the plan is consumed in place).
+/// Runs after the transaction became visible to new snapshots, so `now` is later than
+/// any snapshot that missed its changes.
 fn apply_commit() {
     let plan = TXN.with_borrow_mut(|t| {
         t.writes.reset();
         t.commit.take()
     });
-    let Some(plan) = plan else { return };
+    let Some(mut plan) = plan else { return };
     let store = shmem::store();
     let now = now();
-    for cache in &plan.caches {
+    for cache in &mut plan.caches {
         let commit = store.commit(cache.slot, now);
         // Judge every fill before this commit raises fences of its own.
-        let stale: Vec<bool> = cache
-            .writes
-            .iter()
-            .map(|w| matches!(w, CommitWrite::Set { hash, .. } if commit.is_stale(*hash, plan.start)))
-            .collect();
+        for w in &mut cache.writes {
+            if let CommitWrite::Set { hash, stale, .. } = w {
+                *stale = commit.is_stale(*hash, plan.start);
+            }
+        }
         if let Some(config) = &cache.declare {
             commit.set_config(config, cache.size_limit);
         }
         if cache.clear || plan.clear_all {
             commit.clear();
         }
-        for (w, stale) in cache.writes.iter().zip(stale) {
+        for w in &cache.writes {
             match w {
-                CommitWrite::Set { entry, .. } if stale => commit.drop_stale(*entry),
-                CommitWrite::Set { entry, .. } => commit.install(*entry, cache.size_limit),
+                CommitWrite::Set { entry, stale: true, .. } => commit.drop_stale(*entry),
+                CommitWrite::Set { entry, key, .. } => commit.install(*entry, key, cache.size_limit),
                 CommitWrite::Delete { key, hash } => {
                     commit.delete(key, *hash);
                 }
@@ -196,14 +198,7 @@ fn apply_commit() {
     if plan.clear_all {
         // SAFETY: MyDatabaseId is set in a connected backend.
         let db = unsafe { pg_sys::MyDatabaseId.to_u32() };
-        // The fence goes up before the caches are listed, so a cache created meanwhile
-        // is fenced even if the list misses it.
-        store.raise_db_fence(db, now);
-        for (slot, _) in store.slots_of(db) {
-            if !plan.caches.iter().any(|c| c.slot == slot) {
-                store.commit(slot, now).clear();
-            }
-        }
+        store.clear_database(db, now, |slot| plan.caches.iter().any(|c| c.slot == slot));
     }
 }
 

@@ -372,10 +372,11 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
         self.store.clear_locked(self.r, self.now);
     }
 
-    /// Links a prepared entry in place of any entry with the same key, fences older
-    /// fills of that key, then evicts while the cache holds more than `size_limit`.
-    pub fn install(&self, p: Prepared, size_limit: u64) {
-        self.store.install_locked(self.r, p, size_limit, self.now);
+    /// Links a prepared entry for `key` in place of any entry with the same key,
+    /// fences older fills of that key, then evicts while the cache holds more than
+    /// `size_limit`.
+    pub fn install(&self, p: Prepared, key: &[u8], size_limit: u64) {
+        self.store.install_locked(self.r, p, key, size_limit, self.now);
     }
 
     /// Frees a prepared entry found stale by [`CacheCommit::is_stale`]; counts it.
@@ -1025,17 +1026,31 @@ impl<'a, L: Locks> Store<'a, L> {
         self.hdr().db_fences[db as usize % DB_FENCES].fetch_max(now, Ordering::AcqRel);
     }
 
-    /// Cannot fail: this is what runs at COMMIT. Commit lock held.
-    fn install_locked(&self, r: SlotRef, p: Prepared, size_limit: u64, now: i64) {
+    /// Empties every cache of database `db` but those `skip` names, after raising the
+    /// database fence (so a cache created meanwhile is fenced even if the scan misses
+    /// it). Allocates nothing: this runs at COMMIT.
+    pub fn clear_database(&self, db: u32, now: i64, skip: impl Fn(SlotRef) -> bool) {
+        self.raise_db_fence(db, now);
+        let _dir = self.lock_directory(Mode::Shared);
+        let used = self.hdr().used_slots.load(Ordering::Acquire);
+        for i in 0..used as u16 {
+            let s = self.slot(i);
+            if s.state.load(Ordering::Acquire) == SLOT_ACTIVE && s.db.load(Ordering::Relaxed) == db {
+                let r = SlotRef { index: i, incarnation: s.incarnation.load(Ordering::Acquire) };
+                if !skip(r) {
+                    self.commit(r, now).clear();
+                }
+            }
+        }
+    }
+
+    /// Cannot fail and allocates nothing: this is what runs at COMMIT. Commit lock held.
+    fn install_locked(&self, r: SlotRef, p: Prepared, key: &[u8], size_limit: u64, now: i64) {
         let s = self.slot(r.index);
         let bucket = self.bucket_of(p.hash);
-        // SAFETY: p.block is our prepared entry.
-        let key_len = unsafe { (*self.head(p.block)).key_len } as usize;
-        let mut key = vec![0u8; key_len];
-        self.copy_key(p.block, &mut key);
         {
             let _p = self.lock_bucket(bucket, Mode::Exclusive);
-            self.remove_key_locked(r, bucket, p.hash, &key, false, now);
+            self.remove_key_locked(r, bucket, p.hash, key, false, now);
             // SAFETY: the fence bucket is guarded by the partition lock we hold.
             unsafe { (*self.fence_of(p.hash)).raise(p.hash, now) };
             let _g = s.lock.lock();
@@ -1070,16 +1085,6 @@ impl<'a, L: Locks> Store<'a, L> {
                 None => break,
             }
         }
-    }
-
-    fn copy_key(&self, first: u32, out: &mut [u8]) {
-        let mut pos = 0;
-        self.for_each_payload_chunk(first, |chunk| {
-            let n = chunk.len().min(out.len() - pos);
-            out[pos..pos + n].copy_from_slice(&chunk[..n]);
-            pos += n;
-            pos < out.len()
-        });
     }
 
     /// Removes every entry of (slot, key) from its bucket; exclusive partition lock

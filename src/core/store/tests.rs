@@ -42,7 +42,7 @@ fn set(s: &Store<NoLocks>, r: SlotRef, key: &str, value: &[u8], limit: u64) {
 fn set_at(s: &Store<NoLocks>, r: SlotRef, key: &str, value: &[u8], expires: i64, limit: u64, now: i64) {
     let h = hash(r.index, key.as_bytes());
     let p = s.prepare(r, key.as_bytes(), value, h, expires, now).unwrap().expect("room");
-    s.commit(r, now).install(p, limit);
+    s.commit(r, now).install(p, key.as_bytes(), limit);
 }
 
 fn get_at(s: &Store<NoLocks>, r: SlotRef, key: &str, now: i64) -> Lookup<Vec<u8>> {
