@@ -143,3 +143,15 @@ fn small_memory_under_heavy_writes_evicts_and_never_errors() {
     assert_eq!(entries + evictions, 6000);
     assert_eq!(stat(&mut c, "pressure", "sets"), 6000);
 }
+
+#[test]
+fn without_preloading_the_extension_refuses_to_load_and_says_how_to_fix_it() {
+    let mut c = connect_to("PG_CACHE_TEST_PLAIN_PORT", "postgres");
+    for sql in ["CREATE EXTENSION pg_cache", "LOAD 'pg_cache'"] {
+        let err = c.batch_execute(sql).unwrap_err();
+        let db = err.as_db_error().unwrap_or_else(|| panic!("{sql}: {err}"));
+        assert_eq!(db.code().code(), "55000", "{sql}: {db:?}");
+        assert_eq!(db.message(), "pg_cache must be loaded via shared_preload_libraries");
+        assert!(db.hint().is_some_and(|h| h.contains("shared_preload_libraries")), "{db:?}");
+    }
+}
