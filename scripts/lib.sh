@@ -38,6 +38,9 @@ ensure_pgrx() {
 
 install_extension() {
     say "building and installing pg_cache"
+    # Unlink the old library first: copying over it in place would change the code
+    # under any running server that has it mapped (a demo cluster, say) and crash it.
+    as_root rm -f "$("$PG_BIN/pg_config" --pkglibdir)/pg_cache.so"
     (cd "$ROOT" && cargo pgrx install --release --pg-config "$PG_BIN/pg_config" >/dev/null)
 }
 

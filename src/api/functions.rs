@@ -175,9 +175,13 @@ fn cache_drop(dbname: Option<&str>) {
 }
 
 /// A row per cache of the current database.
-#[pg_extern(volatile, parallel_restricted)]
+///
+/// The C symbol carries the row shape's version (as pg_stat_statements does): a
+/// database whose extension SQL still declares an older shape gets "could not find
+/// function" until `ALTER EXTENSION pg_cache UPDATE`, never rows of the wrong shape.
+#[pg_extern(name = "cache_stats", volatile, parallel_restricted)]
 #[allow(clippy::type_complexity)]
-fn cache_stats() -> TableIterator<
+fn cache_stats_v2() -> TableIterator<
     'static,
     (
         name!(cache, String),
