@@ -11,6 +11,7 @@ static MAX_KEY_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024);
 static MAX_VALUE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024);
 static DEFAULT_SIZE_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(1024);
 static DEFAULT_DURATION_S: GucSetting<i32> = GucSetting::<i32>::new(0);
+static EXPIRY_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 static CONTEXT_SETTINGS: GucSetting<Option<std::ffi::CString>> = GucSetting::<Option<std::ffi::CString>>::new(None);
 
 pub fn init() {
@@ -74,6 +75,16 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::UNIT_S,
     );
+    GucRegistry::define_int_guc(
+        c"pg_cache.expiry_interval",
+        c"How often the pg_cache worker reclaims expired and cleared entries.",
+        c"Each pass visits every bucket in short slices; it is skipped when nothing can have expired.",
+        &EXPIRY_INTERVAL_MS,
+        10,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
     GucRegistry::define_string_guc(
         c"pg_cache.context_settings",
         c"Comma-separated settings whose values are part of every context-dependent cache key.",
@@ -108,6 +119,10 @@ pub fn default_size_limit() -> u64 {
 pub fn default_duration_us() -> Option<i64> {
     let s = DEFAULT_DURATION_S.get();
     (s > 0).then(|| s as i64 * 1_000_000)
+}
+
+pub fn expiry_interval() -> std::time::Duration {
+    std::time::Duration::from_millis(EXPIRY_INTERVAL_MS.get() as u64)
 }
 
 /// The raw `pg_cache.context_settings` string, `None` when unset.

@@ -1,7 +1,7 @@
 //! pg_cache: a transactional cache in PostgreSQL shared memory.
 //!
-//! `core` needs no PostgreSQL; `shmem` and `xact` bind it to the server; `api` is
-//! what SQL sees.
+//! `core` needs no PostgreSQL; `shmem`, `xact` and `worker` bind it to the server;
+//! `api` is what SQL sees.
 
 use pgrx::prelude::*;
 
@@ -9,6 +9,7 @@ mod api;
 pub mod core;
 mod gucs;
 mod shmem;
+mod worker;
 mod xact;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -24,6 +25,7 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     shmem::install_hooks();
     xact::register();
+    worker::register();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

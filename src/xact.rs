@@ -45,17 +45,44 @@ struct CommitPlan {
 struct Txn {
     writes: WriteSet,
     commit: Option<CommitPlan>,
+    /// Databases this transaction drops (`DROP DATABASE`), detached at its commit.
+    dropped_databases: Vec<u32>,
 }
 
 thread_local! {
     static TXN: RefCell<Txn> = RefCell::new(Txn::default());
 }
 
+static mut PREV_OBJECT_ACCESS_HOOK: pg_sys::object_access_hook_type = None;
+
 pub fn register() {
-    // SAFETY: plain callback registration, once per process from _PG_init.
+    // SAFETY: callback and hook registration, once, from _PG_init in the postmaster.
     unsafe {
         pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut());
         pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
+        PREV_OBJECT_ACCESS_HOOK = pg_sys::object_access_hook;
+        pg_sys::object_access_hook = Some(object_access);
+    }
+}
+
+/// Notes `DROP DATABASE` (it cannot run inside a transaction block, so its
+/// transaction's commit is the drop's).
+#[pg_guard]
+unsafe extern "C-unwind" fn object_access(
+    access: pg_sys::ObjectAccessType::Type,
+    class_id: pg_sys::Oid,
+    object_id: pg_sys::Oid,
+    sub_id: std::ffi::c_int,
+    arg: *mut std::ffi::c_void,
+) {
+    // SAFETY: chaining to the hook that was installed before ours, with its arguments.
+    unsafe {
+        if let Some(prev) = PREV_OBJECT_ACCESS_HOOK {
+            prev(access, class_id, object_id, sub_id, arg);
+        }
+    }
+    if access == pg_sys::ObjectAccessType::OAT_DROP && class_id == pg_sys::DatabaseRelationId {
+        TXN.with_borrow_mut(|t| t.dropped_databases.push(object_id.to_u32()));
     }
 }
 
@@ -168,9 +195,13 @@ fn apply_commit() {
         t.writes.reset();
         t.commit.take()
     });
-    let Some(mut plan) = plan else { return };
+    let dropped = TXN.with_borrow_mut(|t| std::mem::take(&mut t.dropped_databases));
     let store = shmem::store();
     let now = now();
+    for db in dropped {
+        store.detach_database(db, now);
+    }
+    let Some(mut plan) = plan else { return };
     for cache in &mut plan.caches {
         let commit = store.commit(cache.slot, now);
         // Judge every fill before this commit raises fences of its own.
@@ -205,6 +236,7 @@ fn apply_commit() {
 fn abort() {
     let plan = TXN.with_borrow_mut(|t| {
         t.writes.reset();
+        t.dropped_databases.clear();
         t.commit.take()
     });
     if let Some(plan) = plan {
@@ -218,7 +250,7 @@ fn abort() {
 }
 
 fn has_writes() -> bool {
-    TXN.with_borrow(|t| !t.writes.is_empty() || t.commit.is_some())
+    TXN.with_borrow(|t| !t.writes.is_empty() || t.commit.is_some() || !t.dropped_databases.is_empty())
 }
 
 #[pg_guard]

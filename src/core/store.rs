@@ -35,7 +35,9 @@ use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use super::spin::SpinLock;
 
 mod fences;
+mod maintenance;
 use fences::FenceBucket;
+pub use maintenance::Sweep;
 
 pub const BLOCK_SIZE: usize = 128;
 const HEAD_SIZE: usize = 64;
@@ -129,6 +131,9 @@ struct Header {
     tick: AtomicU64,
     /// Last database-wide invalidation, per `OID % DB_FENCES`.
     db_fences: [AtomicI64; DB_FENCES],
+    /// Bumped by whatever may leave entries for the worker to reclaim (a clear, an
+    /// install with a TTL, a drop), so that its sweep can skip an idle region.
+    changes: AtomicU64,
 }
 
 const SLOT_FREE: u32 = 0;
@@ -302,6 +307,7 @@ pub struct MemoryStats {
     pub total_bytes: u64,
     pub used_bytes: u64,
     pub entries: u64,
+    pub databases: u64,
 }
 
 pub struct Store<'a, L: Locks> {
@@ -634,7 +640,9 @@ impl<'a, L: Locks> Store<'a, L> {
         {
             c.store(0, Ordering::Relaxed);
         }
-        s.last_clear.store(NEVER, Ordering::Relaxed);
+        // A database-wide clear or drop before this slot existed counts as its clear
+        // (for cache_last_clear; fills are fenced by the database fence anyway).
+        s.last_clear.store(self.db_fence(db), Ordering::Relaxed);
         s.state.store(SLOT_ACTIVE, Ordering::Release);
         if index as u32 == used {
             h.used_slots.store(used + 1, Ordering::Release);
@@ -706,22 +714,18 @@ impl<'a, L: Locks> Store<'a, L> {
         }
     }
 
+    /// When the cache was last cleared by a committed transaction.
+    pub fn last_clear(&self, r: SlotRef) -> Option<i64> {
+        let t = self.slot(r.index).last_clear.load(Ordering::Acquire);
+        (t != NEVER).then_some(t)
+    }
+
     pub fn count_hit(&self, r: SlotRef) {
         self.slot(r.index).hits.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn count_miss(&self, r: SlotRef) {
         self.slot(r.index).misses.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn memory(&self) -> MemoryStats {
-        self.locks.lock_allocator();
-        // SAFETY: allocator fields are read under the allocator lock.
-        let used = unsafe { *self.hdr().bump.get() - *self.hdr().free_blocks.get() };
-        self.locks.unlock_allocator();
-        let n = self.hdr().used_slots.load(Ordering::Acquire);
-        let entries = (0..n as u16).map(|i| self.slot(i).entries.load(Ordering::Relaxed)).sum();
-        MemoryStats { total_bytes: self.geo.total as u64, used_bytes: used as u64 * BLOCK_SIZE as u64, entries }
     }
 
     // ---- allocator -------------------------------------------------------------
@@ -903,7 +907,8 @@ impl<'a, L: Locks> Store<'a, L> {
             let mut best: Option<(u16, u64)> = None;
             for i in 0..used as u16 {
                 let s = self.slot(i);
-                if s.state.load(Ordering::Acquire) == SLOT_FREE {
+                let state = s.state.load(Ordering::Acquire);
+                if state == SLOT_FREE {
                     continue;
                 }
                 let t = s.lru_tail.load(Ordering::Relaxed);
@@ -914,7 +919,8 @@ impl<'a, L: Locks> Store<'a, L> {
                 // SAFETY: t < blocks, so the read stays inside the region.
                 let (gen, used_at) =
                     unsafe { ((*self.head(t)).gen, (*self.head(t)).last_used.load(Ordering::Relaxed)) };
-                let score = if gen != s.gen.load(Ordering::Relaxed) || self.is_expired(t, now) { 0 } else { used_at + 1 };
+                let dead = state == SLOT_DROPPING || gen != s.gen.load(Ordering::Relaxed) || self.is_expired(t, now);
+                let score = if dead { 0 } else { used_at + 1 };
                 if best.is_none_or(|(_, b)| score < b) {
                     best = Some((i, score));
                 }
@@ -1063,6 +1069,9 @@ impl<'a, L: Locks> Store<'a, L> {
             // SAFETY: we own the entry and hold the partition lock and s.lock.
             unsafe {
                 let h = self.head(p.block);
+                if (*h).expires_at != NO_EXPIRY {
+                    self.hdr().changes.fetch_add(1, Ordering::Relaxed);
+                }
                 (*h).gen = s.gen.load(Ordering::Relaxed);
                 (*h).last_used.store(tick, Ordering::Relaxed);
                 self.lru_push_head(s, p.block);
@@ -1228,26 +1237,46 @@ impl<'a, L: Locks> Store<'a, L> {
         s.entries.store(0, Ordering::Relaxed);
         s.bytes.store(0, Ordering::Relaxed);
         s.last_clear.fetch_max(now, Ordering::Release);
+        self.hdr().changes.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Removes a cache and frees all its entries, one entry per lock hold.
     pub fn drop_slot(&self, r: SlotRef) {
-        let s = self.slot(r.index);
         {
             let _dir = self.lock_directory(Mode::Exclusive);
-            let _g = s.lock.lock();
             if !self.is_valid(r) {
                 return;
             }
-            s.state.store(SLOT_DROPPING, Ordering::Release);
+            self.begin_drop_locked(r.index);
         }
-        while let Some(v) = self.pop_tail(r.index, PopReason::Drop, 0) {
+        self.finish_drop(r.index);
+    }
+
+    /// Makes slot `index` invisible at once (lookups, installs and new slots of the
+    /// same name no longer see it); its entries stay until `finish_drop`. Directory
+    /// lock held exclusively.
+    fn begin_drop_locked(&self, index: u16) {
+        let s = self.slot(index);
+        let _g = s.lock.lock();
+        s.state.store(SLOT_DROPPING, Ordering::Release);
+        self.hdr().changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Frees the entries of dropping slot `index`, one per lock hold, then the slot.
+    fn finish_drop(&self, index: u16) -> u64 {
+        let s = self.slot(index);
+        let mut freed = 0;
+        while let Some(v) = self.pop_tail(index, PopReason::Drop, 0) {
             self.reap(v);
+            freed += 1;
         }
         let _dir = self.lock_directory(Mode::Exclusive);
-        s.incarnation.fetch_add(1, Ordering::Release);
-        s.name_len.store(0, Ordering::Release);
-        s.state.store(SLOT_FREE, Ordering::Release);
+        if s.state.load(Ordering::Acquire) == SLOT_DROPPING && s.lru_tail.load(Ordering::Acquire) == NIL {
+            s.incarnation.fetch_add(1, Ordering::Release);
+            s.name_len.store(0, Ordering::Release);
+            s.state.store(SLOT_FREE, Ordering::Release);
+        }
+        freed
     }
 
     /// Counts, for tests: (free-list blocks + never used blocks) must equal the blocks

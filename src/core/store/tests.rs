@@ -360,3 +360,99 @@ fn a_database_fence_covers_its_caches_even_ones_created_later() {
     assert!(!s.commit(later, 110).is_stale(h, 101));
     assert!(!s.commit(other_db, 110).is_stale(hash(other_db.index, b"k"), 99));
 }
+
+fn sweep_all(s: &Store<NoLocks>, now: i64) -> Sweep {
+    let mut out = Sweep::default();
+    for p in 0..PARTITIONS {
+        let mut from = 0;
+        while from < s.buckets_per_partition() {
+            from = s.sweep_slice(p, from, 7, now, &mut out);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_sweep_reclaims_expired_and_cleared_entries_nobody_reads() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let (a, b) = (new_cache(s, 1, "a"), new_cache(s, 1, "b"));
+    let free = s.free_blocks();
+    set_at(s, a, "short", b"v", 100, 10, 0);
+    set_at(s, a, "long", b"v", 1000, 10, 0);
+    set(s, a, "forever", b"v", 10);
+    set(s, b, "cleared", b"v", 10);
+    s.commit(b, 50).clear();
+    let changes = s.changes();
+    let swept = sweep_all(s, 500);
+    assert_eq!(swept, Sweep { expired: 1, hidden: 1, ttl_left: 1, next_expiry: 1000 });
+    assert_eq!(s.free_blocks(), free - 2, "two entries are left");
+    let st = s.stats(a, String::new());
+    assert_eq!((st.entries, st.expirations, st.bytes), (2, 1, 2 * BLOCK_SIZE as u64));
+    assert_eq!(get(s, a, "forever"), Some(b"v".to_vec()));
+    // Nothing new happened: the counter the worker watches stands still.
+    assert_eq!(s.changes(), changes);
+    set_at(s, a, "ttl", b"v", 2000, 10, 600);
+    assert_ne!(s.changes(), changes, "an install with a TTL moves it");
+}
+
+#[test]
+fn a_detached_database_vanishes_at_once_and_a_new_one_with_its_oid_starts_empty() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let old = new_cache(s, 7, "c");
+    let other = new_cache(s, 8, "c");
+    set(s, old, "k", b"old", 10);
+    set(s, other, "k", b"kept", 10);
+    let free = s.free_blocks();
+    s.detach_database(7, 100);
+    assert!(!s.is_valid(old));
+    assert_eq!(s.find_slot(7, "c"), None);
+    let again = new_cache(s, 7, "c");
+    assert_ne!(again.index, old.index, "the old slot is still being freed");
+    assert_eq!(get(s, again, "k"), None);
+    assert_eq!(s.memory().databases, 2);
+    assert_eq!(s.finish_drops(), 1);
+    assert_eq!(s.free_blocks(), free + 1);
+    assert_eq!(get(s, other, "k"), Some(b"kept".to_vec()));
+    // The freed slot is reused by the next new cache.
+    assert_eq!(new_cache(s, 9, "d").index, old.index);
+}
+
+#[test]
+fn memory_counts_bytes_entries_and_databases() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let m0 = s.memory();
+    assert_eq!((m0.used_bytes, m0.entries, m0.databases), (0, 0, 0));
+    let a = new_cache(s, 1, "a");
+    let b = new_cache(s, 2, "b");
+    set(s, a, "k", &[1; 100], 10);
+    set(s, b, "k", &[1; 1000], 10);
+    let m = s.memory();
+    assert_eq!(m.total_bytes, 1 << 20);
+    assert_eq!(m.used_bytes, (2 + 9) * BLOCK_SIZE as u64);
+    assert_eq!((m.entries, m.databases), (2, 2));
+}
+
+#[test]
+fn reset_stats_zeroes_counters_but_not_contents() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    set(s, r, "k", b"v", 10);
+    get(s, r, "k");
+    s.count_hit(r);
+    s.reset_stats(r);
+    let st = s.stats(r, String::new());
+    assert_eq!((st.hits, st.sets, st.entries), (0, 0, 1));
+}
+
+#[test]
+fn a_new_cache_inherits_the_last_database_wide_clear() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    assert_eq!(s.stats(new_cache(s, 1, "before"), String::new()).last_clear, None);
+    s.raise_db_fence(1, 500);
+    assert_eq!(s.stats(new_cache(s, 1, "after"), String::new()).last_clear, Some(500));
+}
