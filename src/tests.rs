@@ -181,4 +181,56 @@ mod tests {
         assert!(matches!(failed, Ok(false)));
         assert_eq!(get("SELECT cache_get('t', 'k')::text").as_deref(), Some("\"kept\""));
     }
+
+    #[pg_test]
+    fn memory_reports_the_region_and_the_caches() {
+        Spi::run("SELECT cache_memory()").unwrap();
+        let total = Spi::get_one::<i64>("SELECT total_bytes FROM cache_memory()").unwrap();
+        assert_eq!(total, Some(16 << 20), "pg_cache.memory of the test server");
+        let rows = Spi::get_one::<i64>("SELECT count(*) FROM cache_memory() WHERE used_bytes <= total_bytes AND entries >= 0 AND databases >= 0").unwrap();
+        assert_eq!(rows, Some(1));
+    }
+
+    #[pg_test(error = "permission denied to read pg_cache memory use")]
+    fn memory_needs_privilege() {
+        Spi::run("CREATE ROLE cache_test_nobody").unwrap();
+        Spi::run("SET ROLE cache_test_nobody").unwrap();
+        Spi::run("SELECT cache_memory()").unwrap();
+    }
+
+    #[pg_test]
+    fn stats_reset_zeroes_the_counters() {
+        Spi::run("SELECT cache_get('reset_probe', 'k')").unwrap();
+        let misses = "SELECT misses FROM cache_stats() WHERE cache = 'reset_probe'";
+        assert_eq!(Spi::get_one::<i64>(misses).unwrap(), Some(1));
+        Spi::run("SELECT cache_stats_reset()").unwrap();
+        assert_eq!(Spi::get_one::<i64>(misses).unwrap(), Some(0));
+    }
+
+    #[pg_test(error = "permission denied to reset pg_cache statistics")]
+    fn stats_reset_needs_privilege() {
+        Spi::run("CREATE ROLE cache_test_nobody").unwrap();
+        Spi::run("SET ROLE cache_test_nobody").unwrap();
+        Spi::run("SELECT cache_stats_reset()").unwrap();
+    }
+
+    #[pg_test]
+    fn last_clear_counts_committed_clears_only() {
+        // Other tests may have dropped this database's caches (a drop counts as a
+        // clear), but not since this transaction began; its own clear is pending.
+        let before = get("SELECT cache_last_clear('pending_clear')::text");
+        Spi::run("SELECT cache_clear('pending_clear')").unwrap();
+        assert_eq!(get("SELECT cache_last_clear('pending_clear')::text"), before);
+        assert_eq!(Spi::get_one::<bool>("SELECT cache_sync_since('pending_clear', now())").unwrap(), Some(false));
+    }
+
+    #[pg_test(error = "cache name must not be NULL")]
+    fn last_clear_null_name() {
+        Spi::run("SELECT cache_last_clear(NULL)").unwrap();
+    }
+
+    #[pg_test(error = "since must not be NULL")]
+    fn sync_since_null_since() {
+        Spi::run("SELECT cache_sync_since('c', NULL)").unwrap();
+    }
 }

@@ -227,3 +227,19 @@ pub fn check_not_parallel(function: &str) {
         );
     }
 }
+
+/// Administrative functions: superusers and members of `pgcache_admin` only.
+pub fn check_admin(function: &str, action: &str) {
+    // SAFETY: catalog lookups inside a transaction.
+    let allowed = unsafe {
+        let admin = pg_sys::get_role_oid(c"pgcache_admin".as_ptr(), true);
+        pg_sys::superuser() || (admin != pg_sys::InvalidOid && pg_sys::is_member_of_role(pg_sys::GetUserId(), admin))
+    };
+    if !allowed {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("permission denied to {action}"),
+            &format!("Only superusers and members of pgcache_admin may call {function}."),
+        );
+    }
+}

@@ -3,12 +3,12 @@
 //! the transaction's own writes live in the leader's memory; writes are PARALLEL
 //! UNSAFE.
 
-use pgrx::datum::{Interval, TimestampWithTimeZone};
+use pgrx::datum::Interval;
 use pgrx::pg_sys;
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
-use super::caches::{self, check_key, check_name, check_not_parallel, check_positive, check_value_size};
+use super::caches::{self, check_admin, check_key, check_name, check_not_parallel, check_positive, check_value_size};
 use super::errors;
 use super::jsonb::RawJsonb;
 use crate::core::key;
@@ -98,6 +98,22 @@ fn cache_clear(cache: Option<&str>) {
     let name = check_name(cache);
     caches::resolve(name);
     xact::push(Op::Clear { cache: name.to_owned() });
+    notify(name);
+}
+
+/// `NOTIFY pg_cache, payload` in this transaction: PostgreSQL delivers it at commit,
+/// drops it on rollback or with a rolled-back savepoint, and merges duplicates.
+fn notify(payload: &str) {
+    // SAFETY: a call of the built-in pg_notify(text, text) with two non-null text
+    // datums; an ERROR it raises unwinds as usual.
+    unsafe {
+        pg_sys::OidFunctionCall2Coll(
+            pg_sys::Oid::from(pg_sys::F_PG_NOTIFY),
+            pg_sys::InvalidOid,
+            "pg_cache".into_datum().unwrap_or_else(|| unreachable!()),
+            payload.into_datum().unwrap_or_else(|| unreachable!()),
+        );
+    }
 }
 
 /// Empties every cache of the current database when the transaction commits.
@@ -106,6 +122,7 @@ fn cache_clear_all() {
     check_not_parallel("cache_clear_all");
     shmem::store();
     xact::push(Op::ClearAll);
+    notify("*");
 }
 
 /// Declares (or changes) a cache; takes effect when the transaction commits.
@@ -148,18 +165,7 @@ fn cache_create(
 fn cache_drop(dbname: Option<&str>) {
     check_not_parallel("cache_drop");
     let dbname = dbname.unwrap_or_else(|| errors::null_argument("dbname"));
-    // SAFETY: catalog lookups inside a transaction.
-    let allowed = unsafe {
-        let admin = pg_sys::get_role_oid(c"pgcache_admin".as_ptr(), true);
-        pg_sys::superuser() || (admin != pg_sys::InvalidOid && pg_sys::is_member_of_role(pg_sys::GetUserId(), admin))
-    };
-    if !allowed {
-        errors::raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            "permission denied to drop the caches of a database".into(),
-            "Only superusers and members of pgcache_admin may call cache_drop.",
-        );
-    }
+    check_admin("cache_drop", "drop the caches of a database");
     let cname = std::ffi::CString::new(dbname).unwrap_or_else(|_| errors::invalid("dbname contains a NUL byte".into(), ""));
     // SAFETY: a NUL-terminated name; missing_ok = true.
     let db = unsafe { pg_sys::get_database_oid(cname.as_ptr(), true) };
@@ -172,58 +178,4 @@ fn cache_drop(dbname: Option<&str>) {
     for (slot, _) in store.slots_of(db.to_u32()) {
         store.drop_slot(slot);
     }
-}
-
-/// A row per cache of the current database.
-///
-/// The C symbol carries the row shape's version (as pg_stat_statements does): a
-/// database whose extension SQL still declares an older shape gets "could not find
-/// function" until `ALTER EXTENSION pg_cache UPDATE`, never rows of the wrong shape.
-#[pg_extern(name = "cache_stats", volatile, parallel_restricted)]
-#[allow(clippy::type_complexity)]
-fn cache_stats_v2() -> TableIterator<
-    'static,
-    (
-        name!(cache, String),
-        name!(entries, i64),
-        name!(bytes, i64),
-        name!(hits, i64),
-        name!(misses, i64),
-        name!(sets, i64),
-        name!(deletes, i64),
-        name!(evictions, i64),
-        name!(expirations, i64),
-        name!(stale_sets, i64),
-        name!(size_limit, i64),
-        name!(duration, Option<Interval>),
-        name!(last_clear, Option<TimestampWithTimeZone>),
-    ),
-> {
-    let store = shmem::store();
-    // SAFETY: MyDatabaseId is set in a connected backend.
-    let db = unsafe { pg_sys::MyDatabaseId.to_u32() };
-    let mut rows: Vec<_> = store
-        .slots_of(db)
-        .into_iter()
-        .map(|(slot, name)| {
-            let s = store.stats(slot, name);
-            (
-                s.name,
-                s.entries as i64,
-                s.bytes as i64,
-                s.hits as i64,
-                s.misses as i64,
-                s.sets as i64,
-                s.deletes as i64,
-                s.evictions as i64,
-                s.expirations as i64,
-                s.stale_sets as i64,
-                caches::size_limit(&s.config) as i64,
-                caches::duration_us(&s.config).map(Interval::from_micros),
-                s.last_clear.and_then(|t| TimestampWithTimeZone::try_from(t).ok()),
-            )
-        })
-        .collect();
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
-    TableIterator::new(rows)
 }

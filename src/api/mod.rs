@@ -4,3 +4,4 @@ pub mod caches;
 pub mod errors;
 mod functions;
 pub mod jsonb;
+mod stats;

@@ -1,0 +1,112 @@
+//! What SQL can observe of the caches: per-cache statistics and their reset, the
+//! whole region's memory, and when a cache was last cleared (the sync functions for
+//! application processes that keep a copy of their own).
+
+use pgrx::datum::{Interval, TimestampWithTimeZone};
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use super::caches::{self, check_admin, check_name};
+use super::errors;
+use crate::shmem;
+
+fn database() -> u32 {
+    // SAFETY: MyDatabaseId is set in a connected backend.
+    unsafe { pg_sys::MyDatabaseId.to_u32() }
+}
+
+fn timestamptz(t: i64) -> Option<TimestampWithTimeZone> {
+    TimestampWithTimeZone::try_from(t).ok()
+}
+
+/// A row per cache of the current database.
+///
+/// The C symbol carries the row shape's version (as pg_stat_statements does): a
+/// database whose extension SQL still declares an older shape gets "could not find
+/// function" until `ALTER EXTENSION pg_cache UPDATE`, never rows of the wrong shape.
+#[pg_extern(name = "cache_stats", volatile, parallel_restricted)]
+#[allow(clippy::type_complexity)]
+fn cache_stats_v2() -> TableIterator<
+    'static,
+    (
+        name!(cache, String),
+        name!(entries, i64),
+        name!(bytes, i64),
+        name!(hits, i64),
+        name!(misses, i64),
+        name!(sets, i64),
+        name!(deletes, i64),
+        name!(evictions, i64),
+        name!(expirations, i64),
+        name!(stale_sets, i64),
+        name!(size_limit, i64),
+        name!(duration, Option<Interval>),
+        name!(last_clear, Option<TimestampWithTimeZone>),
+    ),
+> {
+    let store = shmem::store();
+    let mut rows: Vec<_> = store
+        .slots_of(database())
+        .into_iter()
+        .map(|(slot, name)| {
+            let s = store.stats(slot, name);
+            (
+                s.name,
+                s.entries as i64,
+                s.bytes as i64,
+                s.hits as i64,
+                s.misses as i64,
+                s.sets as i64,
+                s.deletes as i64,
+                s.evictions as i64,
+                s.expirations as i64,
+                s.stale_sets as i64,
+                caches::size_limit(&s.config) as i64,
+                caches::duration_us(&s.config).map(Interval::from_micros),
+                s.last_clear.and_then(timestamptz),
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    TableIterator::new(rows)
+}
+
+/// Zeroes the counters of every cache of the current database (hits, misses, sets,
+/// deletes, evictions, expirations, stale_sets); entries and bytes stay.
+#[pg_extern(volatile, parallel_unsafe)]
+fn cache_stats_reset() {
+    check_admin("cache_stats_reset", "reset pg_cache statistics");
+    let store = shmem::store();
+    for (slot, _) in store.slots_of(database()) {
+        store.reset_stats(slot);
+    }
+}
+
+/// The whole shared region, over all databases.
+#[pg_extern(volatile, parallel_restricted)]
+fn cache_memory() -> TableIterator<
+    'static,
+    (name!(total_bytes, i64), name!(used_bytes, i64), name!(entries, i64), name!(databases, i64)),
+> {
+    check_admin("cache_memory", "read pg_cache memory use");
+    let m = shmem::store().memory();
+    TableIterator::once((m.total_bytes as i64, m.used_bytes as i64, m.entries as i64, m.databases as i64))
+}
+
+/// When a committed transaction last cleared `cache` (by `cache_clear`,
+/// `cache_clear_all` or `cache_drop`), NULL if never.
+#[pg_extern(volatile, parallel_restricted)]
+fn cache_last_clear(cache: Option<&str>) -> Option<TimestampWithTimeZone> {
+    let (slot, _) = caches::resolve(check_name(cache));
+    shmem::store().last_clear(slot).and_then(timestamptz)
+}
+
+/// Whether `cache` was cleared by a transaction that committed after `since`: a
+/// process holding a copy made at `since` must drop it.
+#[pg_extern(volatile, parallel_restricted)]
+fn cache_sync_since(cache: Option<&str>, since: Option<TimestampWithTimeZone>) -> bool {
+    let name = check_name(cache);
+    let since = pg_sys::TimestampTz::from(since.unwrap_or_else(|| errors::null_argument("since")));
+    let (slot, _) = caches::resolve(name);
+    shmem::store().last_clear(slot).is_some_and(|t| t > since)
+}
