@@ -36,11 +36,16 @@ ensure_pgrx() {
     fi
 }
 
+# cargo pgrx copies the library over the installed one in place, which changes the
+# code under any running server that has it mapped (a demo cluster, say) and crashes
+# it. Unlinking first leaves those servers their old copy.
+unlink_installed_library() {
+    as_root rm -f "$("$PG_BIN/pg_config" --pkglibdir)/pg_cache.so"
+}
+
 install_extension() {
     say "building and installing pg_cache"
-    # Unlink the old library first: copying over it in place would change the code
-    # under any running server that has it mapped (a demo cluster, say) and crash it.
-    as_root rm -f "$("$PG_BIN/pg_config" --pkglibdir)/pg_cache.so"
+    unlink_installed_library
     (cd "$ROOT" && cargo pgrx install --release --pg-config "$PG_BIN/pg_config" >/dev/null)
 }
 
