@@ -1,0 +1,141 @@
+"""Turns benches/run's results.csv into summary.md (printed too) and chart.png.
+
+Every ratio is taken between numbers measured in the same run; the targets are those
+of the benchmark issue and are reported, never asserted.
+"""
+
+import csv
+import sys
+from collections import defaultdict
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+csv_path, out_dir, seconds, repeat = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+value = defaultdict(dict)  # (group, workload) -> {clients: value}
+unit = {}
+with open(csv_path) as f:
+    for row in csv.DictReader(f):
+        key = (row["group"], row["workload"])
+        value[key][int(row["clients"])] = float(row["value"] or "nan")
+        unit[key] = row["unit"]
+
+
+def v(group, workload, clients=0):
+    return value.get((group, workload), {}).get(clients, float("nan"))
+
+
+lines = [f"pgbench -M prepared, {seconds} s per run, median of {repeat} interleaved runs; 100,000 keys, small JSON values.", ""]
+
+lines += ["| over the wire | 1 client | 8 clients | ratio to SELECT 1 (1 / 8) |", "|---|---:|---:|---:|"]
+names = {
+    "select1": "`SELECT 1` (the round-trip limit)",
+    "get_hit": "`cache_get` hit",
+    "get_miss": "`cache_get` miss",
+    "set": "`cache_set` (autocommit)",
+    "table_get": "UNLOGGED table primary-key lookup",
+    "table_upsert": "UNLOGGED table upsert",
+    "memcache_get": "pgmemcache `memcache_get`",
+    "memcache_set": "pgmemcache `memcache_set`",
+    "redis_get": "Redis GET (redis-benchmark)",
+    "redis_set": "Redis SET (redis-benchmark)",
+}
+for w, label in names.items():
+    a, b = v("wire", w, 1), v("wire", w, 8)
+    r1, r8 = a / v("wire", "select1", 1), b / v("wire", "select1", 8)
+    lines.append(f"| {label} | {a:,.0f} | {b:,.0f} | {r1:.2f} / {r8:.2f} |")
+lines.append("")
+
+lines += ["| inside one statement (1,000,000 rows) | µs per row |", "|---|---:|"]
+for w, label in [
+    ("generate_series", "`count(i)` over `generate_series` (the loop itself)"),
+    ("md5", "`md5(i::text)`"),
+    ("cache_get", "`cache_get` hit"),
+    ("table_get", "correlated UNLOGGED primary-key lookup"),
+    ("memcache_get", "pgmemcache `memcache_get` (20,000 rows)"),
+]:
+    lines.append(f"| {label} | {v('statement', w):.3f} |")
+lines.append("")
+
+lines += ["| scaling (tps) | " + " | ".join(f"{c} clients" for c in (1, 2, 4, 8, 16)) + " |", "|---" + "|---:" * 5 + "|"]
+for w, label in [("select1", "`SELECT 1`"), ("get_hit", "`cache_get` hit")]:
+    lines.append(f"| {label} | " + " | ".join(f"{v('scaling', w, c):,.0f}" for c in (1, 2, 4, 8, 16)) + " |")
+lines.append("")
+
+free1, full1 = v("pressure", "set_1k_free", 1), v("pressure", "set_1k_full", 1)
+free8, full8 = v("pressure", "set_1k_free", 8), v("pressure", "set_1k_full", 8)
+lines += [
+    "| 1 kB `cache_set` | 1 client | 8 clients |",
+    "|---|---:|---:|",
+    f"| free memory (tps) | {free1:,.0f} | {free8:,.0f} |",
+    f"| full memory, every write evicts (tps) | {full1:,.0f} | {full8:,.0f} |",
+    f"| share of those writes that evicted | {v('pressure', 'evicting_share', 1):.3f} | {v('pressure', 'evicting_share', 8):.3f} |",
+    "",
+    "| memory | 100-byte values | 1-kB values |",
+    "|---|---:|---:|",
+    f"| bytes of `pg_cache.memory` per entry | {v('memory', 'bytes_per_entry_100B'):.0f} | {v('memory', 'bytes_per_entry_1000B'):.0f} |",
+    f"| share that is payload (key + value) | {v('memory', 'payload_share_100B'):.0%} | {v('memory', 'payload_share_1000B'):.0%} |",
+    "",
+]
+
+
+def scaling(w):
+    return v("scaling", w, 16) / v("scaling", w, 1)
+
+
+targets = [
+    ("`cache_get` hit ≥ 0.9× `SELECT 1`, 1 client", v("wire", "get_hit", 1) / v("wire", "select1", 1), 0.9),
+    ("`cache_get` hit ≥ 0.9× `SELECT 1`, 8 clients", v("wire", "get_hit", 8) / v("wire", "select1", 8), 0.9),
+    ("`cache_set` ≥ 0.8× `SELECT 1`, 1 client", v("wire", "set", 1) / v("wire", "select1", 1), 0.8),
+    ("`cache_set` ≥ 0.8× `SELECT 1`, 8 clients", v("wire", "set", 8) / v("wire", "select1", 8), 0.8),
+    ("in-statement `cache_get` ≤ `md5` per row (md5 / cache_get ≥ 1)", v("statement", "md5") / v("statement", "cache_get"), 1.0),
+    ("evicting writes ≥ 0.9× free-memory writes, 1 client", full1 / free1, 0.9),
+    ("evicting writes ≥ 0.9× free-memory writes, 8 clients", full8 / free8, 0.9),
+    ("scaling 1→16 clients no worse than `SELECT 1` (ratio of gains)", scaling("get_hit") / scaling("select1"), 1.0),
+    ("payload ≥ 85% of memory with 1-kB values", v("memory", "payload_share_1000B"), 0.85),
+]
+lines += ["| target | measured | |", "|---|---:|---|"]
+for label, got, want in targets:
+    lines.append(f"| {label} | {got:.2f} | {'met' if got >= want else '**missed**'} |")
+lines.append(f"\n`cache_set` fills dropped as stale over all `cache_set` runs: {v('wire', 'set_stale_fills', 8):.0f}.")
+lines.append(f"Evictions on the 1 GB cluster during the free-memory runs: {v('pressure', 'main_evictions'):.0f}.")
+
+summary = "\n".join(lines) + "\n"
+with open(f"{out_dir}/summary.md", "w") as f:
+    f.write(summary)
+print(summary)
+
+fig, axes = plt.subplots(1, 3, figsize=(18, 6))
+ax = axes[0]
+workloads = list(names)
+x = range(len(workloads))
+ax.barh([i + 0.2 for i in x], [v("wire", w, 1) for w in workloads], height=0.4, label="1 client")
+ax.barh([i - 0.2 for i in x], [v("wire", w, 8) for w in workloads], height=0.4, label="8 clients")
+ax.set_yticks(list(x), [names[w].replace("`", "") for w in workloads], fontsize=8)
+ax.invert_yaxis()
+ax.set_xlabel("transactions (requests) per second")
+ax.set_title("Over the wire")
+ax.legend(loc="lower right")
+
+ax = axes[1]
+clients = [1, 2, 4, 8, 16]
+for w, label in [("select1", "SELECT 1"), ("get_hit", "cache_get hit")]:
+    ax.plot(clients, [v("scaling", w, c) for c in clients], marker="o", label=label)
+ax.set_xscale("log", base=2)
+ax.set_xticks(clients, [str(c) for c in clients])
+ax.set_xlabel("clients")
+ax.set_ylabel("tps")
+ax.set_title("Scaling with clients")
+ax.legend()
+
+ax = axes[2]
+stmt = ["generate_series", "md5", "cache_get", "table_get"]
+ax.bar(stmt, [v("statement", w) for w in stmt], color=["grey", "tab:orange", "tab:blue", "tab:green"])
+ax.set_ylabel("µs per row (1,000,000 rows)")
+ax.set_title("Inside one statement")
+fig.suptitle(f"pg_cache benchmark ({seconds} s per pgbench run, median of {repeat}, one machine)")
+fig.tight_layout()
+fig.savefig(f"{out_dir}/chart.png", dpi=100)
+print(f"chart: {out_dir}/chart.png")
