@@ -203,6 +203,21 @@ fn apply_commit() {
     }
     let Some(mut plan) = plan else { return };
     for cache in &mut plan.caches {
+        if let [write] = cache.writes.as_slice() {
+            if !cache.clear && !plan.clear_all && cache.declare.is_none() {
+                // One key: visible atomically without excluding other commits.
+                let commit = store.commit_one(cache.slot, now);
+                match write {
+                    CommitWrite::Set { entry, key, .. } => {
+                        commit.install_if_fresh(*entry, key, cache.size_limit, plan.start);
+                    }
+                    CommitWrite::Delete { key, hash } => {
+                        commit.delete(key, *hash);
+                    }
+                }
+                continue;
+            }
+        }
         let commit = store.commit(cache.slot, now);
         // Judge every fill before this commit raises fences of its own.
         for w in &mut cache.writes {

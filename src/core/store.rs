@@ -342,14 +342,19 @@ impl<L: Locks> Drop for CacheReadGuard<'_, L> {
     }
 }
 
-/// What a committing transaction does to one cache, under that cache's commit lock
-/// held exclusively: lookups see all of it or none of it. `now` is the commit time,
-/// taken after the transaction became visible to new snapshots; fences raised here
-/// carry it.
+/// What a committing transaction does to one cache, under that cache's commit lock:
+/// lookups see all of it or none of it. `now` is the commit time, taken after the
+/// transaction became visible to new snapshots; fences raised here carry it.
+///
+/// A commit of several writes, a clear or a declaration holds the lock exclusively
+/// ([`Store::commit`]). A commit of one key's set or delete holds it shared
+/// ([`Store::commit_one`]): one key is visible atomically under its partition lock
+/// anyway, so such commits run side by side and only wait for the exclusive ones.
 pub struct CacheCommit<'s, 'a, L: Locks> {
     store: &'s Store<'a, L>,
     r: SlotRef,
     now: i64,
+    shared: bool,
 }
 
 impl<L: Locks> Drop for CacheCommit<'_, '_, L> {
@@ -358,11 +363,13 @@ impl<L: Locks> Drop for CacheCommit<'_, '_, L> {
     }
 }
 
+
 impl<L: Locks> CacheCommit<'_, '_, L> {
     /// Whether a fill of the key with `hash` by a transaction that started at `start`
     /// is stale: its key, its cache or its database was invalidated by a commit at or
     /// after `start`. Ask before this commit raises fences of its own.
     pub fn is_stale(&self, hash: u64, start: i64) -> bool {
+        debug_assert!(!self.shared, "a shared commit judges and installs in one step");
         let st = self.store;
         let s = st.slot(self.r.index);
         if s.last_clear.load(Ordering::Acquire) >= start || st.db_fence(s.db.load(Ordering::Relaxed)) >= start {
@@ -375,6 +382,7 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
 
     /// Empties the cache (a generation bump) and fences every fill older than now.
     pub fn clear(&self) {
+        debug_assert!(!self.shared);
         self.store.clear_locked(self.r, self.now);
     }
 
@@ -382,7 +390,16 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
     /// fences older fills of that key, then evicts while the cache holds more than
     /// `size_limit`.
     pub fn install(&self, p: Prepared, key: &[u8], size_limit: u64) {
-        self.store.install_locked(self.r, p, key, size_limit, self.now);
+        debug_assert!(!self.shared);
+        self.store.install_locked(self.r, p, key, size_limit, self.now, None);
+    }
+
+    /// As [`CacheCommit::install`], unless the fill is stale for a transaction that
+    /// started at `start` (then it is freed and counted): judged under the same
+    /// partition lock hold as the install, so that concurrent shared commits of the
+    /// same key cannot both pass. Whether it was installed.
+    pub fn install_if_fresh(&self, p: Prepared, key: &[u8], size_limit: u64, start: i64) -> bool {
+        self.store.install_locked(self.r, p, key, size_limit, self.now, Some(start))
     }
 
     /// Frees a prepared entry found stale by [`CacheCommit::is_stale`]; counts it.
@@ -397,6 +414,7 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
     }
 
     pub fn set_config(&self, config: &CacheConfig, size_limit: u64) {
+        debug_assert!(!self.shared);
         self.store.set_config(self.r, config);
         self.store.enforce_size_limit(self.r, size_limit, self.now);
     }
@@ -1018,7 +1036,14 @@ impl<'a, L: Locks> Store<'a, L> {
     /// Opens a commit to cache `r` at commit time `now`: takes its commit lock.
     pub fn commit(&self, r: SlotRef, now: i64) -> CacheCommit<'_, 'a, L> {
         self.locks.lock_cache(r.index, Mode::Exclusive);
-        CacheCommit { store: self, r, now }
+        CacheCommit { store: self, r, now, shared: false }
+    }
+
+    /// Opens a commit of a single set or delete to cache `r`: takes its commit lock
+    /// shared. Use only `install_if_fresh` and `delete` on it.
+    pub fn commit_one(&self, r: SlotRef, now: i64) -> CacheCommit<'_, 'a, L> {
+        self.locks.lock_cache(r.index, Mode::Shared);
+        CacheCommit { store: self, r, now, shared: true }
     }
 
     fn db_fence(&self, db: u32) -> i64 {
@@ -1051,11 +1076,26 @@ impl<'a, L: Locks> Store<'a, L> {
     }
 
     /// Cannot fail and allocates nothing: this is what runs at COMMIT. Commit lock held.
-    fn install_locked(&self, r: SlotRef, p: Prepared, key: &[u8], size_limit: u64, now: i64) {
+    /// With `fresh_since`, a fill stale for a transaction that started then is freed
+    /// instead (see [`CacheCommit::is_stale`]); whether the entry was installed.
+    fn install_locked(&self, r: SlotRef, p: Prepared, key: &[u8], size_limit: u64, now: i64, fresh_since: Option<i64>) -> bool {
         let s = self.slot(r.index);
         let bucket = self.bucket_of(p.hash);
         {
             let _p = self.lock_bucket(bucket, Mode::Exclusive);
+            if let Some(start) = fresh_since {
+                // Clears take the commit lock exclusively, so last_clear cannot move
+                // while we hold it shared; same-key commits wait for this partition lock.
+                // SAFETY: the fence bucket is guarded by the partition lock we hold.
+                let stale = s.last_clear.load(Ordering::Acquire) >= start
+                    || self.db_fence(s.db.load(Ordering::Relaxed)) >= start
+                    || unsafe { (*self.fence_of(p.hash)).fences(p.hash, start) };
+                if stale {
+                    s.stale_sets.fetch_add(1, Ordering::Relaxed);
+                    self.free_entry(p.block);
+                    return false;
+                }
+            }
             self.remove_key_locked(r, bucket, p.hash, key, false, now);
             // SAFETY: the fence bucket is guarded by the partition lock we hold.
             unsafe { (*self.fence_of(p.hash)).raise(p.hash, now) };
@@ -1063,7 +1103,7 @@ impl<'a, L: Locks> Store<'a, L> {
             if s.state.load(Ordering::Acquire) != SLOT_ACTIVE || s.incarnation.load(Ordering::Acquire) != r.incarnation {
                 drop(_g);
                 self.free_entry(p.block);
-                return;
+                return false;
             }
             let tick = self.hdr().tick.fetch_add(1, Ordering::Relaxed);
             // SAFETY: we own the entry and hold the partition lock and s.lock.
@@ -1083,6 +1123,7 @@ impl<'a, L: Locks> Store<'a, L> {
             }
         }
         self.enforce_size_limit(r, size_limit, now);
+        true
     }
 
     /// Evicts from the tail until slot `r` holds at most `size_limit` entries.

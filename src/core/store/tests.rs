@@ -456,3 +456,23 @@ fn a_new_cache_inherits_the_last_database_wide_clear() {
     s.raise_db_fence(1, 500);
     assert_eq!(s.stats(new_cache(s, 1, "after"), String::new()).last_clear, Some(500));
 }
+
+#[test]
+fn a_single_key_commit_judges_and_installs_in_one_step() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    let free = s.free_blocks();
+    let (p, h) = prepared(s, r, "k", b"stale");
+    s.commit_one(r, 100).delete(b"k", h);
+    assert!(!s.commit_one(r, 120).install_if_fresh(p, b"k", 10, 90), "deleted at 100, filled from 90");
+    assert_eq!(s.free_blocks(), free, "the stale entry was freed");
+    let (p, _) = prepared(s, r, "k", b"fresh");
+    assert!(s.commit_one(r, 130).install_if_fresh(p, b"k", 10, 101));
+    assert_eq!(get(s, r, "k"), Some(b"fresh".to_vec()));
+    // Its install is an overwrite: a fill that began before it is stale now.
+    let (p, _) = prepared(s, r, "k", b"late");
+    assert!(!s.commit_one(r, 140).install_if_fresh(p, b"k", 10, 125));
+    assert_eq!(get(s, r, "k"), Some(b"fresh".to_vec()));
+    assert_eq!(s.stats(r, String::new()).stale_sets, 2);
+}
