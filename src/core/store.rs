@@ -371,13 +371,8 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
     pub fn is_stale(&self, hash: u64, start: i64) -> bool {
         debug_assert!(!self.shared, "a shared commit judges and installs in one step");
         let st = self.store;
-        let s = st.slot(self.r.index);
-        if s.last_clear.load(Ordering::Acquire) >= start || st.db_fence(s.db.load(Ordering::Relaxed)) >= start {
-            return true;
-        }
         let _p = st.lock_bucket(st.bucket_of(hash), Mode::Shared);
-        // SAFETY: the fence bucket is guarded by the partition lock we hold.
-        unsafe { (*st.fence_of(hash)).fences(hash, start) }
+        st.fenced_locked(st.slot(self.r.index), hash, start)
     }
 
     /// Empties the cache (a generation bump) and fences every fill older than now.
@@ -697,19 +692,20 @@ impl<'a, L: Locks> Store<'a, L> {
         s.config_version.fetch_add(1, Ordering::Release);
     }
 
-    /// The slots of database `db`, optionally only those named `name`.
+    /// The live slots of database `db`; the caller holds the directory lock.
+    fn active_slots_of(&self, db: u32) -> impl Iterator<Item = (SlotRef, &CacheSlot)> + '_ {
+        let used = self.hdr().used_slots.load(Ordering::Acquire);
+        (0..used as u16).filter_map(move |i| {
+            let s = self.slot(i);
+            (s.state.load(Ordering::Acquire) == SLOT_ACTIVE && s.db.load(Ordering::Relaxed) == db)
+                .then(|| (SlotRef { index: i, incarnation: s.incarnation.load(Ordering::Acquire) }, s))
+        })
+    }
+
+    /// The slots of database `db` with their cache names.
     pub fn slots_of(&self, db: u32) -> Vec<(SlotRef, String)> {
         let _dir = self.lock_directory(Mode::Shared);
-        let used = self.hdr().used_slots.load(Ordering::Acquire);
-        (0..used as u16)
-            .filter_map(|i| {
-                let s = self.slot(i);
-                (s.state.load(Ordering::Acquire) == SLOT_ACTIVE && s.db.load(Ordering::Relaxed) == db).then(|| {
-                    let name = String::from_utf8_lossy(self.slot_name(s)).into_owned();
-                    (SlotRef { index: i, incarnation: s.incarnation.load(Ordering::Acquire) }, name)
-                })
-            })
-            .collect()
+        self.active_slots_of(db).map(|(r, s)| (r, String::from_utf8_lossy(self.slot_name(s)).into_owned())).collect()
     }
 
     pub fn stats(&self, r: SlotRef, name: String) -> SlotStats {
@@ -1046,6 +1042,15 @@ impl<'a, L: Locks> Store<'a, L> {
         CacheCommit { store: self, r, now, shared: true }
     }
 
+    /// Whether the key with `hash` in cache `s`, its cache or its database was
+    /// invalidated at or after `start`. The key's partition lock is held.
+    fn fenced_locked(&self, s: &CacheSlot, hash: u64, start: i64) -> bool {
+        s.last_clear.load(Ordering::Acquire) >= start
+            || self.db_fence(s.db.load(Ordering::Relaxed)) >= start
+            // SAFETY: the fence bucket is guarded by the partition lock the caller holds.
+            || unsafe { (*self.fence_of(hash)).fences(hash, start) }
+    }
+
     fn db_fence(&self, db: u32) -> i64 {
         self.hdr().db_fences[db as usize % DB_FENCES].load(Ordering::Acquire)
     }
@@ -1063,14 +1068,9 @@ impl<'a, L: Locks> Store<'a, L> {
     pub fn clear_database(&self, db: u32, now: i64, skip: impl Fn(SlotRef) -> bool) {
         self.raise_db_fence(db, now);
         let _dir = self.lock_directory(Mode::Shared);
-        let used = self.hdr().used_slots.load(Ordering::Acquire);
-        for i in 0..used as u16 {
-            let s = self.slot(i);
-            if s.state.load(Ordering::Acquire) == SLOT_ACTIVE && s.db.load(Ordering::Relaxed) == db {
-                let r = SlotRef { index: i, incarnation: s.incarnation.load(Ordering::Acquire) };
-                if !skip(r) {
-                    self.commit(r, now).clear();
-                }
+        for (r, _) in self.active_slots_of(db) {
+            if !skip(r) {
+                self.commit(r, now).clear();
             }
         }
     }
@@ -1086,11 +1086,7 @@ impl<'a, L: Locks> Store<'a, L> {
             if let Some(start) = fresh_since {
                 // Clears take the commit lock exclusively, so last_clear cannot move
                 // while we hold it shared; same-key commits wait for this partition lock.
-                // SAFETY: the fence bucket is guarded by the partition lock we hold.
-                let stale = s.last_clear.load(Ordering::Acquire) >= start
-                    || self.db_fence(s.db.load(Ordering::Relaxed)) >= start
-                    || unsafe { (*self.fence_of(p.hash)).fences(p.hash, start) };
-                if stale {
+                if self.fenced_locked(s, p.hash, start) {
                     s.stale_sets.fetch_add(1, Ordering::Relaxed);
                     self.free_entry(p.block);
                     return false;

@@ -110,12 +110,8 @@ impl<L: Locks> Store<'_, L> {
     pub fn detach_database(&self, db: u32, now: i64) {
         self.raise_db_fence(db, now);
         let _dir = self.lock_directory(Mode::Exclusive);
-        let used = self.hdr().used_slots.load(Ordering::Acquire);
-        for i in 0..used as u16 {
-            let s = self.slot(i);
-            if s.state.load(Ordering::Acquire) == SLOT_ACTIVE && s.db.load(Ordering::Relaxed) == db {
-                self.begin_drop_locked(i);
-            }
+        for (r, _) in self.active_slots_of(db) {
+            self.begin_drop_locked(r.index);
         }
     }
 
