@@ -15,6 +15,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::core::store::{Store, Sweep, NO_EXPIRY, PARTITIONS};
+use crate::xact::now;
 use crate::{gucs, shmem};
 
 pub const WORKER_TYPE: &str = "pg_cache worker";
@@ -36,11 +37,6 @@ pub fn register() {
 struct Pacer {
     changes: Option<u64>,
     next_expiry: i64,
-}
-
-fn now() -> i64 {
-    // SAFETY: no preconditions.
-    unsafe { pg_sys::GetCurrentTimestamp() }
 }
 
 fn shutdown_requested() -> bool {

@@ -109,9 +109,16 @@ pub fn declared_before(cache: &str) -> Option<Option<CacheConfig>> {
     TXN.with_borrow(|t| t.writes.declared_before(cache))
 }
 
-fn now() -> i64 {
+/// The current time as PostgreSQL's `TimestampTz`.
+pub fn now() -> i64 {
     // SAFETY: no preconditions.
     unsafe { pg_sys::GetCurrentTimestamp() }
+}
+
+/// The database this backend is connected to.
+pub fn database() -> u32 {
+    // SAFETY: MyDatabaseId is set for the whole life of a backend connected to a database.
+    unsafe { pg_sys::MyDatabaseId.to_u32() }
 }
 
 fn transaction_start() -> i64 {
@@ -242,9 +249,7 @@ fn apply_commit() {
         }
     }
     if plan.clear_all {
-        // SAFETY: MyDatabaseId is set in a connected backend.
-        let db = unsafe { pg_sys::MyDatabaseId.to_u32() };
-        store.clear_database(db, now, |slot| plan.caches.iter().any(|c| c.slot == slot));
+        store.clear_database(database(), now, |slot| plan.caches.iter().any(|c| c.slot == slot));
     }
 }
 

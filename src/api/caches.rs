@@ -14,6 +14,7 @@ use pgrx::prelude::*;
 use super::errors;
 use crate::core::key::{self, Context};
 use crate::core::store::{CacheConfig, SlotRef, StoreError, MAX_NAME};
+use crate::xact::database;
 use crate::{gucs, shmem, xact};
 
 struct Known {
@@ -24,11 +25,6 @@ struct Known {
 
 thread_local! {
     static KNOWN: RefCell<HashMap<String, Known>> = RefCell::new(HashMap::new());
-}
-
-fn database() -> u32 {
-    // SAFETY: MyDatabaseId is set for the whole life of a backend connected to a database.
-    unsafe { pg_sys::MyDatabaseId.to_u32() }
 }
 
 /// The slot of `name` in the current database (created on first use) and the

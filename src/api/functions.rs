@@ -14,12 +14,8 @@ use super::jsonb::RawJsonb;
 use crate::core::key;
 use crate::core::store::Lookup;
 use crate::core::writeset::{Op, Pending};
+use crate::xact::now;
 use crate::{shmem, xact};
-
-fn now() -> i64 {
-    // SAFETY: no preconditions.
-    unsafe { pg_sys::GetCurrentTimestamp() }
-}
 
 /// Stores `value` under `key` when the transaction commits.
 #[pg_extern(volatile, parallel_unsafe)]

@@ -9,11 +9,7 @@ use pgrx::prelude::*;
 use super::caches::{self, check_admin, check_name};
 use super::errors;
 use crate::shmem;
-
-fn database() -> u32 {
-    // SAFETY: MyDatabaseId is set in a connected backend.
-    unsafe { pg_sys::MyDatabaseId.to_u32() }
-}
+use crate::xact::database;
 
 fn timestamptz(t: i64) -> Option<TimestampWithTimeZone> {
     TimestampWithTimeZone::try_from(t).ok()
