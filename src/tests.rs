@@ -10,6 +10,13 @@ mod tests {
         Spi::get_one::<String>(sql).expect("query runs")
     }
 
+    /// Runs `sql` as a new role that is neither superuser nor in pgcache_admin.
+    fn run_unprivileged(sql: &str) {
+        Spi::run("CREATE ROLE cache_test_nobody").unwrap();
+        Spi::run("SET ROLE cache_test_nobody").unwrap();
+        Spi::run(sql).unwrap();
+    }
+
     #[pg_test]
     fn set_then_get_reads_own_write() {
         Spi::run("SELECT cache_set('t', 'k', '{\"a\": 1}')").unwrap();
@@ -165,9 +172,7 @@ mod tests {
 
     #[pg_test(error = "permission denied to drop the caches of a database")]
     fn drop_needs_privilege() {
-        Spi::run("CREATE ROLE cache_test_nobody").unwrap();
-        Spi::run("SET ROLE cache_test_nobody").unwrap();
-        Spi::run("SELECT cache_drop(current_database())").unwrap();
+        run_unprivileged("SELECT cache_drop(current_database())");
     }
 
     #[pg_test]
@@ -193,9 +198,7 @@ mod tests {
 
     #[pg_test(error = "permission denied to read pg_cache memory use")]
     fn memory_needs_privilege() {
-        Spi::run("CREATE ROLE cache_test_nobody").unwrap();
-        Spi::run("SET ROLE cache_test_nobody").unwrap();
-        Spi::run("SELECT cache_memory()").unwrap();
+        run_unprivileged("SELECT cache_memory()");
     }
 
     #[pg_test]
@@ -209,9 +212,7 @@ mod tests {
 
     #[pg_test(error = "permission denied to reset pg_cache statistics")]
     fn stats_reset_needs_privilege() {
-        Spi::run("CREATE ROLE cache_test_nobody").unwrap();
-        Spi::run("SET ROLE cache_test_nobody").unwrap();
-        Spi::run("SELECT cache_stats_reset()").unwrap();
+        run_unprivileged("SELECT cache_stats_reset()");
     }
 
     #[pg_test]

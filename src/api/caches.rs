@@ -127,34 +127,41 @@ pub fn duration_us(config: &CacheConfig) -> Option<i64> {
     if config.duration_us > 0 { Some(config.duration_us) } else { gucs::default_duration_us() }
 }
 
+thread_local! {
+    /// `pg_cache.context_settings` as last seen, and its names, split once per change
+    /// rather than on every read.
+    static CONTEXT_NAMES: RefCell<(Option<CString>, Vec<CString>)> = const { RefCell::new((None, Vec::new())) };
+}
+
 /// The bytes `key` is stored under in a cache with `config`, in the caller's context.
 pub fn stored_key(config: &CacheConfig, key: &str) -> Vec<u8> {
     if !config.context {
         return key::encode(&Context::shared(), key.as_bytes());
     }
-    let ignored: Vec<&str> = config.ignored().split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let ignored = |name: &str| config.ignored().split(',').map(str::trim).any(|i| i == name);
     // SAFETY: GetUserId has no preconditions inside a transaction.
-    let role = (!ignored.contains(&"role")).then(|| unsafe { pg_sys::GetUserId() }.to_u32());
-    let names: Vec<CString> = gucs::context_settings()
-        .and_then(|s| s.to_str().ok())
-        .map(|s| {
-            s.split(',')
-                .map(str::trim)
-                .filter(|n| !n.is_empty() && !ignored.contains(n))
-                .filter_map(|n| CString::new(n).ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    let values: Vec<Option<&[u8]>> = names
-        .iter()
-        .map(|n| {
-            // SAFETY: a NUL-terminated name; missing_ok = true returns NULL for unknown
-            // settings; the returned string stays valid while no setting changes.
-            let v = unsafe { pg_sys::GetConfigOption(n.as_ptr(), true, false) };
-            (!v.is_null()).then(|| unsafe { CStr::from_ptr(v) }.to_bytes())
-        })
-        .collect();
-    key::encode(&Context { role, settings: values }, key.as_bytes())
+    let role = (!ignored("role")).then(|| unsafe { pg_sys::GetUserId() }.to_u32());
+    CONTEXT_NAMES.with_borrow_mut(|(raw, names)| {
+        let current = gucs::context_settings();
+        if raw.as_deref() != current {
+            *raw = current.map(CStr::to_owned);
+            *names = current
+                .and_then(|s| s.to_str().ok())
+                .map(|s| s.split(',').map(str::trim).filter(|n| !n.is_empty()).filter_map(|n| CString::new(n).ok()).collect())
+                .unwrap_or_default();
+        }
+        let values: Vec<Option<&[u8]>> = names
+            .iter()
+            .filter(|n| !ignored(n.to_str().unwrap_or("")))
+            .map(|n| {
+                // SAFETY: a NUL-terminated name; missing_ok = true returns NULL for unknown
+                // settings; the returned string stays valid while no setting changes.
+                let v = unsafe { pg_sys::GetConfigOption(n.as_ptr(), true, false) };
+                (!v.is_null()).then(|| unsafe { CStr::from_ptr(v) }.to_bytes())
+            })
+            .collect();
+        key::encode(&Context { role, settings: values }, key.as_bytes())
+    })
 }
 
 // ---- argument checks ------------------------------------------------------------
