@@ -59,6 +59,12 @@ pub fn resolve(name: &str) -> (SlotRef, CacheConfig) {
     (slot, xact::declared(name).unwrap_or(config))
 }
 
+/// This backend's stripe of the shared hit and miss counters.
+pub fn stripe() -> usize {
+    // SAFETY: MyProc is set up before any SQL function can run in a backend.
+    unsafe { (*pg_sys::MyProc).pgprocno as usize }
+}
+
 /// The committed declaration a new slot starts with. A declaration this transaction
 /// made is not committed yet, so it must not reach shared memory.
 fn initial_config(name: &str) -> CacheConfig {

@@ -50,15 +50,15 @@ fn cache_get(cache: Option<&str>, key: Option<&str>, default: default!(Option<Ra
     let hash = key::hash(slot.index, &stored);
     match store.lookup(slot, &stored, hash, now, |len, copy| RawJsonb::build(len, copy)) {
         Lookup::Hit(v) => {
-            store.count_hit(slot);
+            store.count_hit(slot, caches::stripe());
             Some(v)
         }
         Lookup::Miss => {
-            store.count_miss(slot);
+            store.count_miss(slot, caches::stripe());
             default
         }
         Lookup::Expired => {
-            store.count_miss(slot);
+            store.count_miss(slot, caches::stripe());
             store.remove_expired(slot, &stored, hash, now());
             default
         }

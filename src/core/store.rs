@@ -13,14 +13,16 @@
 //!   partition lock `b % PARTITIONS` (shared to read, exclusive to change a chain).
 //! * **Caches.** A directory of slots (one per database and cache name) under the
 //!   directory lock; each slot has its LRU list, counters and settings under a
-//!   per-slot spinlock, so a read holds one partition lock (shared) and that spinlock
-//!   for a few pointer updates, and nothing global.
+//!   per-slot spinlock. A hit holds one partition lock (shared) and, only when the
+//!   entry has drifted into the older half of its list, that spinlock for a few
+//!   pointer updates; hits and misses are counted in per-backend stripes.
 //! * **Clear** bumps the slot's generation: entries of an older generation are misses
 //!   and sit at the LRU tail, where eviction reclaims them first.
 //!
 //! * **Commits** to a cache hold that cache's commit lock exclusively while they link
-//!   their entries in, raise their fences and bump the generation; lookups hold it
-//!   shared. A transaction's writes to one cache therefore appear together.
+//!   their entries in, raise their fences and bump the generation, and bump its
+//!   commit sequence before and after; a lookup that overlapped such a commit starts
+//!   over. A transaction's writes to one cache therefore appear together.
 //! * **Fences** (see `fences.rs`) remember when each key, cache and database was last
 //!   invalidated, so that a fill computed before a committed invalidation is dropped.
 //!
@@ -52,6 +54,8 @@ pub const MAX_NAME: usize = 63;
 /// Room for the comma-separated `context_ignored_keys` of a cache.
 pub const MAX_IGNORED: usize = 256;
 pub const NO_EXPIRY: i64 = i64::MAX;
+/// Lookups that race a commit of several writes before waiting on its commit lock.
+const OPTIMISTIC_LOOKUPS: usize = 2;
 pub const NEVER: i64 = i64::MIN;
 /// Database-wide fences (`cache_clear_all`, `cache_drop`), indexed by database OID.
 const DB_FENCES: usize = 64;
@@ -117,23 +121,42 @@ impl CacheConfig {
     }
 }
 
+/// Keeps `T` on cache lines of its own, so that writers of it do not slow down the
+/// readers of its neighbours (false sharing).
+#[repr(C, align(64))]
+struct Line<T>(T);
+
+impl<T> std::ops::Deref for Line<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// Allocator state, under the allocator lock.
 #[repr(C)]
-struct Header {
-    magic: u64,
-    /// Allocator state, under the allocator lock.
+struct AllocState {
     free_head: UnsafeCell<u32>,
     free_blocks: UnsafeCell<u32>,
     bump: UnsafeCell<u32>,
+}
+
+#[repr(C)]
+struct Header {
+    magic: u64,
     /// Slots `0..used_slots` have ever been used; scans stop there.
     used_slots: AtomicU32,
-    serial: AtomicU32,
-    /// A logical clock, advanced by every install; reads stamp entries with it.
-    tick: AtomicU64,
     /// Last database-wide invalidation, per `OID % DB_FENCES`.
     db_fences: [AtomicI64; DB_FENCES],
+    // Each written often by different writers, so each on its own line.
+    alloc: Line<AllocState>,
+    serial: Line<AtomicU32>,
+    /// A logical clock of LRU list pushes (installs and moves): how far an entry has
+    /// drifted from the head of its list is at most `tick` minus its stamp.
+    tick: Line<AtomicU64>,
     /// Bumped by whatever may leave entries for the worker to reclaim (a clear, an
     /// install with a TTL, a drop), so that its sweep can skip an idle region.
-    changes: AtomicU64,
+    changes: Line<AtomicU64>,
 }
 
 const SLOT_FREE: u32 = 0;
@@ -142,30 +165,51 @@ const SLOT_DROPPING: u32 = 2;
 
 #[repr(C)]
 pub struct CacheSlot {
-    lock: SpinLock,
+    // Read by every lookup; written only when the cache is created, dropped, cleared
+    // or declared, and by commits of several writes.
     state: AtomicU32,
     incarnation: AtomicU32,
     db: AtomicU32,
     name_len: AtomicU32,
-    name: UnsafeCell<[u8; MAX_NAME + 1]>,
     gen: AtomicU32,
     config_version: AtomicU32,
+    /// Odd while a commit holding the commit lock exclusively applies its writes:
+    /// lookups that overlap one start over, so none sees half of it (a seqlock).
+    commit_seq: AtomicU32,
+    /// Commit time of the last committed clear: also this cache's fence.
+    last_clear: AtomicI64,
+    name: UnsafeCell<[u8; MAX_NAME + 1]>,
     config: UnsafeCell<CacheConfig>,
-    /// LRU list (head = most recent), under `lock`; atomics so eviction can peek.
+    /// Written by installs, evictions and LRU moves: kept off the lines above.
+    list: Line<SlotList>,
+}
+
+/// A cache's LRU list (head = most recent) and the counters that change with it,
+/// under `lock`; atomics so that eviction can peek and statistics can read.
+#[repr(C)]
+struct SlotList {
+    lock: SpinLock,
     lru_head: AtomicU32,
     lru_tail: AtomicU32,
     entries: AtomicU64,
     bytes: AtomicU64,
-    hits: AtomicU64,
-    misses: AtomicU64,
     sets: AtomicU64,
     deletes: AtomicU64,
     evictions: AtomicU64,
     expirations: AtomicU64,
     stale_sets: AtomicU64,
-    /// Commit time of the last committed clear: also this cache's fence.
-    last_clear: AtomicI64,
 }
+
+/// Hits and misses of one cache, counted per stripe of backends so that readers on
+/// different cores do not write one cache line; statistics add the stripes up.
+#[repr(C)]
+struct ReadCounts {
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// Stripes of [`ReadCounts`]; a backend counts in stripe `backend % STRIPES`.
+pub const STRIPES: usize = 8;
 
 const ENTRY_LIVE: u8 = 1;
 const ENTRY_DEAD: u8 = 2;
@@ -208,6 +252,7 @@ pub struct Geometry {
     pub fence_buckets: u32,
     pub blocks: u32,
     slots_off: usize,
+    counters_off: usize,
     buckets_off: usize,
     fences_off: usize,
     blocks_off: usize,
@@ -222,7 +267,8 @@ impl Geometry {
     /// Lay out `memory` bytes for `max_caches` slots; `None` when it is too small.
     pub fn new(memory: usize, max_caches: u32) -> Option<Geometry> {
         let slots_off = align64(size_of::<Header>());
-        let buckets_off = align64(slots_off + max_caches as usize * size_of::<CacheSlot>());
+        let counters_off = align64(slots_off + max_caches as usize * size_of::<CacheSlot>());
+        let buckets_off = align64(counters_off + STRIPES * max_caches as usize * size_of::<ReadCounts>());
         let rest = memory.checked_sub(buckets_off)?;
         // About one bucket per two blocks (an entry takes at least one block).
         let mut buckets = (rest / (2 * BLOCK_SIZE + 4)).next_power_of_two();
@@ -244,6 +290,7 @@ impl Geometry {
             fence_buckets: fence_buckets as u32,
             blocks: blocks as u32,
             slots_off,
+            counters_off,
             buckets_off,
             fences_off,
             blocks_off,
@@ -359,6 +406,9 @@ pub struct CacheCommit<'s, 'a, L: Locks> {
 
 impl<L: Locks> Drop for CacheCommit<'_, '_, L> {
     fn drop(&mut self) {
+        if !self.shared {
+            self.store.slot(self.r.index).commit_seq.fetch_add(1, Ordering::Release);
+        }
         self.store.locks.unlock_cache(self.r.index);
     }
 }
@@ -399,7 +449,7 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
 
     /// Frees a prepared entry found stale by [`CacheCommit::is_stale`]; counts it.
     pub fn drop_stale(&self, p: Prepared) {
-        self.store.slot(self.r.index).stale_sets.fetch_add(1, Ordering::Relaxed);
+        self.store.slot(self.r.index).list.stale_sets.fetch_add(1, Ordering::Relaxed);
         self.store.free_entry(p.block);
     }
 
@@ -437,15 +487,15 @@ impl<'a, L: Locks> Store<'a, L> {
             std::ptr::write_bytes(self.base, 0, self.geo.blocks_off);
             let h = self.header();
             (*h).magic = MAGIC;
-            *(*h).free_head.get() = NIL;
+            *(*h).alloc.0.free_head.get() = NIL;
             let buckets = self.base.add(self.geo.buckets_off) as *mut u32;
             for b in 0..self.geo.buckets as usize {
                 *buckets.add(b) = NIL;
             }
             for i in 0..self.geo.slots {
                 let s = self.slot(i as u16);
-                s.lru_head.store(NIL, Ordering::Relaxed);
-                s.lru_tail.store(NIL, Ordering::Relaxed);
+                s.list.lru_head.store(NIL, Ordering::Relaxed);
+                s.list.lru_tail.store(NIL, Ordering::Relaxed);
             }
             for f in 0..self.geo.fence_buckets {
                 (*self.fence_bucket(f)).init();
@@ -638,7 +688,7 @@ impl<'a, L: Locks> Store<'a, L> {
             None => return Err(StoreError::DirectoryFull),
         };
         let s = self.slot(index);
-        s.lock.init();
+        s.list.lock.init();
         s.db.store(db, Ordering::Relaxed);
         // SAFETY: the slot is free and we hold the directory lock exclusively.
         unsafe {
@@ -647,12 +697,12 @@ impl<'a, L: Locks> Store<'a, L> {
         }
         s.name_len.store(name.len() as u32, Ordering::Release);
         s.config_version.fetch_add(1, Ordering::Release);
-        s.lru_head.store(NIL, Ordering::Relaxed);
-        s.lru_tail.store(NIL, Ordering::Relaxed);
-        for c in [&s.entries, &s.bytes, &s.hits, &s.misses, &s.sets, &s.deletes, &s.evictions, &s.expirations, &s.stale_sets]
-        {
+        s.list.lru_head.store(NIL, Ordering::Relaxed);
+        s.list.lru_tail.store(NIL, Ordering::Relaxed);
+        for c in [&s.list.entries, &s.list.bytes, &s.list.sets, &s.list.deletes, &s.list.evictions, &s.list.expirations, &s.list.stale_sets] {
             c.store(0, Ordering::Relaxed);
         }
+        self.reset_read_counts(index);
         // A database-wide clear or drop before this slot existed counts as its clear
         // (for cache_last_clear; fills are fenced by the database fence anyway).
         s.last_clear.store(self.db_fence(db), Ordering::Relaxed);
@@ -676,14 +726,14 @@ impl<'a, L: Locks> Store<'a, L> {
 
     pub fn config(&self, r: SlotRef) -> CacheConfig {
         let s = self.slot(r.index);
-        let _g = s.lock.lock();
+        let _g = s.list.lock.lock();
         // SAFETY: config is written only under the slot spinlock.
         unsafe { *s.config.get() }
     }
 
     pub fn set_config(&self, r: SlotRef, config: &CacheConfig) {
         let s = self.slot(r.index);
-        let _g = s.lock.lock();
+        let _g = s.list.lock.lock();
         if s.incarnation.load(Ordering::Acquire) != r.incarnation {
             return; // dropped meanwhile: the slot may belong to another cache now
         }
@@ -711,18 +761,19 @@ impl<'a, L: Locks> Store<'a, L> {
     pub fn stats(&self, r: SlotRef, name: String) -> SlotStats {
         let s = self.slot(r.index);
         let last = s.last_clear.load(Ordering::Relaxed);
+        let (hits, misses) = self.read_totals(r.index);
         SlotStats {
             name,
             slot: Some(r),
-            entries: s.entries.load(Ordering::Relaxed),
-            bytes: s.bytes.load(Ordering::Relaxed),
-            hits: s.hits.load(Ordering::Relaxed),
-            misses: s.misses.load(Ordering::Relaxed),
-            sets: s.sets.load(Ordering::Relaxed),
-            deletes: s.deletes.load(Ordering::Relaxed),
-            evictions: s.evictions.load(Ordering::Relaxed),
-            expirations: s.expirations.load(Ordering::Relaxed),
-            stale_sets: s.stale_sets.load(Ordering::Relaxed),
+            entries: s.list.entries.load(Ordering::Relaxed),
+            bytes: s.list.bytes.load(Ordering::Relaxed),
+            hits,
+            misses,
+            sets: s.list.sets.load(Ordering::Relaxed),
+            deletes: s.list.deletes.load(Ordering::Relaxed),
+            evictions: s.list.evictions.load(Ordering::Relaxed),
+            expirations: s.list.expirations.load(Ordering::Relaxed),
+            stale_sets: s.list.stale_sets.load(Ordering::Relaxed),
             last_clear: (last != NEVER).then_some(last),
             config: self.config(r),
         }
@@ -734,12 +785,36 @@ impl<'a, L: Locks> Store<'a, L> {
         (t != NEVER).then_some(t)
     }
 
-    pub fn count_hit(&self, r: SlotRef) {
-        self.slot(r.index).hits.fetch_add(1, Ordering::Relaxed);
+    /// The read counters of slot `index` in `stripe`.
+    fn read_counts(&self, index: u16, stripe: usize) -> &ReadCounts {
+        debug_assert!((index as u32) < self.geo.slots);
+        let at = (stripe % STRIPES) * self.geo.slots as usize + index as usize;
+        // SAFETY: at < STRIPES * slots, inside the counter array.
+        unsafe { &*(self.base.add(self.geo.counters_off) as *const ReadCounts).add(at) }
     }
 
-    pub fn count_miss(&self, r: SlotRef) {
-        self.slot(r.index).misses.fetch_add(1, Ordering::Relaxed);
+    /// Counts a hit in the stripe of the calling backend.
+    pub fn count_hit(&self, r: SlotRef, stripe: usize) {
+        self.read_counts(r.index, stripe).hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_miss(&self, r: SlotRef, stripe: usize) {
+        self.read_counts(r.index, stripe).misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Hits and misses of slot `index`, all stripes added up.
+    fn read_totals(&self, index: u16) -> (u64, u64) {
+        (0..STRIPES).map(|st| self.read_counts(index, st)).fold((0, 0), |(h, m), c| {
+            (h + c.hits.load(Ordering::Relaxed), m + c.misses.load(Ordering::Relaxed))
+        })
+    }
+
+    fn reset_read_counts(&self, index: u16) {
+        for st in 0..STRIPES {
+            let c = self.read_counts(index, st);
+            c.hits.store(0, Ordering::Relaxed);
+            c.misses.store(0, Ordering::Relaxed);
+        }
     }
 
     // ---- allocator -------------------------------------------------------------
@@ -750,9 +825,9 @@ impl<'a, L: Locks> Store<'a, L> {
         let h = self.hdr();
         // SAFETY: allocator fields are only touched under the allocator lock.
         let got = unsafe {
-            let free_head = &mut *h.free_head.get();
-            let free_blocks = &mut *h.free_blocks.get();
-            let bump = &mut *h.bump.get();
+            let free_head = &mut *h.alloc.free_head.get();
+            let free_blocks = &mut *h.alloc.free_blocks.get();
+            let bump = &mut *h.alloc.bump.get();
             if *free_blocks as u64 + (self.geo.blocks - *bump) as u64 >= n as u64 {
                 let (mut first, mut last) = (NIL, NIL);
                 for _ in 0..n {
@@ -790,9 +865,9 @@ impl<'a, L: Locks> Store<'a, L> {
         // SAFETY: allocator fields are only touched under the allocator lock.
         unsafe {
             let h = self.hdr();
-            self.set_next(last, *h.free_head.get());
-            *h.free_head.get() = first;
-            *h.free_blocks.get() += n;
+            self.set_next(last, *h.alloc.free_head.get());
+            *h.alloc.free_head.get() = first;
+            *h.alloc.free_blocks.get() += n;
         }
         self.locks.unlock_allocator();
     }
@@ -800,19 +875,19 @@ impl<'a, L: Locks> Store<'a, L> {
     // ---- LRU (slot spinlock held) ------------------------------------------------
 
     fn lru_unlink(&self, s: &CacheSlot, e: u32) {
-        // SAFETY: e is on s's list; links change only under s.lock, which we hold.
+        // SAFETY: e is on s's list; links change only under s.list.lock, which we hold.
         unsafe {
             let h = self.head(e);
             let (prev, next) = ((*h).lru_prev, (*h).lru_next);
             if prev != NIL {
                 (*self.head(prev)).lru_next = next;
             } else {
-                s.lru_head.store(next, Ordering::Relaxed);
+                s.list.lru_head.store(next, Ordering::Relaxed);
             }
             if next != NIL {
                 (*self.head(next)).lru_prev = prev;
             } else {
-                s.lru_tail.store(prev, Ordering::Relaxed);
+                s.list.lru_tail.store(prev, Ordering::Relaxed);
             }
             (*h).lru_prev = NIL;
             (*h).lru_next = NIL;
@@ -822,28 +897,28 @@ impl<'a, L: Locks> Store<'a, L> {
     fn lru_push_head(&self, s: &CacheSlot, e: u32) {
         // SAFETY: as in `lru_unlink`.
         unsafe {
-            let old = s.lru_head.load(Ordering::Relaxed);
+            let old = s.list.lru_head.load(Ordering::Relaxed);
             (*self.head(e)).lru_prev = NIL;
             (*self.head(e)).lru_next = old;
             if old != NIL {
                 (*self.head(old)).lru_prev = e;
             } else {
-                s.lru_tail.store(e, Ordering::Relaxed);
+                s.list.lru_tail.store(e, Ordering::Relaxed);
             }
-            s.lru_head.store(e, Ordering::Relaxed);
+            s.list.lru_head.store(e, Ordering::Relaxed);
         }
     }
 
     /// Takes an entry off its slot's list and its counts; the caller then frees it.
     fn retire(&self, s: &CacheSlot, e: u32) {
-        // SAFETY: e is a live entry of s; we hold s.lock.
+        // SAFETY: e is a live entry of s; we hold s.list.lock.
         unsafe {
             self.lru_unlink(s, e);
             let h = self.head(e);
             (*h).state.store(ENTRY_DEAD, Ordering::Release);
             if (*h).gen == s.gen.load(Ordering::Relaxed) {
-                s.entries.fetch_sub(1, Ordering::Relaxed);
-                s.bytes.fetch_sub((*h).n_blocks as u64 * BLOCK_SIZE as u64, Ordering::Relaxed);
+                s.list.entries.fetch_sub(1, Ordering::Relaxed);
+                s.list.bytes.fetch_sub((*h).n_blocks as u64 * BLOCK_SIZE as u64, Ordering::Relaxed);
             }
         }
     }
@@ -857,12 +932,12 @@ impl<'a, L: Locks> Store<'a, L> {
     /// Takes the least recently used entry off slot `index`'s list.
     fn pop_tail(&self, index: u16, reason: PopReason, now: i64) -> Option<Victim> {
         let s = self.slot(index);
-        let _g = s.lock.lock();
-        let t = s.lru_tail.load(Ordering::Relaxed);
+        let _g = s.list.lock.lock();
+        let t = s.list.lru_tail.load(Ordering::Relaxed);
         if t == NIL {
             return None;
         }
-        // SAFETY: t is on the list, hence allocated, and we hold s.lock.
+        // SAFETY: t is on the list, hence allocated, and we hold s.list.lock.
         let (stale, hash, serial) = unsafe {
             let h = self.head(t);
             ((*h).gen != s.gen.load(Ordering::Relaxed), (*h).hash, (*h).serial)
@@ -870,9 +945,9 @@ impl<'a, L: Locks> Store<'a, L> {
         if let PopReason::Evict = reason {
             if !stale {
                 if self.is_expired(t, now) {
-                    s.expirations.fetch_add(1, Ordering::Relaxed);
+                    s.list.expirations.fetch_add(1, Ordering::Relaxed);
                 } else {
-                    s.evictions.fetch_add(1, Ordering::Relaxed);
+                    s.list.evictions.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -925,7 +1000,7 @@ impl<'a, L: Locks> Store<'a, L> {
                 if state == SLOT_FREE {
                     continue;
                 }
-                let t = s.lru_tail.load(Ordering::Relaxed);
+                let t = s.list.lru_tail.load(Ordering::Relaxed);
                 if t == NIL || t >= self.geo.blocks {
                     continue;
                 }
@@ -975,7 +1050,7 @@ impl<'a, L: Locks> Store<'a, L> {
             }
             if !self.evict_one(now) {
                 // The write is lost like an entry evicted at once: count it so.
-                self.slot(r.index).evictions.fetch_add(1, Ordering::Relaxed);
+                self.slot(r.index).list.evictions.fetch_add(1, Ordering::Relaxed);
                 return Ok(None);
             }
         };
@@ -1032,6 +1107,7 @@ impl<'a, L: Locks> Store<'a, L> {
     /// Opens a commit to cache `r` at commit time `now`: takes its commit lock.
     pub fn commit(&self, r: SlotRef, now: i64) -> CacheCommit<'_, 'a, L> {
         self.locks.lock_cache(r.index, Mode::Exclusive);
+        self.slot(r.index).commit_seq.fetch_add(1, Ordering::AcqRel);
         CacheCommit { store: self, r, now, shared: false }
     }
 
@@ -1087,7 +1163,7 @@ impl<'a, L: Locks> Store<'a, L> {
                 // Clears take the commit lock exclusively, so last_clear cannot move
                 // while we hold it shared; same-key commits wait for this partition lock.
                 if self.fenced_locked(s, p.hash, start) {
-                    s.stale_sets.fetch_add(1, Ordering::Relaxed);
+                    s.list.stale_sets.fetch_add(1, Ordering::Relaxed);
                     self.free_entry(p.block);
                     return false;
                 }
@@ -1095,14 +1171,14 @@ impl<'a, L: Locks> Store<'a, L> {
             self.remove_key_locked(r, bucket, p.hash, key, false, now);
             // SAFETY: the fence bucket is guarded by the partition lock we hold.
             unsafe { (*self.fence_of(p.hash)).raise(p.hash, now) };
-            let _g = s.lock.lock();
+            let _g = s.list.lock.lock();
             if s.state.load(Ordering::Acquire) != SLOT_ACTIVE || s.incarnation.load(Ordering::Acquire) != r.incarnation {
                 drop(_g);
                 self.free_entry(p.block);
                 return false;
             }
             let tick = self.hdr().tick.fetch_add(1, Ordering::Relaxed);
-            // SAFETY: we own the entry and hold the partition lock and s.lock.
+            // SAFETY: we own the entry and hold the partition lock and s.list.lock.
             unsafe {
                 let h = self.head(p.block);
                 if (*h).expires_at != NO_EXPIRY {
@@ -1111,9 +1187,9 @@ impl<'a, L: Locks> Store<'a, L> {
                 (*h).gen = s.gen.load(Ordering::Relaxed);
                 (*h).last_used.store(tick, Ordering::Relaxed);
                 self.lru_push_head(s, p.block);
-                s.entries.fetch_add(1, Ordering::Relaxed);
-                s.bytes.fetch_add((*h).n_blocks as u64 * BLOCK_SIZE as u64, Ordering::Relaxed);
-                s.sets.fetch_add(1, Ordering::Relaxed);
+                s.list.entries.fetch_add(1, Ordering::Relaxed);
+                s.list.bytes.fetch_add((*h).n_blocks as u64 * BLOCK_SIZE as u64, Ordering::Relaxed);
+                s.list.sets.fetch_add(1, Ordering::Relaxed);
                 (*h).chain_next = *self.bucket_head(bucket);
                 *self.bucket_head(bucket) = p.block;
             }
@@ -1125,7 +1201,7 @@ impl<'a, L: Locks> Store<'a, L> {
     /// Evicts from the tail until slot `r` holds at most `size_limit` entries.
     pub fn enforce_size_limit(&self, r: SlotRef, size_limit: u64, now: i64) {
         let s = self.slot(r.index);
-        while s.entries.load(Ordering::Relaxed) > size_limit {
+        while s.list.entries.load(Ordering::Relaxed) > size_limit {
             match self.pop_tail(r.index, PopReason::Evict, now) {
                 Some(v) => self.reap(v),
                 None => break,
@@ -1147,11 +1223,11 @@ impl<'a, L: Locks> Store<'a, L> {
             let next = h.chain_next;
             if h.hash == hash as u32 && h.slot == r.index && h.key_len as usize == key.len() && self.key_equals(e, key) {
                 if h.state.load(Ordering::Acquire) == ENTRY_LIVE {
-                    let _g = s.lock.lock();
+                    let _g = s.list.lock.lock();
                     if h.state.load(Ordering::Acquire) == ENTRY_LIVE {
                         visible |= h.gen == s.gen.load(Ordering::Relaxed) && !self.is_expired(e, now);
                         if count_delete && visible {
-                            s.deletes.fetch_add(1, Ordering::Relaxed);
+                            s.list.deletes.fetch_add(1, Ordering::Relaxed);
                         }
                         self.retire(s, e);
                     }
@@ -1188,10 +1264,10 @@ impl<'a, L: Locks> Store<'a, L> {
             let h = unsafe { &*self.head(e) };
             let next = h.chain_next;
             if h.hash == hash as u32 && h.slot == r.index && self.key_equals(e, key) && self.is_expired(e, now) {
-                let _g = s.lock.lock();
+                let _g = s.list.lock.lock();
                 if h.state.load(Ordering::Acquire) == ENTRY_LIVE {
                     if h.gen == s.gen.load(Ordering::Relaxed) {
-                        s.expirations.fetch_add(1, Ordering::Relaxed);
+                        s.list.expirations.fetch_add(1, Ordering::Relaxed);
                     }
                     self.retire(s, e);
                 }
@@ -1206,20 +1282,49 @@ impl<'a, L: Locks> Store<'a, L> {
     }
 
     /// Looks (slot, key) up under a shared partition lock; on a hit marks the entry
-    /// most recently used and returns `read(value_len, copy)` where `copy` fills a
-    /// buffer of `value_len` bytes. `now` is called only for entries with a TTL.
+    /// used and returns `read(value_len, copy)` where `copy` fills a buffer of
+    /// `value_len` bytes. `now` is called only for entries with a TTL.
+    ///
+    /// A lookup never sees half of a commit: it takes no commit lock but checks the
+    /// cache's commit sequence before and after, and starts over (at last under the
+    /// commit lock, shared) when an exclusive commit overlapped it. So readers write
+    /// no shared cache line but their partition lock's.
     pub fn lookup<T>(
         &self,
         r: SlotRef,
         key: &[u8],
         hash: u64,
         now: impl Fn() -> i64,
-        read: impl FnOnce(usize, &dyn Fn(&mut [u8])) -> T,
+        mut read: impl FnMut(usize, &dyn Fn(&mut [u8])) -> T,
+    ) -> Lookup<T> {
+        let s = self.slot(r.index);
+        for _ in 0..OPTIMISTIC_LOOKUPS {
+            let seq = s.commit_seq.load(Ordering::Acquire);
+            if seq % 2 == 0 {
+                let found = self.lookup_once(r, key, hash, &now, &mut read);
+                // If this lookup saw a write of a commit, it took the partition lock
+                // after that commit released it, so it sees the commit's first bump.
+                if s.commit_seq.load(Ordering::Acquire) == seq {
+                    return found;
+                }
+            }
+            std::hint::spin_loop();
+        }
+        self.locks.lock_cache(r.index, Mode::Shared);
+        let _c = CacheReadGuard { locks: self.locks, slot: r.index };
+        self.lookup_once(r, key, hash, &now, &mut read)
+    }
+
+    fn lookup_once<T>(
+        &self,
+        r: SlotRef,
+        key: &[u8],
+        hash: u64,
+        now: &impl Fn() -> i64,
+        read: &mut impl FnMut(usize, &dyn Fn(&mut [u8])) -> T,
     ) -> Lookup<T> {
         let s = self.slot(r.index);
         let bucket = self.bucket_of(hash);
-        self.locks.lock_cache(r.index, Mode::Shared);
-        let _c = CacheReadGuard { locks: self.locks, slot: r.index };
         let _p = self.lock_bucket(bucket, Mode::Shared);
         // SAFETY: chains do not change while we hold the partition lock shared.
         let mut e = unsafe { *self.bucket_head(bucket) };
@@ -1247,18 +1352,23 @@ impl<'a, L: Locks> Store<'a, L> {
         Lookup::Miss
     }
 
-    /// Moves a live entry to the head of its LRU list.
+    /// Marks a live entry used: moves it to the head of its LRU list, unless it is
+    /// still in the newer half of the list (fewer pushes than half the cache's
+    /// entries happened since it was last pushed). Hits on recently used entries thus
+    /// write nothing shared, at the price of an LRU order that is exact only over
+    /// the older half, where eviction happens.
     fn touch(&self, s: &CacheSlot, e: u32) {
         // SAFETY: e is on a chain we hold shared, hence allocated.
         let h = unsafe { &*self.head(e) };
-        h.last_used.store(self.hdr().tick.load(Ordering::Relaxed), Ordering::Relaxed);
-        if s.lru_head.load(Ordering::Relaxed) == e {
+        let pushes_since = self.hdr().tick.load(Ordering::Relaxed).wrapping_sub(h.last_used.load(Ordering::Relaxed));
+        if pushes_since <= s.list.entries.load(Ordering::Relaxed) / 2 {
             return;
         }
-        let _g = s.lock.lock();
+        let _g = s.list.lock.lock();
         if h.state.load(Ordering::Acquire) == ENTRY_LIVE {
             self.lru_unlink(s, e);
             self.lru_push_head(s, e);
+            h.last_used.store(self.hdr().tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
         }
     }
 
@@ -1266,13 +1376,13 @@ impl<'a, L: Locks> Store<'a, L> {
     /// Commit lock held.
     fn clear_locked(&self, r: SlotRef, now: i64) {
         let s = self.slot(r.index);
-        let _g = s.lock.lock();
+        let _g = s.list.lock.lock();
         if s.incarnation.load(Ordering::Acquire) != r.incarnation {
             return;
         }
         s.gen.fetch_add(1, Ordering::Release);
-        s.entries.store(0, Ordering::Relaxed);
-        s.bytes.store(0, Ordering::Relaxed);
+        s.list.entries.store(0, Ordering::Relaxed);
+        s.list.bytes.store(0, Ordering::Relaxed);
         s.last_clear.fetch_max(now, Ordering::Release);
         self.hdr().changes.fetch_add(1, Ordering::Relaxed);
     }
@@ -1294,7 +1404,7 @@ impl<'a, L: Locks> Store<'a, L> {
     /// lock held exclusively.
     fn begin_drop_locked(&self, index: u16) {
         let s = self.slot(index);
-        let _g = s.lock.lock();
+        let _g = s.list.lock.lock();
         s.state.store(SLOT_DROPPING, Ordering::Release);
         self.hdr().changes.fetch_add(1, Ordering::Relaxed);
     }
@@ -1308,7 +1418,7 @@ impl<'a, L: Locks> Store<'a, L> {
             freed += 1;
         }
         let _dir = self.lock_directory(Mode::Exclusive);
-        if s.state.load(Ordering::Acquire) == SLOT_DROPPING && s.lru_tail.load(Ordering::Acquire) == NIL {
+        if s.state.load(Ordering::Acquire) == SLOT_DROPPING && s.list.lru_tail.load(Ordering::Acquire) == NIL {
             s.incarnation.fetch_add(1, Ordering::Release);
             s.name_len.store(0, Ordering::Release);
             s.state.store(SLOT_FREE, Ordering::Release);
@@ -1321,7 +1431,7 @@ impl<'a, L: Locks> Store<'a, L> {
     pub fn free_blocks(&self) -> u32 {
         self.locks.lock_allocator();
         // SAFETY: allocator fields are read under the allocator lock.
-        let n = unsafe { *self.hdr().free_blocks.get() + (self.geo.blocks - *self.hdr().bump.get()) };
+        let n = unsafe { *self.hdr().alloc.free_blocks.get() + (self.geo.blocks - *self.hdr().alloc.bump.get()) };
         self.locks.unlock_allocator();
         n
     }

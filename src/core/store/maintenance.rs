@@ -64,7 +64,7 @@ impl<L: Locks> Store<'_, L> {
             let next = h.chain_next;
             let s = self.slot(h.slot);
             let reclaim = {
-                let _g = s.lock.lock();
+                let _g = s.list.lock.lock();
                 if h.state.load(Ordering::Acquire) != ENTRY_LIVE {
                     false // popped by an evictor, which unlinks it when it gets this lock
                 } else {
@@ -74,7 +74,7 @@ impl<L: Locks> Store<'_, L> {
                         out.hidden += 1;
                     } else if expired {
                         out.expired += 1;
-                        s.expirations.fetch_add(1, Ordering::Relaxed);
+                        s.list.expirations.fetch_add(1, Ordering::Relaxed);
                     } else if h.expires_at != NO_EXPIRY {
                         out.ttl_left += 1;
                         out.next_expiry = out.next_expiry.min(h.expires_at);
@@ -120,7 +120,8 @@ impl<L: Locks> Store<'_, L> {
     /// and stay.
     pub fn reset_stats(&self, r: SlotRef) {
         let s = self.slot(r.index);
-        for c in [&s.hits, &s.misses, &s.sets, &s.deletes, &s.evictions, &s.expirations, &s.stale_sets] {
+        self.reset_read_counts(r.index);
+        for c in [&s.list.sets, &s.list.deletes, &s.list.evictions, &s.list.expirations, &s.list.stale_sets] {
             c.store(0, Ordering::Relaxed);
         }
     }
@@ -130,7 +131,7 @@ impl<L: Locks> Store<'_, L> {
     pub fn memory(&self) -> MemoryStats {
         self.locks.lock_allocator();
         // SAFETY: allocator fields are read under the allocator lock.
-        let used = unsafe { *self.hdr().bump.get() - *self.hdr().free_blocks.get() };
+        let used = unsafe { *self.hdr().alloc.bump.get() - *self.hdr().alloc.free_blocks.get() };
         self.locks.unlock_allocator();
         let n = self.hdr().used_slots.load(Ordering::Acquire);
         let mut entries = 0;
@@ -138,7 +139,7 @@ impl<L: Locks> Store<'_, L> {
         for i in 0..n as u16 {
             let s = self.slot(i);
             if s.state.load(Ordering::Acquire) == SLOT_ACTIVE {
-                entries += s.entries.load(Ordering::Relaxed);
+                entries += s.list.entries.load(Ordering::Relaxed);
                 dbs.push(s.db.load(Ordering::Relaxed));
             }
         }

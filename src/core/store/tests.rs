@@ -1,8 +1,17 @@
 use super::*;
 use crate::core::key::hash;
 
-/// Single-threaded tests need no locks.
+/// Single-threaded tests need no locks; they only count the shared acquisitions of
+/// commit locks (per test thread).
 struct NoLocks;
+
+thread_local! {
+    static SHARED_COMMIT_LOCKS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+fn shared_commit_locks() -> u32 {
+    SHARED_COMMIT_LOCKS.get()
+}
 
 impl Locks for NoLocks {
     fn lock_partition(&self, _: usize, _: Mode) {}
@@ -11,7 +20,11 @@ impl Locks for NoLocks {
     fn unlock_allocator(&self) {}
     fn lock_directory(&self, _: Mode) {}
     fn unlock_directory(&self) {}
-    fn lock_cache(&self, _: u16, _: Mode) {}
+    fn lock_cache(&self, _: u16, mode: Mode) {
+        if mode == Mode::Shared {
+            SHARED_COMMIT_LOCKS.set(SHARED_COMMIT_LOCKS.get() + 1);
+        }
+    }
     fn unlock_cache(&self, _: u16) {}
 }
 
@@ -442,7 +455,7 @@ fn reset_stats_zeroes_counters_but_not_contents() {
     let r = new_cache(s, 1, "c");
     set(s, r, "k", b"v", 10);
     get(s, r, "k");
-    s.count_hit(r);
+    s.count_hit(r, 3);
     s.reset_stats(r);
     let st = s.stats(r, String::new());
     assert_eq!((st.hits, st.sets, st.entries), (0, 0, 1));
@@ -475,4 +488,46 @@ fn a_single_key_commit_judges_and_installs_in_one_step() {
     assert!(!s.commit_one(r, 140).install_if_fresh(p, b"k", 10, 125));
     assert_eq!(get(s, r, "k"), Some(b"fresh".to_vec()));
     assert_eq!(s.stats(r, String::new()).stale_sets, 2);
+}
+
+#[test]
+fn a_lookup_waits_on_the_commit_lock_only_while_a_commit_of_several_writes_applies() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    set(s, r, "a", b"1", 10);
+    let locks = shared_commit_locks();
+    assert_eq!(get(s, r, "a"), Some(b"1".to_vec()));
+    assert_eq!(shared_commit_locks(), locks, "no commit applying: the lookup takes no commit lock");
+    let (p, _) = prepared(s, r, "b", b"2");
+    let commit = s.commit(r, 10);
+    commit.install(p, b"b", 10);
+    assert_eq!(get(s, r, "a"), Some(b"1".to_vec()));
+    assert_eq!(shared_commit_locks(), locks + 1, "a commit is applying: the lookup waits for it");
+    drop(commit);
+    assert_eq!(get(s, r, "b"), Some(b"2".to_vec()));
+    assert_eq!(shared_commit_locks(), locks + 1, "the commit is over");
+    let single = s.commit_one(r, 20);
+    assert_eq!(get(s, r, "b"), Some(b"2".to_vec()));
+    assert_eq!(shared_commit_locks(), locks + 2, "the single-key commit's own shared hold only");
+    drop(single);
+}
+
+#[test]
+fn hits_on_the_newer_half_of_the_list_do_not_reorder_it() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    for i in 0..8 {
+        set(s, r, &format!("k{i}"), b"v", 8);
+    }
+    // k4..k7 are the newer half: reading k4 leaves it where it is, so four more
+    // entries evict k1..k4; k0, read from the older half, moved to the head.
+    get(s, r, "k4");
+    get(s, r, "k0");
+    for i in 8..12 {
+        set(s, r, &format!("k{i}"), b"v", 8);
+    }
+    let kept: Vec<bool> = (0..8).map(|i| get(s, r, &format!("k{i}")).is_some()).collect();
+    assert_eq!(kept, [true, false, false, false, false, true, true, true]);
 }
