@@ -1044,6 +1044,7 @@ impl<'a, L: Locks> Store<'a, L> {
         if n > self.geo.blocks as usize / 2 {
             return Err(StoreError::TooLarge);
         }
+        self.prefetch_install(hash);
         let (first, last) = loop {
             if let Some(got) = self.alloc(n as u32) {
                 break got;
@@ -1097,6 +1098,19 @@ impl<'a, L: Locks> Store<'a, L> {
             start = LINK_SIZE;
         }
         Ok(Some(Prepared { block: first, hash }))
+    }
+
+    /// Starts loading the lines the install of `hash` reads first (its bucket head
+    /// and fence bucket, random in a large region), so that at COMMIT, under the
+    /// partition lock, they are in cache.
+    fn prefetch_install(&self, hash: u64) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch is only a hint, and both addresses lie inside the region.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(self.bucket_head(self.bucket_of(hash)) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(self.fence_of(hash) as *const i8);
+        }
     }
 
     /// Frees an entry that will not be installed (its transaction aborted).
@@ -1154,45 +1168,55 @@ impl<'a, L: Locks> Store<'a, L> {
     /// Cannot fail and allocates nothing: this is what runs at COMMIT. Commit lock held.
     /// With `fresh_since`, a fill stale for a transaction that started then is freed
     /// instead (see [`CacheCommit::is_stale`]); whether the entry was installed.
+    ///
+    /// The entry it replaces leaves the LRU list in the same slot lock hold that adds
+    /// the new one, and both partition and slot lock are released before any block
+    /// goes back to the allocator.
     fn install_locked(&self, r: SlotRef, p: Prepared, key: &[u8], size_limit: u64, now: i64, fresh_since: Option<i64>) -> bool {
         let s = self.slot(r.index);
         let bucket = self.bucket_of(p.hash);
-        {
+        let replaced;
+        let installed = {
             let _p = self.lock_bucket(bucket, Mode::Exclusive);
-            if let Some(start) = fresh_since {
-                // Clears take the commit lock exclusively, so last_clear cannot move
-                // while we hold it shared; same-key commits wait for this partition lock.
-                if self.fenced_locked(s, p.hash, start) {
-                    s.list.stale_sets.fetch_add(1, Ordering::Relaxed);
-                    self.free_entry(p.block);
-                    return false;
+            // Clears take the commit lock exclusively, so last_clear cannot move while
+            // we hold it shared; same-key commits wait for this partition lock.
+            if fresh_since.is_some_and(|start| self.fenced_locked(s, p.hash, start)) {
+                s.list.stale_sets.fetch_add(1, Ordering::Relaxed);
+                replaced = NIL;
+                false
+            } else {
+                replaced = self.unlink_key_locked(r, bucket, p.hash, key);
+                // SAFETY: the fence bucket is guarded by the partition lock we hold.
+                unsafe { (*self.fence_of(p.hash)).raise(p.hash, now) };
+                let _g = s.list.lock.lock();
+                self.retire_unlinked(s, replaced, now);
+                let live = s.state.load(Ordering::Acquire) == SLOT_ACTIVE
+                    && s.incarnation.load(Ordering::Acquire) == r.incarnation;
+                if live {
+                    let tick = self.hdr().tick.fetch_add(1, Ordering::Relaxed);
+                    // SAFETY: we own the entry and hold the partition lock and s.list.lock.
+                    unsafe {
+                        let h = self.head(p.block);
+                        if (*h).expires_at != NO_EXPIRY {
+                            self.hdr().changes.fetch_add(1, Ordering::Relaxed);
+                        }
+                        (*h).gen = s.gen.load(Ordering::Relaxed);
+                        (*h).last_used.store(tick, Ordering::Relaxed);
+                        self.lru_push_head(s, p.block);
+                        s.list.entries.fetch_add(1, Ordering::Relaxed);
+                        s.list.bytes.fetch_add((*h).n_blocks as u64 * BLOCK_SIZE as u64, Ordering::Relaxed);
+                        s.list.sets.fetch_add(1, Ordering::Relaxed);
+                        (*h).chain_next = *self.bucket_head(bucket);
+                        *self.bucket_head(bucket) = p.block;
+                    }
                 }
+                live
             }
-            self.remove_key_locked(r, bucket, p.hash, key, false, now);
-            // SAFETY: the fence bucket is guarded by the partition lock we hold.
-            unsafe { (*self.fence_of(p.hash)).raise(p.hash, now) };
-            let _g = s.list.lock.lock();
-            if s.state.load(Ordering::Acquire) != SLOT_ACTIVE || s.incarnation.load(Ordering::Acquire) != r.incarnation {
-                drop(_g);
-                self.free_entry(p.block);
-                return false;
-            }
-            let tick = self.hdr().tick.fetch_add(1, Ordering::Relaxed);
-            // SAFETY: we own the entry and hold the partition lock and s.list.lock.
-            unsafe {
-                let h = self.head(p.block);
-                if (*h).expires_at != NO_EXPIRY {
-                    self.hdr().changes.fetch_add(1, Ordering::Relaxed);
-                }
-                (*h).gen = s.gen.load(Ordering::Relaxed);
-                (*h).last_used.store(tick, Ordering::Relaxed);
-                self.lru_push_head(s, p.block);
-                s.list.entries.fetch_add(1, Ordering::Relaxed);
-                s.list.bytes.fetch_add((*h).n_blocks as u64 * BLOCK_SIZE as u64, Ordering::Relaxed);
-                s.list.sets.fetch_add(1, Ordering::Relaxed);
-                (*h).chain_next = *self.bucket_head(bucket);
-                *self.bucket_head(bucket) = p.block;
-            }
+        };
+        self.free_unlinked(replaced);
+        if !installed {
+            self.free_entry(p.block);
+            return false;
         }
         self.enforce_size_limit(r, size_limit, now);
         true
@@ -1209,46 +1233,85 @@ impl<'a, L: Locks> Store<'a, L> {
         }
     }
 
-    /// Removes every entry of (slot, key) from its bucket; exclusive partition lock
-    /// held. Returns whether one of them was visible (current generation, unexpired).
-    fn remove_key_locked(&self, r: SlotRef, bucket: u32, hash: u64, key: &[u8], count_delete: bool, now: i64) -> bool {
-        let s = self.slot(r.index);
-        let mut visible = false;
+    /// Unlinks every entry of (slot, key) from its bucket; exclusive partition lock
+    /// held. Returns them chained through `chain_next` (NIL for none): the caller
+    /// takes them off the LRU list with `retire_unlinked` and, with no lock held,
+    /// frees them with `free_unlinked`.
+    fn unlink_key_locked(&self, r: SlotRef, bucket: u32, hash: u64, key: &[u8]) -> u32 {
+        let mut unlinked = NIL;
         let mut prev = NIL;
         // SAFETY: the chain is stable under the exclusive partition lock.
         let mut e = unsafe { *self.bucket_head(bucket) };
         while e != NIL {
-            // SAFETY: entries on a chain are allocated.
-            let h = unsafe { &*self.head(e) };
-            let next = h.chain_next;
-            if h.hash == hash as u32 && h.slot == r.index && h.key_len as usize == key.len() && self.key_equals(e, key) {
-                if h.state.load(Ordering::Acquire) == ENTRY_LIVE {
-                    let _g = s.list.lock.lock();
-                    if h.state.load(Ordering::Acquire) == ENTRY_LIVE {
-                        visible |= h.gen == s.gen.load(Ordering::Relaxed) && !self.is_expired(e, now);
-                        if count_delete && visible {
-                            s.list.deletes.fetch_add(1, Ordering::Relaxed);
-                        }
-                        self.retire(s, e);
-                    }
+            // SAFETY: entries on a chain are allocated; we hold the partition lock
+            // exclusively, so nobody else reads or writes chain links.
+            unsafe {
+                let h = self.head(e);
+                let next = (*h).chain_next;
+                if (*h).hash == hash as u32
+                    && (*h).slot == r.index
+                    && (*h).key_len as usize == key.len()
+                    && self.key_equals(e, key)
+                {
+                    self.chain_unlink(bucket, prev, e);
+                    (*h).chain_next = unlinked;
+                    unlinked = e;
+                } else {
+                    prev = e;
                 }
-                self.chain_unlink(bucket, prev, e);
-                self.free_entry(e);
-            } else {
-                prev = e;
+                e = next;
             }
-            e = next;
+        }
+        unlinked
+    }
+
+    /// Takes the entries of an `unlink_key_locked` list that are still on slot `s`'s
+    /// LRU list off it (eviction may have taken some first); `s.list.lock` held.
+    /// Whether one of them was visible (current generation, unexpired).
+    fn retire_unlinked(&self, s: &CacheSlot, mut e: u32, now: i64) -> bool {
+        let mut visible = false;
+        while e != NIL {
+            // SAFETY: unlinked entries stay allocated until `free_unlinked`.
+            let h = unsafe { &*self.head(e) };
+            if h.state.load(Ordering::Acquire) == ENTRY_LIVE {
+                visible |= h.gen == s.gen.load(Ordering::Relaxed) && !self.is_expired(e, now);
+                self.retire(s, e);
+            }
+            e = h.chain_next;
         }
         visible
     }
 
+    /// Frees the entries of an `unlink_key_locked` list.
+    fn free_unlinked(&self, mut e: u32) {
+        while e != NIL {
+            // SAFETY: nobody else can reach an unlinked, retired entry.
+            let next = unsafe { (*self.head(e)).chain_next };
+            self.free_entry(e);
+            e = next;
+        }
+    }
+
     /// Deletes (slot, key); whether a visible entry was there. Commit lock held.
     fn delete_locked(&self, r: SlotRef, key: &[u8], hash: u64, now: i64) -> bool {
+        let s = self.slot(r.index);
         let bucket = self.bucket_of(hash);
-        let _p = self.lock_bucket(bucket, Mode::Exclusive);
-        // SAFETY: the fence bucket is guarded by the partition lock we hold.
-        unsafe { (*self.fence_of(hash)).raise(hash, now) };
-        self.remove_key_locked(r, bucket, hash, key, true, now)
+        let (unlinked, visible) = {
+            let _p = self.lock_bucket(bucket, Mode::Exclusive);
+            // SAFETY: the fence bucket is guarded by the partition lock we hold.
+            unsafe { (*self.fence_of(hash)).raise(hash, now) };
+            let unlinked = self.unlink_key_locked(r, bucket, hash, key);
+            let visible = unlinked != NIL && {
+                let _g = s.list.lock.lock();
+                self.retire_unlinked(s, unlinked, now)
+            };
+            (unlinked, visible)
+        };
+        if visible {
+            s.list.deletes.fetch_add(1, Ordering::Relaxed);
+        }
+        self.free_unlinked(unlinked);
+        visible
     }
 
     /// Reclaims (slot, key) if it is past its TTL; counts an expiration.
