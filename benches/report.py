@@ -54,6 +54,8 @@ for w, label in [
     ("generate_series", "`count(i)` over `generate_series` (the loop itself)"),
     ("md5", "`md5(i::text)`"),
     ("cache_get", "`cache_get` hit"),
+    ("md5_2", "`md5(i::text)`, two sessions at once (the slower one)"),
+    ("cache_get_2", "`cache_get` hit, two sessions at once (the slower one)"),
     ("table_get", "correlated UNLOGGED primary-key lookup"),
     ("memcache_get", "pgmemcache `memcache_get` (20,000 rows)"),
 ]:
