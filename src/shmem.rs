@@ -14,7 +14,7 @@ use crate::gucs;
 const NAME: &CStr = c"pg_cache";
 const DIRECTORY_LOCK: usize = PARTITIONS;
 const ALLOCATOR_LOCK: usize = PARTITIONS + 1;
-/// Then one commit lock per cache slot.
+/// Then one commit lock per cache slot, then one list lock per cache slot.
 const FIRST_CACHE_LOCK: usize = PARTITIONS + 2;
 /// Index of `AddinShmemInitLock` in `MainLWLockArray` (lwlocknames.txt).
 const ADDIN_SHMEM_INIT_LOCK: usize = 21;
@@ -75,10 +75,22 @@ impl Locks for PgLocks {
         // SAFETY: as above.
         unsafe { pg_sys::LWLockRelease(lwlock(FIRST_CACHE_LOCK + slot as usize)) };
     }
+    fn lock_list(&self, slot: u16) {
+        // SAFETY: as above; slot < max_caches.
+        unsafe { pg_sys::LWLockAcquire(lwlock(first_list_lock() + slot as usize), pg_sys::LWLockMode::LW_EXCLUSIVE) };
+    }
+    fn unlock_list(&self, slot: u16) {
+        // SAFETY: as above.
+        unsafe { pg_sys::LWLockRelease(lwlock(first_list_lock() + slot as usize)) };
+    }
+}
+
+fn first_list_lock() -> usize {
+    FIRST_CACHE_LOCK + gucs::max_caches() as usize
 }
 
 fn lock_count() -> usize {
-    FIRST_CACHE_LOCK + gucs::max_caches() as usize
+    first_list_lock() + gucs::max_caches() as usize
 }
 
 fn geometry() -> Geometry {

@@ -3,6 +3,5 @@
 //! per-transaction write set. Tested with plain `cargo test`.
 
 pub mod key;
-pub mod spin;
 pub mod store;
 pub mod writeset;

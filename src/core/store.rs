@@ -13,8 +13,9 @@
 //!   partition lock `b % PARTITIONS` (shared to read, exclusive to change a chain).
 //! * **Caches.** A directory of slots (one per database and cache name) under the
 //!   directory lock; each slot has its LRU list, counters and settings under a
-//!   per-slot spinlock. A hit holds one partition lock (shared) and, only when the
-//!   entry has drifted into the older half of its list, that spinlock for a few
+//!   per-slot list lock (an LWLock: waiters sleep rather than spin while a holder is
+//!   descheduled). A hit holds one partition lock (shared) and, only when the
+//!   entry has drifted into the older half of its list, that list lock for a few
 //!   pointer updates; hits and misses are counted in per-backend stripes.
 //! * **Clear** bumps the slot's generation: entries of an older generation are misses
 //!   and sit at the LRU tail, where eviction reclaims them first.
@@ -26,7 +27,7 @@
 //! * **Fences** (see `fences.rs`) remember when each key, cache and database was last
 //!   invalidated, so that a fill computed before a committed invalidation is dropped.
 //!
-//! Lock order: directory → cache commit lock → partition → slot spinlock → allocator.
+//! Lock order: directory → cache commit lock → partition → slot list lock → allocator.
 //! Memory is allocated *before* a partition lock is taken, so eviction (which locks
 //! the victim's partition) never runs while another partition lock is held.
 
@@ -34,7 +35,6 @@ use std::cell::UnsafeCell;
 use std::mem::size_of;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
-use super::spin::SpinLock;
 
 mod fences;
 mod maintenance;
@@ -78,6 +78,9 @@ pub trait Locks {
     /// The commit lock of cache slot `slot`.
     fn lock_cache(&self, slot: u16, mode: Mode);
     fn unlock_cache(&self, slot: u16);
+    /// The list lock of cache slot `slot`: its LRU list, counters and settings.
+    fn lock_list(&self, slot: u16);
+    fn unlock_list(&self, slot: u16);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,10 +188,10 @@ pub struct CacheSlot {
 }
 
 /// A cache's LRU list (head = most recent) and the counters that change with it,
-/// under `lock`; atomics so that eviction can peek and statistics can read.
+/// under the slot's list lock; atomics so that eviction can peek and statistics can
+/// read.
 #[repr(C)]
 struct SlotList {
-    lock: SpinLock,
     lru_head: AtomicU32,
     lru_tail: AtomicU32,
     entries: AtomicU64,
@@ -381,6 +384,18 @@ struct DirectoryGuard<'a, L: Locks>(&'a L);
 struct CacheReadGuard<'a, L: Locks> {
     locks: &'a L,
     slot: u16,
+}
+
+/// Holds a cache's list lock until dropped.
+struct ListGuard<'a, L: Locks> {
+    locks: &'a L,
+    slot: u16,
+}
+
+impl<L: Locks> Drop for ListGuard<'_, L> {
+    fn drop(&mut self) {
+        self.locks.unlock_list(self.slot);
+    }
 }
 
 impl<L: Locks> Drop for CacheReadGuard<'_, L> {
@@ -577,6 +592,15 @@ impl<'a, L: Locks> Store<'a, L> {
         PartitionGuard { locks: self.locks, partition }
     }
 
+    /// Takes the list lock of slot `s` (a reference into the directory).
+    fn lock_list(&self, s: &CacheSlot) -> ListGuard<'a, L> {
+        let first = self.slot(0) as *const CacheSlot;
+        // SAFETY: `s` is an element of the directory array that starts at `first`.
+        let slot = unsafe { (s as *const CacheSlot).offset_from(first) } as u16;
+        self.locks.lock_list(slot);
+        ListGuard { locks: self.locks, slot }
+    }
+
     fn lock_directory(&self, mode: Mode) -> DirectoryGuard<'a, L> {
         self.locks.lock_directory(mode);
         DirectoryGuard(self.locks)
@@ -688,7 +712,6 @@ impl<'a, L: Locks> Store<'a, L> {
             None => return Err(StoreError::DirectoryFull),
         };
         let s = self.slot(index);
-        s.list.lock.init();
         s.db.store(db, Ordering::Relaxed);
         // SAFETY: the slot is free and we hold the directory lock exclusively.
         unsafe {
@@ -726,18 +749,18 @@ impl<'a, L: Locks> Store<'a, L> {
 
     pub fn config(&self, r: SlotRef) -> CacheConfig {
         let s = self.slot(r.index);
-        let _g = s.list.lock.lock();
-        // SAFETY: config is written only under the slot spinlock.
+        let _g = self.lock_list(s);
+        // SAFETY: config is written only under the slot's list lock.
         unsafe { *s.config.get() }
     }
 
     pub fn set_config(&self, r: SlotRef, config: &CacheConfig) {
         let s = self.slot(r.index);
-        let _g = s.list.lock.lock();
+        let _g = self.lock_list(s);
         if s.incarnation.load(Ordering::Acquire) != r.incarnation {
             return; // dropped meanwhile: the slot may belong to another cache now
         }
-        // SAFETY: config is written only under the slot spinlock.
+        // SAFETY: config is written only under the slot's list lock.
         unsafe { *s.config.get() = *config };
         s.config_version.fetch_add(1, Ordering::Release);
     }
@@ -872,10 +895,10 @@ impl<'a, L: Locks> Store<'a, L> {
         self.locks.unlock_allocator();
     }
 
-    // ---- LRU (slot spinlock held) ------------------------------------------------
+    // ---- LRU (slot list lock held) ----------------------------------------------
 
     fn lru_unlink(&self, s: &CacheSlot, e: u32) {
-        // SAFETY: e is on s's list; links change only under s.list.lock, which we hold.
+        // SAFETY: e is on s's list; links change only under the list lock, which we hold.
         unsafe {
             let h = self.head(e);
             let (prev, next) = ((*h).lru_prev, (*h).lru_next);
@@ -911,7 +934,7 @@ impl<'a, L: Locks> Store<'a, L> {
 
     /// Takes an entry off its slot's list and its counts; the caller then frees it.
     fn retire(&self, s: &CacheSlot, e: u32) {
-        // SAFETY: e is a live entry of s; we hold s.list.lock.
+        // SAFETY: e is a live entry of s; we hold the list lock.
         unsafe {
             self.lru_unlink(s, e);
             let h = self.head(e);
@@ -932,12 +955,12 @@ impl<'a, L: Locks> Store<'a, L> {
     /// Takes the least recently used entry off slot `index`'s list.
     fn pop_tail(&self, index: u16, reason: PopReason, now: i64) -> Option<Victim> {
         let s = self.slot(index);
-        let _g = s.list.lock.lock();
+        let _g = self.lock_list(s);
         let t = s.list.lru_tail.load(Ordering::Relaxed);
         if t == NIL {
             return None;
         }
-        // SAFETY: t is on the list, hence allocated, and we hold s.list.lock.
+        // SAFETY: t is on the list, hence allocated, and we hold the list lock.
         let (stale, hash, serial) = unsafe {
             let h = self.head(t);
             ((*h).gen != s.gen.load(Ordering::Relaxed), (*h).hash, (*h).serial)
@@ -1188,13 +1211,13 @@ impl<'a, L: Locks> Store<'a, L> {
                 replaced = self.unlink_key_locked(r, bucket, p.hash, key);
                 // SAFETY: the fence bucket is guarded by the partition lock we hold.
                 unsafe { (*self.fence_of(p.hash)).raise(p.hash, now) };
-                let _g = s.list.lock.lock();
+                let _g = self.lock_list(s);
                 self.retire_unlinked(s, replaced, now);
                 let live = s.state.load(Ordering::Acquire) == SLOT_ACTIVE
                     && s.incarnation.load(Ordering::Acquire) == r.incarnation;
                 if live {
                     let tick = self.hdr().tick.fetch_add(1, Ordering::Relaxed);
-                    // SAFETY: we own the entry and hold the partition lock and s.list.lock.
+                    // SAFETY: we own the entry and hold the partition lock and the list lock.
                     unsafe {
                         let h = self.head(p.block);
                         if (*h).expires_at != NO_EXPIRY {
@@ -1266,7 +1289,7 @@ impl<'a, L: Locks> Store<'a, L> {
     }
 
     /// Takes the entries of an `unlink_key_locked` list that are still on slot `s`'s
-    /// LRU list off it (eviction may have taken some first); `s.list.lock` held.
+    /// LRU list off it (eviction may have taken some first); its list lock held.
     /// Whether one of them was visible (current generation, unexpired).
     fn retire_unlinked(&self, s: &CacheSlot, mut e: u32, now: i64) -> bool {
         let mut visible = false;
@@ -1302,7 +1325,7 @@ impl<'a, L: Locks> Store<'a, L> {
             unsafe { (*self.fence_of(hash)).raise(hash, now) };
             let unlinked = self.unlink_key_locked(r, bucket, hash, key);
             let visible = unlinked != NIL && {
-                let _g = s.list.lock.lock();
+                let _g = self.lock_list(s);
                 self.retire_unlinked(s, unlinked, now)
             };
             (unlinked, visible)
@@ -1327,7 +1350,7 @@ impl<'a, L: Locks> Store<'a, L> {
             let h = unsafe { &*self.head(e) };
             let next = h.chain_next;
             if h.hash == hash as u32 && h.slot == r.index && self.key_equals(e, key) && self.is_expired(e, now) {
-                let _g = s.list.lock.lock();
+                let _g = self.lock_list(s);
                 if h.state.load(Ordering::Acquire) == ENTRY_LIVE {
                     if h.gen == s.gen.load(Ordering::Relaxed) {
                         s.list.expirations.fetch_add(1, Ordering::Relaxed);
@@ -1427,7 +1450,7 @@ impl<'a, L: Locks> Store<'a, L> {
         if pushes_since <= s.list.entries.load(Ordering::Relaxed) / 2 {
             return;
         }
-        let _g = s.list.lock.lock();
+        let _g = self.lock_list(s);
         if h.state.load(Ordering::Acquire) == ENTRY_LIVE {
             self.lru_unlink(s, e);
             self.lru_push_head(s, e);
@@ -1439,7 +1462,7 @@ impl<'a, L: Locks> Store<'a, L> {
     /// Commit lock held.
     fn clear_locked(&self, r: SlotRef, now: i64) {
         let s = self.slot(r.index);
-        let _g = s.list.lock.lock();
+        let _g = self.lock_list(s);
         if s.incarnation.load(Ordering::Acquire) != r.incarnation {
             return;
         }
@@ -1467,7 +1490,7 @@ impl<'a, L: Locks> Store<'a, L> {
     /// lock held exclusively.
     fn begin_drop_locked(&self, index: u16) {
         let s = self.slot(index);
-        let _g = s.list.lock.lock();
+        let _g = self.lock_list(s);
         s.state.store(SLOT_DROPPING, Ordering::Release);
         self.hdr().changes.fetch_add(1, Ordering::Relaxed);
     }

@@ -64,7 +64,7 @@ impl<L: Locks> Store<'_, L> {
             let next = h.chain_next;
             let s = self.slot(h.slot);
             let reclaim = {
-                let _g = s.list.lock.lock();
+                let _g = self.lock_list(s);
                 if h.state.load(Ordering::Acquire) != ENTRY_LIVE {
                     false // popped by an evictor, which unlinks it when it gets this lock
                 } else {

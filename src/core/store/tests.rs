@@ -26,6 +26,8 @@ impl Locks for NoLocks {
         }
     }
     fn unlock_cache(&self, _: u16) {}
+    fn lock_list(&self, _: u16) {}
+    fn unlock_list(&self, _: u16) {}
 }
 
 struct Region {
