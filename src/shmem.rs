@@ -79,6 +79,12 @@ impl Locks for PgLocks {
         // SAFETY: as above; slot < max_caches.
         unsafe { pg_sys::LWLockAcquire(lwlock(first_list_lock() + slot as usize), pg_sys::LWLockMode::LW_EXCLUSIVE) };
     }
+    fn try_lock_list(&self, slot: u16) -> bool {
+        // SAFETY: as above.
+        unsafe {
+            pg_sys::LWLockConditionalAcquire(lwlock(first_list_lock() + slot as usize), pg_sys::LWLockMode::LW_EXCLUSIVE)
+        }
+    }
     fn unlock_list(&self, slot: u16) {
         // SAFETY: as above.
         unsafe { pg_sys::LWLockRelease(lwlock(first_list_lock() + slot as usize)) };

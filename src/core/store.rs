@@ -80,6 +80,8 @@ pub trait Locks {
     fn unlock_cache(&self, slot: u16);
     /// The list lock of cache slot `slot`: its LRU list, counters and settings.
     fn lock_list(&self, slot: u16);
+    /// Takes the list lock only if nobody holds it; whether it did.
+    fn try_lock_list(&self, slot: u16) -> bool;
     fn unlock_list(&self, slot: u16);
 }
 
@@ -594,11 +596,21 @@ impl<'a, L: Locks> Store<'a, L> {
 
     /// Takes the list lock of slot `s` (a reference into the directory).
     fn lock_list(&self, s: &CacheSlot) -> ListGuard<'a, L> {
-        let first = self.slot(0) as *const CacheSlot;
-        // SAFETY: `s` is an element of the directory array that starts at `first`.
-        let slot = unsafe { (s as *const CacheSlot).offset_from(first) } as u16;
+        let slot = self.index_of(s);
         self.locks.lock_list(slot);
         ListGuard { locks: self.locks, slot }
+    }
+
+    /// The list lock of slot `s` if nobody holds it.
+    fn try_lock_list(&self, s: &CacheSlot) -> Option<ListGuard<'a, L>> {
+        let slot = self.index_of(s);
+        self.locks.try_lock_list(slot).then(|| ListGuard { locks: self.locks, slot })
+    }
+
+    fn index_of(&self, s: &CacheSlot) -> u16 {
+        let first = self.slot(0) as *const CacheSlot;
+        // SAFETY: `s` is an element of the directory array that starts at `first`.
+        unsafe { (s as *const CacheSlot).offset_from(first) as u16 }
     }
 
     fn lock_directory(&self, mode: Mode) -> DirectoryGuard<'a, L> {
@@ -1442,7 +1454,9 @@ impl<'a, L: Locks> Store<'a, L> {
     /// still in the newer half of the list (fewer pushes than half the cache's
     /// entries happened since it was last pushed). Hits on recently used entries thus
     /// write nothing shared, at the price of an LRU order that is exact only over
-    /// the older half, where eviction happens.
+    /// the older half, where eviction happens. When another backend holds the list
+    /// lock, the move is skipped rather than waited for (as memcached does) and the
+    /// entry stamped as if moved.
     fn touch(&self, s: &CacheSlot, e: u32) {
         // SAFETY: e is on a chain we hold shared, hence allocated.
         let h = unsafe { &*self.head(e) };
@@ -1450,7 +1464,11 @@ impl<'a, L: Locks> Store<'a, L> {
         if pushes_since <= s.list.entries.load(Ordering::Relaxed) / 2 {
             return;
         }
-        let _g = self.lock_list(s);
+        let Some(_g) = self.try_lock_list(s) else {
+            // Busy: count this hit as a move, so that the next hits do not retry it.
+            h.last_used.store(self.hdr().tick.load(Ordering::Relaxed), Ordering::Relaxed);
+            return;
+        };
         if h.state.load(Ordering::Acquire) == ENTRY_LIVE {
             self.lru_unlink(s, e);
             self.lru_push_head(s, e);

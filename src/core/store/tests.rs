@@ -27,6 +27,9 @@ impl Locks for NoLocks {
     }
     fn unlock_cache(&self, _: u16) {}
     fn lock_list(&self, _: u16) {}
+    fn try_lock_list(&self, _: u16) -> bool {
+        true
+    }
     fn unlock_list(&self, _: u16) {}
 }
 
