@@ -35,7 +35,6 @@ use std::cell::UnsafeCell;
 use std::mem::size_of;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
-
 mod fences;
 mod maintenance;
 use fences::FenceBucket;
@@ -54,9 +53,9 @@ pub const MAX_NAME: usize = 63;
 /// Room for the comma-separated `context_ignored_keys` of a cache.
 pub const MAX_IGNORED: usize = 256;
 pub const NO_EXPIRY: i64 = i64::MAX;
+pub const NEVER: i64 = i64::MIN;
 /// Lookups that race a commit of several writes before waiting on its commit lock.
 const OPTIMISTIC_LOOKUPS: usize = 2;
-pub const NEVER: i64 = i64::MIN;
 /// Database-wide fences (`cache_clear_all`, `cache_drop`), indexed by database OID.
 const DB_FENCES: usize = 64;
 const MAGIC: u64 = 0x7067_5f63_6163_6865; // "pg_cache"
