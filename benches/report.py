@@ -27,9 +27,19 @@ def v(group, workload, clients=0):
     return value.get((group, workload), {}).get(clients, float("nan"))
 
 
+def cpu_ratio(w, clients=8):
+    """SELECT 1's server CPU per transaction over the workload's: the throughput ratio
+    the server's CPU allows, steadier than the tps ratio when server and pgbench share
+    the cores."""
+    return v("cpu_wire", "select1", clients) / v("cpu_wire", w, clients)
+
+
 lines = [f"pgbench -M prepared, {seconds} s per run, median of {repeat} interleaved runs; 100,000 keys, small JSON values.", ""]
 
-lines += ["| over the wire | 1 client | 8 clients | ratio to SELECT 1 (1 / 8) |", "|---|---:|---:|---:|"]
+lines += [
+    "| over the wire | 1 client | 8 clients | ratio to SELECT 1 (1 / 8) | server CPU µs per transaction (1 / 8) | by CPU, 8 clients |",
+    "|---|---:|---:|---:|---:|---:|",
+]
 names = {
     "select1": "`SELECT 1` (the round-trip limit)",
     "json_shape": "same call shape, no cache: `SELECT jsonb_build_object(…)` of the parameter",
@@ -46,7 +56,10 @@ names = {
 for w, label in names.items():
     a, b = v("wire", w, 1), v("wire", w, 8)
     r1, r8 = a / v("wire", "select1", 1), b / v("wire", "select1", 8)
-    lines.append(f"| {label} | {a:,.0f} | {b:,.0f} | {r1:.2f} / {r8:.2f} |")
+    c1, c8 = v("cpu_wire", w, 1), v("cpu_wire", w, 8)
+    cpu = "–" if c8 != c8 else f"{c1:.1f} / {c8:.1f}"
+    by_cpu = "–" if c8 != c8 else f"{cpu_ratio(w):.2f}"
+    lines.append(f"| {label} | {a:,.0f} | {b:,.0f} | {r1:.2f} / {r8:.2f} | {cpu} | {by_cpu} |")
 lines.append("")
 
 lines += ["| inside one statement (1,000,000 rows) | µs per row |", "|---|---:|"]
@@ -65,6 +78,8 @@ lines.append("")
 lines += ["| scaling (tps) | " + " | ".join(f"{c} clients" for c in (1, 2, 4, 8, 16)) + " |", "|---" + "|---:" * 5 + "|"]
 for w, label in [("select1", "`SELECT 1`"), ("get_hit", "`cache_get` hit")]:
     lines.append(f"| {label} | " + " | ".join(f"{v('scaling', w, c):,.0f}" for c in (1, 2, 4, 8, 16)) + " |")
+for w, label in [("select1", "`SELECT 1`, server CPU µs per transaction"), ("get_hit", "`cache_get` hit, server CPU µs per transaction")]:
+    lines.append(f"| {label} | " + " | ".join(f"{v('cpu_scaling', w, c):.1f}" for c in (1, 2, 4, 8, 16)) + " |")
 lines.append("")
 
 free1, full1 = v("pressure", "set_1k_free", 1), v("pressure", "set_1k_full", 1)
@@ -106,6 +121,10 @@ shape1, shape8 = v("wire", "json_shape", 1), v("wire", "json_shape", 8)
 lines.append(
     f"\nTo the same call shape without the cache: `cache_get` hit {v('wire', 'get_hit', 1) / shape1:.2f} / "
     f"{v('wire', 'get_hit', 8) / shape8:.2f}, `cache_set` {v('wire', 'set', 1) / shape1:.2f} / {v('wire', 'set', 8) / shape8:.2f} (1 / 8 clients)."
+)
+lines.append(
+    f"By server CPU per transaction at 8 clients (`SELECT 1`'s over the workload's): `cache_get` hit {cpu_ratio('get_hit'):.2f}, "
+    f"`cache_set` {cpu_ratio('set'):.2f}, the same call shape without the cache {cpu_ratio('json_shape'):.2f}."
 )
 lines.append(f"`cache_set` fills dropped as stale over all `cache_set` runs: {v('wire', 'set_stale_fills', 8):.0f}.")
 lines.append(f"Evictions on the 2 GB cluster during the free-memory runs: {v('pressure', 'main_evictions'):.0f}.")
