@@ -1115,21 +1115,22 @@ impl<'a, L: Locks> Store<'a, L> {
                 },
             );
         }
+        // Key then value, block by block, with whole-slice copies.
         let mut b = first;
         let mut start = HEAD_SIZE;
-        let mut src = key.iter().chain(value.iter()).copied();
-        let mut left = key.len() + value.len();
-        while left > 0 {
-            let room = BLOCK_SIZE - start;
-            let n = room.min(left);
-            // SAFETY: [start, start + n) lies inside block b, which we own.
-            let dst = unsafe { std::slice::from_raw_parts_mut(self.block(b).add(start), n) };
-            for d in dst.iter_mut() {
-                *d = src.next().unwrap_or(0);
+        for mut src in [key, value] {
+            while !src.is_empty() {
+                if start == BLOCK_SIZE {
+                    b = self.next_of(b);
+                    start = LINK_SIZE;
+                }
+                let n = (BLOCK_SIZE - start).min(src.len());
+                // SAFETY: [start, start + n) lies inside block b, which we own.
+                let dst = unsafe { std::slice::from_raw_parts_mut(self.block(b).add(start), n) };
+                dst.copy_from_slice(&src[..n]);
+                src = &src[n..];
+                start += n;
             }
-            left -= n;
-            b = self.next_of(b);
-            start = LINK_SIZE;
         }
         Ok(Some(Prepared { block: first, hash }))
     }

@@ -98,6 +98,22 @@ fn set_then_get_round_trips_values_of_every_size() {
 }
 
 #[test]
+fn keys_and_values_round_trip_whatever_block_boundary_they_cross() {
+    let reg = region(4 << 20, 16);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    for key_len in 0..=2 * BLOCK_SIZE + 8 {
+        for value_len in [0usize, 1, BLOCK_SIZE - LINK_SIZE + 1] {
+            // Keys of one length differ in their last byte only.
+            let key: String = (0..key_len).map(|i| (b'a' + ((i + value_len) % 26) as u8) as char).collect();
+            let value: Vec<u8> = (0..value_len).map(|i| (i * 13 + key_len) as u8).collect();
+            set(s, r, &key, &value, 1_000_000);
+            assert_eq!(get(s, r, &key).as_deref(), Some(&value[..]), "key {key_len} value {value_len}");
+        }
+    }
+}
+
+#[test]
 fn overwrite_replaces_and_frees_the_old_entry() {
     let reg = region(1 << 20, 4);
     let s = &reg.store;
