@@ -8,6 +8,7 @@
 //! can ERROR, no ERROR. At ABORT prepared entries are freed and the write set dropped.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 
 use pgrx::pg_sys;
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
@@ -129,63 +130,72 @@ fn transaction_start() -> i64 {
 /// PRE_COMMIT: do everything that can fail.
 fn prepare_commit() {
     // Phase 1 may ERROR (slot creation): it allocates nothing in shared memory.
+    // Slots are resolved while the write set is in place (resolving consults this
+    // transaction's declarations); writes are grouped by cache as operation indexes.
     struct Resolved {
         slot: SlotRef,
-        config: CacheConfig,
+        config: std::rc::Rc<CacheConfig>,
         declare: Option<CacheConfig>,
         clear: bool,
-        writes: Vec<(Vec<u8>, Option<(Vec<u8>, Option<i64>)>)>,
+        writes: Vec<usize>,
     }
     let (clear_all, resolved) = TXN.with_borrow(|t| {
         let plan = t.writes.plan();
         let mut caches: Vec<Resolved> = Vec::new();
-        let mut index = std::collections::HashMap::new();
-        let mut group = |name: &str| -> usize {
-            *index.entry(name.to_owned()).or_insert_with(|| {
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        // Consecutive writes mostly go to one cache: try the last one before the map.
+        let mut last: Option<(&str, usize)> = None;
+        let mut group = |name| -> usize {
+            if let Some((_, i)) = last.filter(|&(n, _)| n == name) {
+                return i;
+            }
+            let i = *index.entry(name).or_insert_with(|| {
                 let (slot, config) = caches::resolve(name);
                 caches.push(Resolved { slot, config, declare: None, clear: false, writes: Vec::new() });
                 caches.len() - 1
-            })
+            });
+            last = Some((name, i));
+            i
         };
-        let mut declares = Vec::new();
-        for (name, config) in &plan.declares {
-            declares.push((group(name), *config));
-        }
-        let clears: Vec<usize> = plan.clears.iter().map(|name| group(name)).collect();
-        let writes: Vec<_> = plan
-            .writes
-            .iter()
-            .map(|w| (group(w.cache), w.key.to_vec(), w.value.map(|(v, ttl)| (v.to_vec(), ttl))))
-            .collect();
+        let declares: Vec<_> = plan.declares.iter().map(|&(name, config)| (group(name), config)).collect();
+        let clears: Vec<usize> = plan.clears.iter().map(|&name| group(name)).collect();
+        let writes: Vec<_> = plan.writes.iter().map(|w| (group(w.cache), w.op)).collect();
         for (i, config) in declares {
             caches[i].declare = Some(config);
         }
         for i in clears {
             caches[i].clear = true;
         }
-        for (i, key, value) in writes {
-            caches[i].writes.push((key, value));
+        for (i, op) in writes {
+            caches[i].writes.push(op);
         }
         (plan.clear_all, caches)
     });
+    // Keys and values move from the write set to the commit plan; nothing reads the
+    // write set after PRE_COMMIT.
+    let mut ops = TXN.with_borrow_mut(|t| std::mem::take(&mut t.writes));
     // Phase 2 cannot ERROR: allocation in shared memory evicts instead of failing.
     let store = shmem::store();
     let now = now();
     let mut plan = CommitPlan { start: transaction_start(), clear_all, caches: Vec::with_capacity(resolved.len()) };
     for r in resolved {
         let mut writes = Vec::with_capacity(r.writes.len());
-        for (key, value) in r.writes {
-            let hash = key::hash(r.slot.index, &key);
-            match value {
-                None => writes.push(CommitWrite::Delete { key, hash }),
-                Some((value, ttl)) => {
+        for op in r.writes {
+            match ops.take_op(op) {
+                Op::Delete { key, .. } => {
+                    let hash = key::hash(r.slot.index, &key);
+                    writes.push(CommitWrite::Delete { key, hash });
+                }
+                Op::Set { key, value, ttl_us, .. } => {
+                    let hash = key::hash(r.slot.index, &key);
                     let expires_at =
-                        ttl.or_else(|| caches::duration_us(&r.config)).map_or(NO_EXPIRY, |d| now.saturating_add(d));
+                        ttl_us.or_else(|| caches::duration_us(&r.config)).map_or(NO_EXPIRY, |d| now.saturating_add(d));
                     // A write that finds no room at all is dropped (and counted) like an evicted entry.
                     if let Ok(Some(entry)) = store.prepare(r.slot, &key, &value, hash, expires_at, now) {
                         writes.push(CommitWrite::Set { entry, key, hash, stale: false });
                     }
                 }
+                _ => unreachable!("the plan's writes are sets and deletes"),
             }
         }
         let size_limit = caches::size_limit(&r.config);

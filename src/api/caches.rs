@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::ffi::{CStr, CString};
 
 use pgrx::datum::Interval;
@@ -17,24 +18,39 @@ use crate::core::store::{CacheConfig, SlotRef, StoreError, MAX_NAME};
 use crate::xact::database;
 use crate::{gucs, shmem, xact};
 
+#[derive(Clone)]
 struct Known {
     slot: SlotRef,
     version: u32,
-    config: CacheConfig,
+    /// Shared, not copied: a configuration is a few hundred bytes.
+    config: Rc<CacheConfig>,
+}
+
+#[derive(Default)]
+struct KnownCaches {
+    by_name: HashMap<Rc<str>, Known>,
+    /// The cache resolved last: most calls name the same cache as the call before,
+    /// and comparing the name is cheaper than hashing it.
+    last: Option<(Rc<str>, Known)>,
 }
 
 thread_local! {
-    static KNOWN: RefCell<HashMap<String, Known>> = RefCell::new(HashMap::new());
+    static KNOWN: RefCell<KnownCaches> = RefCell::new(KnownCaches::default());
 }
 
 /// The slot of `name` in the current database (created on first use) and the
 /// settings this transaction sees for it (its own pending `cache_create` first).
-pub fn resolve(name: &str) -> (SlotRef, CacheConfig) {
+pub fn resolve(name: &str) -> (SlotRef, Rc<CacheConfig>) {
     let store = shmem::store();
-    let known = KNOWN.with_borrow(|k| {
-        k.get(name).and_then(|kn| {
-            (store.is_valid(kn.slot) && store.config_version(kn.slot) == kn.version).then_some((kn.slot, kn.config))
-        })
+    let still_valid = |kn: &Known| store.is_valid(kn.slot) && store.config_version(kn.slot) == kn.version;
+    let known = KNOWN.with_borrow_mut(|k| {
+        if let Some((_, kn)) = k.last.as_ref().filter(|(n, kn)| &**n == name && still_valid(kn)) {
+            return Some((kn.slot, kn.config.clone()));
+        }
+        let (n, kn) = k.by_name.get_key_value(name).filter(|(_, kn)| still_valid(kn))?;
+        let found = (kn.slot, kn.config.clone());
+        k.last = Some((n.clone(), kn.clone()));
+        Some(found)
     });
     let (slot, config) = known.unwrap_or_else(|| {
         let slot = match store.find_slot(database(), name) {
@@ -51,12 +67,18 @@ pub fn resolve(name: &str) -> (SlotRef, CacheConfig) {
                 })
             }
         };
-        let version = store.config_version(slot);
-        let config = store.config(slot);
-        KNOWN.with_borrow_mut(|k| k.insert(name.to_owned(), Known { slot, version, config }));
-        (slot, config)
+        let known = Known { slot, version: store.config_version(slot), config: Rc::new(store.config(slot)) };
+        let name: Rc<str> = name.into();
+        KNOWN.with_borrow_mut(|k| {
+            k.by_name.insert(name.clone(), known.clone());
+            k.last = Some((name, known.clone()));
+        });
+        (slot, known.config)
     });
-    (slot, xact::declared(name).unwrap_or(config))
+    match xact::declared(name) {
+        Some(declared) => (slot, Rc::new(declared)),
+        None => (slot, config),
+    }
 }
 
 /// This backend's stripe of the shared hit and miss counters.

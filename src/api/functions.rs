@@ -153,7 +153,7 @@ fn cache_create(
     shmem::store();
     let previous = caches::read_declaration(name);
     caches::write_declaration(name, size_limit, duration, context, ignored);
-    xact::push(Op::Declare { cache: name.to_owned(), config, previous });
+    xact::push(Op::Declare { cache: name.to_owned(), config: Box::new(config), previous: previous.map(Box::new) });
 }
 
 /// Drops every cache of a database at once (not transactional, like pg_stat_reset).
