@@ -5,6 +5,7 @@ of the benchmark issue and are reported, never asserted.
 """
 
 import csv
+import math
 import sys
 from collections import defaultdict
 
@@ -57,8 +58,9 @@ for w, label in names.items():
     a, b = v("wire", w, 1), v("wire", w, 8)
     r1, r8 = a / v("wire", "select1", 1), b / v("wire", "select1", 8)
     c1, c8 = v("cpu_wire", w, 1), v("cpu_wire", w, 8)
-    cpu = "–" if c8 != c8 else f"{c1:.1f} / {c8:.1f}"
-    by_cpu = "–" if c8 != c8 else f"{cpu_ratio(w):.2f}"
+    # Redis rows have no server CPU figure (NaN).
+    cpu = "–" if math.isnan(c8) else f"{c1:.1f} / {c8:.1f}"
+    by_cpu = "–" if math.isnan(c8) else f"{cpu_ratio(w):.2f}"
     lines.append(f"| {label} | {a:,.0f} | {b:,.0f} | {r1:.2f} / {r8:.2f} | {cpu} | {by_cpu} |")
 lines.append("")
 

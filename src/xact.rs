@@ -143,19 +143,12 @@ fn prepare_commit() {
         let plan = t.writes.plan();
         let mut caches: Vec<Resolved> = Vec::new();
         let mut index: HashMap<&str, usize> = HashMap::new();
-        // Consecutive writes mostly go to one cache: try the last one before the map.
-        let mut last: Option<(&str, usize)> = None;
         let mut group = |name| -> usize {
-            if let Some((_, i)) = last.filter(|&(n, _)| n == name) {
-                return i;
-            }
-            let i = *index.entry(name).or_insert_with(|| {
+            *index.entry(name).or_insert_with(|| {
                 let (slot, config) = caches::resolve(name);
                 caches.push(Resolved { slot, config, declare: None, clear: false, writes: Vec::new() });
                 caches.len() - 1
-            });
-            last = Some((name, i));
-            i
+            })
         };
         let declares: Vec<_> = plan.declares.iter().map(|&(name, config)| (group(name), config)).collect();
         let clears: Vec<usize> = plan.clears.iter().map(|&name| group(name)).collect();
