@@ -16,7 +16,7 @@ use pgrx::prelude::*;
 
 use crate::api::{caches, errors};
 use crate::core::key;
-use crate::core::store::{CacheConfig, Prepared, SlotRef, NO_EXPIRY};
+use crate::core::store::{CacheConfig, Prepared, Reserve, SlotRef, NO_EXPIRY};
 use crate::core::writeset::{Op, Pending, WriteSet};
 use crate::shmem;
 
@@ -52,6 +52,19 @@ struct Txn {
 
 thread_local! {
     static TXN: RefCell<Txn> = RefCell::new(Txn::default());
+    /// The blocks this backend's last overwrite freed, for its next write; handed
+    /// back to the free list when the backend exits.
+    static RESERVE: Reserve = {
+        // SAFETY: registers a callback for this backend's exit, once (this runs on
+        // the reserve's first use); it runs before the backend leaves shared memory.
+        unsafe { pg_sys::on_shmem_exit(Some(release_reserve), pg_sys::Datum::from(0)) };
+        Reserve::new(caches::stripe())
+    };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn release_reserve(_code: std::ffi::c_int, _arg: pg_sys::Datum) {
+    RESERVE.with(|reserve| shmem::store().release_reserve(reserve));
 }
 
 static mut PREV_OBJECT_ACCESS_HOOK: pg_sys::object_access_hook_type = None;
@@ -184,7 +197,8 @@ fn prepare_commit() {
                     let expires_at =
                         ttl_us.or_else(|| caches::duration_us(&r.config)).map_or(NO_EXPIRY, |d| now.saturating_add(d));
                     // A write that finds no room at all is dropped (and counted) like an evicted entry.
-                    if let Ok(Some(entry)) = store.prepare(r.slot, &key, &value, hash, expires_at, now) {
+                    let prepared = RESERVE.with(|res| store.prepare(Some(res), r.slot, &key, &value, hash, expires_at, now));
+                    if let Ok(Some(entry)) = prepared {
                         writes.push(CommitWrite::Set { entry, key, hash, stale: false });
                     }
                 }
@@ -219,7 +233,7 @@ fn apply_commit() {
                 let commit = store.commit_one(cache.slot, now);
                 match write {
                     CommitWrite::Set { entry, key, .. } => {
-                        commit.install_if_fresh(*entry, key, cache.size_limit, plan.start);
+                        RESERVE.with(|res| commit.install_if_fresh(Some(res), *entry, key, cache.size_limit, plan.start));
                     }
                     CommitWrite::Delete { key, hash } => {
                         commit.delete(key, *hash);
@@ -244,7 +258,9 @@ fn apply_commit() {
         for w in &cache.writes {
             match w {
                 CommitWrite::Set { entry, stale: true, .. } => commit.drop_stale(*entry),
-                CommitWrite::Set { entry, key, .. } => commit.install(*entry, key, cache.size_limit),
+                CommitWrite::Set { entry, key, .. } => {
+                    RESERVE.with(|res| commit.install(Some(res), *entry, key, cache.size_limit))
+                }
                 CommitWrite::Delete { key, hash } => {
                     commit.delete(key, *hash);
                 }

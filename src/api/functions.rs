@@ -26,8 +26,10 @@ fn cache_set(cache: Option<&str>, key: Option<&str>, value: Option<RawJsonb>, tt
     let value = value.unwrap_or_else(|| errors::null_argument("value"));
     check_value_size(value.bytes().len());
     let ttl_us = ttl.map(|t| check_positive("ttl", t));
-    let (_, config) = caches::resolve(name);
+    let (slot, config) = caches::resolve(name);
     let stored = caches::stored_key(&config, key);
+    // The install reads this bucket at COMMIT: start loading it now.
+    shmem::store().prefetch_bucket(key::hash(slot.index, &stored));
     xact::push(Op::Set { cache: name.to_owned(), key: stored, value: value.bytes().to_vec(), ttl_us });
 }
 

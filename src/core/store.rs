@@ -31,7 +31,7 @@
 //! Memory is allocated *before* a partition lock is taken, so eviction (which locks
 //! the victim's partition) never runs while another partition lock is held.
 
-use std::cell::UnsafeCell;
+use std::cell::{Cell, UnsafeCell};
 use std::mem::size_of;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
@@ -161,6 +161,8 @@ struct Header {
     /// Bumped by whatever may leave entries for the worker to reclaim (a clear, an
     /// install with a TTL, a drop), so that its sweep can skip an idle region.
     changes: Line<AtomicU64>,
+    /// Blocks held in backends' [`Reserve`]s, by stripe: free, but off the free list.
+    reserved: [Line<AtomicU32>; STRIPES],
 }
 
 const SLOT_FREE: u32 = 0;
@@ -263,6 +265,17 @@ pub struct Geometry {
     pub total: usize,
 }
 
+/// A hint to start loading the cache line at `p`; it never faults.
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint and cannot fault, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 fn align64(n: usize) -> usize {
     (n + 63) & !63
 }
@@ -317,6 +330,33 @@ pub enum Lookup<T> {
 pub struct Prepared {
     block: u32,
     hash: u64,
+}
+
+/// The blocks of the last entry one backend's commit replaced, kept for its next
+/// write of the same size: an overwrite then takes no allocator lock, neither to
+/// free nor to allocate, and fills lines it has just read. Backend-local (never in
+/// shared memory); counted as free in `Header.reserved`. At most one entry of
+/// `RESERVE_MAX_BLOCKS`, handed back with [`Store::release_reserve`] when the
+/// backend exits.
+#[derive(Debug)]
+pub struct Reserve {
+    stripe: usize,
+    entry: Cell<u32>,
+    blocks: Cell<u32>,
+}
+
+/// A larger replaced entry goes back to the free list at once.
+const RESERVE_MAX_BLOCKS: u32 = 4;
+
+impl Reserve {
+    /// An empty reserve counted in stripe `stripe % STRIPES`.
+    pub fn new(stripe: usize) -> Reserve {
+        Reserve { stripe: stripe % STRIPES, entry: Cell::new(NIL), blocks: Cell::new(0) }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entry.get() == NIL
+    }
 }
 
 /// An entry taken off an LRU list, to be unlinked from its bucket and freed.
@@ -450,17 +490,18 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
     /// Links a prepared entry for `key` in place of any entry with the same key,
     /// fences older fills of that key, then evicts while the cache holds more than
     /// `size_limit`.
-    pub fn install(&self, p: Prepared, key: &[u8], size_limit: u64) {
+    /// The entry it replaces goes to `reserve` if that can take it.
+    pub fn install(&self, reserve: Option<&Reserve>, p: Prepared, key: &[u8], size_limit: u64) {
         debug_assert!(!self.shared);
-        self.store.install_locked(self.r, p, key, size_limit, self.now, None);
+        self.store.install_locked(reserve, self.r, p, key, size_limit, self.now, None);
     }
 
     /// As [`CacheCommit::install`], unless the fill is stale for a transaction that
     /// started at `start` (then it is freed and counted): judged under the same
     /// partition lock hold as the install, so that concurrent shared commits of the
     /// same key cannot both pass. Whether it was installed.
-    pub fn install_if_fresh(&self, p: Prepared, key: &[u8], size_limit: u64, start: i64) -> bool {
-        self.store.install_locked(self.r, p, key, size_limit, self.now, Some(start))
+    pub fn install_if_fresh(&self, reserve: Option<&Reserve>, p: Prepared, key: &[u8], size_limit: u64, start: i64) -> bool {
+        self.store.install_locked(reserve, self.r, p, key, size_limit, self.now, Some(start))
     }
 
     /// Frees a prepared entry found stale by [`CacheCommit::is_stale`]; counts it.
@@ -558,9 +599,11 @@ impl<'a, L: Locks> Store<'a, L> {
         self.fence_bucket((hash as u32) & (self.geo.fence_buckets - 1))
     }
 
-    fn bucket_head(&self, bucket: u32) -> *mut u32 {
-        // SAFETY: callers pass bucket < geo.buckets.
-        unsafe { (self.base.add(self.geo.buckets_off) as *mut u32).add(bucket as usize) }
+    /// The first entry of a bucket's chain. Atomic (plain moves on x86) because a
+    /// prefetch hint reads it without the partition lock; changed only under it.
+    fn bucket_head(&self, bucket: u32) -> &AtomicU32 {
+        // SAFETY: callers pass bucket < geo.buckets; the array is 4-byte aligned.
+        unsafe { &*(self.base.add(self.geo.buckets_off) as *const AtomicU32).add(bucket as usize) }
     }
 
     fn block(&self, b: u32) -> *mut u8 {
@@ -906,6 +949,44 @@ impl<'a, L: Locks> Store<'a, L> {
         self.locks.unlock_allocator();
     }
 
+    /// Keeps a replaced entry's blocks in an empty `reserve` if it is small enough,
+    /// else frees them.
+    fn keep_or_free(&self, reserve: Option<&Reserve>, first: u32) {
+        // SAFETY: `first` is an entry nobody else can reach any more.
+        let n = unsafe { (*self.head(first)).n_blocks };
+        match reserve {
+            Some(res) if res.is_empty() && n <= RESERVE_MAX_BLOCKS => {
+                self.hdr().reserved[res.stripe].fetch_add(n, Ordering::Relaxed);
+                res.entry.set(first);
+                res.blocks.set(n);
+            }
+            _ => self.free_entry(first),
+        }
+    }
+
+    /// The reserve's blocks as an allocation of `n` blocks (first, last), if it holds
+    /// exactly that many; a reserve of another size goes back to the free list.
+    fn take_reserve(&self, reserve: Option<&Reserve>, n: u32) -> Option<(u32, u32)> {
+        let res = reserve.filter(|res| !res.is_empty())?;
+        let (first, blocks) = (res.entry.replace(NIL), res.blocks.replace(0));
+        self.hdr().reserved[res.stripe].fetch_sub(blocks, Ordering::Relaxed);
+        if blocks != n {
+            self.free_entry(first);
+            return None;
+        }
+        // SAFETY: the reserve's entry is ours; its head still links its blocks.
+        Some((first, unsafe { (*self.head(first)).last_block }))
+    }
+
+    /// Returns a reserve's blocks to the free list (a backend does so when it exits).
+    pub fn release_reserve(&self, reserve: &Reserve) {
+        if !reserve.is_empty() {
+            let first = reserve.entry.replace(NIL);
+            self.hdr().reserved[reserve.stripe].fetch_sub(reserve.blocks.replace(0), Ordering::Relaxed);
+            self.free_entry(first);
+        }
+    }
+
     // ---- LRU (slot list lock held) ----------------------------------------------
 
     fn lru_unlink(&self, s: &CacheSlot, e: u32) {
@@ -995,8 +1076,8 @@ impl<'a, L: Locks> Store<'a, L> {
         let bucket = self.bucket_of(v.hash as u64);
         let _p = self.lock_bucket(bucket, Mode::Exclusive);
         let mut prev = NIL;
-        // SAFETY: the chain is stable under the exclusive partition lock.
-        let mut e = unsafe { *self.bucket_head(bucket) };
+        // The chain is stable under the exclusive partition lock.
+        let mut e = self.bucket_head(bucket).load(Ordering::Relaxed);
         while e != NIL {
             // SAFETY: entries on a chain are allocated.
             let (next, serial) = unsafe { ((*self.head(e)).chain_next, (*self.head(e)).serial) };
@@ -1015,7 +1096,7 @@ impl<'a, L: Locks> Store<'a, L> {
         unsafe {
             let next = (*self.head(e)).chain_next;
             if prev == NIL {
-                *self.bucket_head(bucket) = next;
+                self.bucket_head(bucket).store(next, Ordering::Relaxed);
             } else {
                 (*self.head(prev)).chain_next = next;
             }
@@ -1067,6 +1148,7 @@ impl<'a, L: Locks> Store<'a, L> {
     /// (every block is held by entries other transactions are about to install).
     pub fn prepare(
         &self,
+        reserve: Option<&Reserve>,
         r: SlotRef,
         key: &[u8],
         value: &[u8],
@@ -1080,6 +1162,9 @@ impl<'a, L: Locks> Store<'a, L> {
         }
         self.prefetch_install(hash);
         let (first, last) = loop {
+            if let Some(got) = self.take_reserve(reserve, n as u32) {
+                break got;
+            }
             if let Some(got) = self.alloc(n as u32) {
                 break got;
             }
@@ -1135,16 +1220,21 @@ impl<'a, L: Locks> Store<'a, L> {
         Ok(Some(Prepared { block: first, hash }))
     }
 
-    /// Starts loading the lines the install of `hash` reads first (its bucket head
-    /// and fence bucket, random in a large region), so that at COMMIT, under the
-    /// partition lock, they are in cache.
+    /// Starts loading the bucket head of `hash`: a write calls this when it is made,
+    /// so that at PRE_COMMIT, microseconds later, `prefetch_install` finds it in cache.
+    pub fn prefetch_bucket(&self, hash: u64) {
+        prefetch(self.bucket_head(self.bucket_of(hash)) as *const AtomicU32 as *const u8);
+    }
+
+    /// Starts loading the lines the install of `hash` reads first (its fence bucket
+    /// and the first entry of its chain, random in a large region), so that at
+    /// COMMIT, under the partition lock, they are in cache.
     fn prefetch_install(&self, hash: u64) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch is only a hint, and both addresses lie inside the region.
-        unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch::<_MM_HINT_T0>(self.bucket_head(self.bucket_of(hash)) as *const i8);
-            _mm_prefetch::<_MM_HINT_T0>(self.fence_of(hash) as *const i8);
+        prefetch(self.fence_of(hash) as *const u8);
+        // Unlocked, so possibly stale: only a hint, and checked to lie in the pool.
+        let first = self.bucket_head(self.bucket_of(hash)).load(Ordering::Relaxed);
+        if first < self.geo.blocks {
+            prefetch(self.head(first) as *const u8);
         }
     }
 
@@ -1207,7 +1297,17 @@ impl<'a, L: Locks> Store<'a, L> {
     /// The entry it replaces leaves the LRU list in the same slot lock hold that adds
     /// the new one, and both partition and slot lock are released before any block
     /// goes back to the allocator.
-    fn install_locked(&self, r: SlotRef, p: Prepared, key: &[u8], size_limit: u64, now: i64, fresh_since: Option<i64>) -> bool {
+    #[allow(clippy::too_many_arguments)]
+    fn install_locked(
+        &self,
+        reserve: Option<&Reserve>,
+        r: SlotRef,
+        p: Prepared,
+        key: &[u8],
+        size_limit: u64,
+        now: i64,
+        fresh_since: Option<i64>,
+    ) -> bool {
         let s = self.slot(r.index);
         let bucket = self.bucket_of(p.hash);
         let replaced;
@@ -1241,16 +1341,16 @@ impl<'a, L: Locks> Store<'a, L> {
                         s.list.entries.fetch_add(1, Ordering::Relaxed);
                         s.list.bytes.fetch_add((*h).n_blocks as u64 * BLOCK_SIZE as u64, Ordering::Relaxed);
                         s.list.sets.fetch_add(1, Ordering::Relaxed);
-                        (*h).chain_next = *self.bucket_head(bucket);
-                        *self.bucket_head(bucket) = p.block;
+                        (*h).chain_next = self.bucket_head(bucket).load(Ordering::Relaxed);
+                        self.bucket_head(bucket).store(p.block, Ordering::Relaxed);
                     }
                 }
                 live
             }
         };
-        self.free_unlinked(replaced);
+        self.free_unlinked(reserve, replaced);
         if !installed {
-            self.free_entry(p.block);
+            self.keep_or_free(reserve, p.block);
             return false;
         }
         self.enforce_size_limit(r, size_limit, now);
@@ -1275,8 +1375,8 @@ impl<'a, L: Locks> Store<'a, L> {
     fn unlink_key_locked(&self, r: SlotRef, bucket: u32, hash: u64, key: &[u8]) -> u32 {
         let mut unlinked = NIL;
         let mut prev = NIL;
-        // SAFETY: the chain is stable under the exclusive partition lock.
-        let mut e = unsafe { *self.bucket_head(bucket) };
+        // The chain is stable under the exclusive partition lock.
+        let mut e = self.bucket_head(bucket).load(Ordering::Relaxed);
         while e != NIL {
             // SAFETY: entries on a chain are allocated; we hold the partition lock
             // exclusively, so nobody else reads or writes chain links.
@@ -1317,12 +1417,12 @@ impl<'a, L: Locks> Store<'a, L> {
         visible
     }
 
-    /// Frees the entries of an `unlink_key_locked` list.
-    fn free_unlinked(&self, mut e: u32) {
+    /// Frees the entries of an `unlink_key_locked` list, or keeps one in `reserve`.
+    fn free_unlinked(&self, reserve: Option<&Reserve>, mut e: u32) {
         while e != NIL {
             // SAFETY: nobody else can reach an unlinked, retired entry.
             let next = unsafe { (*self.head(e)).chain_next };
-            self.free_entry(e);
+            self.keep_or_free(reserve, e);
             e = next;
         }
     }
@@ -1345,7 +1445,7 @@ impl<'a, L: Locks> Store<'a, L> {
         if visible {
             s.list.deletes.fetch_add(1, Ordering::Relaxed);
         }
-        self.free_unlinked(unlinked);
+        self.free_unlinked(None, unlinked);
         visible
     }
 
@@ -1355,8 +1455,8 @@ impl<'a, L: Locks> Store<'a, L> {
         let _p = self.lock_bucket(bucket, Mode::Exclusive);
         let s = self.slot(r.index);
         let mut prev = NIL;
-        // SAFETY: the chain is stable under the exclusive partition lock.
-        let mut e = unsafe { *self.bucket_head(bucket) };
+        // The chain is stable under the exclusive partition lock.
+        let mut e = self.bucket_head(bucket).load(Ordering::Relaxed);
         while e != NIL {
             // SAFETY: entries on a chain are allocated.
             let h = unsafe { &*self.head(e) };
@@ -1424,8 +1524,8 @@ impl<'a, L: Locks> Store<'a, L> {
         let s = self.slot(r.index);
         let bucket = self.bucket_of(hash);
         let _p = self.lock_bucket(bucket, Mode::Shared);
-        // SAFETY: chains do not change while we hold the partition lock shared.
-        let mut e = unsafe { *self.bucket_head(bucket) };
+        // chains do not change while we hold the partition lock shared.
+        let mut e = self.bucket_head(bucket).load(Ordering::Relaxed);
         while e != NIL {
             // SAFETY: entries on a chain are allocated.
             let h = unsafe { &*self.head(e) };
@@ -1537,7 +1637,7 @@ impl<'a, L: Locks> Store<'a, L> {
         // SAFETY: allocator fields are read under the allocator lock.
         let n = unsafe { *self.hdr().alloc.free_blocks.get() + (self.geo.blocks - *self.hdr().alloc.bump.get()) };
         self.locks.unlock_allocator();
-        n
+        n + self.hdr().reserved.iter().map(|r| r.load(Ordering::Relaxed)).sum::<u32>()
     }
 }
 

@@ -56,8 +56,8 @@ impl<L: Locks> Store<'_, L> {
 
     fn sweep_bucket_locked(&self, bucket: u32, now: i64, out: &mut Sweep) {
         let mut prev = NIL;
-        // SAFETY: the chain is stable under the exclusive partition lock.
-        let mut e = unsafe { *self.bucket_head(bucket) };
+        // The chain is stable under the exclusive partition lock.
+        let mut e = self.bucket_head(bucket).load(Ordering::Relaxed);
         while e != NIL {
             // SAFETY: entries on a chain are allocated.
             let h = unsafe { &*self.head(e) };

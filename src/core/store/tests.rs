@@ -59,8 +59,8 @@ fn set(s: &Store<NoLocks>, r: SlotRef, key: &str, value: &[u8], limit: u64) {
 
 fn set_at(s: &Store<NoLocks>, r: SlotRef, key: &str, value: &[u8], expires: i64, limit: u64, now: i64) {
     let h = hash(r.index, key.as_bytes());
-    let p = s.prepare(r, key.as_bytes(), value, h, expires, now).unwrap().expect("room");
-    s.commit(r, now).install(p, key.as_bytes(), limit);
+    let p = s.prepare(None, r, key.as_bytes(), value, h, expires, now).unwrap().expect("room");
+    s.commit(r, now).install(None, p, key.as_bytes(), limit);
 }
 
 fn get_at(s: &Store<NoLocks>, r: SlotRef, key: &str, now: i64) -> Lookup<Vec<u8>> {
@@ -124,6 +124,78 @@ fn overwrite_replaces_and_frees_the_old_entry() {
     assert_eq!(get(s, r, "k"), Some(vec![2; 10]));
     let st = s.stats(r, String::new());
     assert_eq!((st.entries, st.sets), (1, 2));
+    assert_eq!(s.free_blocks(), before - 1);
+}
+
+fn set_reserved(s: &Store<NoLocks>, res: &Reserve, r: SlotRef, key: &str, value: &[u8]) -> Prepared {
+    let h = hash(r.index, key.as_bytes());
+    let p = s.prepare(Some(res), r, key.as_bytes(), value, h, NO_EXPIRY, 0).unwrap().expect("room");
+    s.commit(r, 0).install(Some(res), p, key.as_bytes(), 100);
+    p
+}
+
+#[test]
+fn an_overwrite_keeps_the_replaced_blocks_for_the_next_write_of_that_size() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    let res = Reserve::new(3);
+    let before = s.free_blocks();
+    let first = set_reserved(s, &res, r, "k", &[1; 200]);
+    assert!(res.is_empty(), "nothing was replaced");
+    set_reserved(s, &res, r, "k", &[2; 200]);
+    assert!(!res.is_empty(), "the first entry's blocks are kept");
+    assert_eq!(s.free_blocks(), before - 3, "kept blocks count as free");
+    // Another key of the same size reuses them: the same first block, filled anew.
+    let again = set_reserved(s, &res, r, "other", &[3; 200]);
+    assert_eq!(again, Prepared { block: first.block, hash: again.hash });
+    assert!(res.is_empty());
+    assert_eq!(get(s, r, "k"), Some(vec![2; 200]));
+    assert_eq!(get(s, r, "other"), Some(vec![3; 200]));
+    assert_eq!(s.free_blocks(), before - 6);
+}
+
+#[test]
+fn a_reserve_of_another_size_or_at_exit_goes_back_to_the_free_list() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    let res = Reserve::new(0);
+    let before = s.free_blocks();
+    set_reserved(s, &res, r, "k", &[1; 200]);
+    set_reserved(s, &res, r, "k", &[2; 200]);
+    // A one-block write cannot use two kept blocks: they are freed, and the write
+    // takes the block freed last.
+    set_reserved(s, &res, r, "small", b"v");
+    assert!(res.is_empty());
+    assert_eq!(s.free_blocks(), before - 4);
+    set_reserved(s, &res, r, "small", b"w");
+    assert!(!res.is_empty());
+    assert_eq!(s.free_blocks(), before - 4, "one block kept, counted free");
+    s.release_reserve(&res);
+    assert!(res.is_empty());
+    assert_eq!(s.free_blocks(), before - 4);
+    // Every block can still be allocated: none is lost in a reserve.
+    let mut n = 0;
+    while s.prepare(None, r, format!("fill{n}").as_bytes(), b"v", n, NO_EXPIRY, 0).unwrap().is_some() && n < 1 << 20 {
+        n += 1;
+        if s.free_blocks() == 0 {
+            break;
+        }
+    }
+    assert_eq!(s.free_blocks(), 0);
+}
+
+#[test]
+fn a_replaced_entry_larger_than_a_reserve_holds_is_freed() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    let res = Reserve::new(0);
+    let before = s.free_blocks();
+    set_reserved(s, &res, r, "k", &[1; 1000]);
+    set_reserved(s, &res, r, "k", b"v");
+    assert!(res.is_empty());
     assert_eq!(s.free_blocks(), before - 1);
 }
 
@@ -296,7 +368,7 @@ fn an_entry_over_half_the_pool_is_refused() {
     let s = &reg.store;
     let r = new_cache(s, 1, "c");
     let big = vec![0u8; 200 << 10];
-    assert_eq!(s.prepare(r, b"k", &big, 1, NO_EXPIRY, 0), Err(StoreError::TooLarge));
+    assert_eq!(s.prepare(None, r, b"k", &big, 1, NO_EXPIRY, 0), Err(StoreError::TooLarge));
 }
 
 #[test]
@@ -342,7 +414,7 @@ fn fence_buckets_share_the_partition_of_their_hash_bucket() {
 
 fn prepared(s: &Store<NoLocks>, r: SlotRef, key: &str, value: &[u8]) -> (Prepared, u64) {
     let h = hash(r.index, key.as_bytes());
-    (s.prepare(r, key.as_bytes(), value, h, NO_EXPIRY, 0).unwrap().expect("room"), h)
+    (s.prepare(None, r, key.as_bytes(), value, h, NO_EXPIRY, 0).unwrap().expect("room"), h)
 }
 
 #[test]
@@ -499,14 +571,14 @@ fn a_single_key_commit_judges_and_installs_in_one_step() {
     let free = s.free_blocks();
     let (p, h) = prepared(s, r, "k", b"stale");
     s.commit_one(r, 100).delete(b"k", h);
-    assert!(!s.commit_one(r, 120).install_if_fresh(p, b"k", 10, 90), "deleted at 100, filled from 90");
+    assert!(!s.commit_one(r, 120).install_if_fresh(None, p, b"k", 10, 90), "deleted at 100, filled from 90");
     assert_eq!(s.free_blocks(), free, "the stale entry was freed");
     let (p, _) = prepared(s, r, "k", b"fresh");
-    assert!(s.commit_one(r, 130).install_if_fresh(p, b"k", 10, 101));
+    assert!(s.commit_one(r, 130).install_if_fresh(None, p, b"k", 10, 101));
     assert_eq!(get(s, r, "k"), Some(b"fresh".to_vec()));
     // Its install is an overwrite: a fill that began before it is stale now.
     let (p, _) = prepared(s, r, "k", b"late");
-    assert!(!s.commit_one(r, 140).install_if_fresh(p, b"k", 10, 125));
+    assert!(!s.commit_one(r, 140).install_if_fresh(None, p, b"k", 10, 125));
     assert_eq!(get(s, r, "k"), Some(b"fresh".to_vec()));
     assert_eq!(s.stats(r, String::new()).stale_sets, 2);
 }
@@ -522,7 +594,7 @@ fn a_lookup_waits_on_the_commit_lock_only_while_a_commit_of_several_writes_appli
     assert_eq!(shared_commit_locks(), locks, "no commit applying: the lookup takes no commit lock");
     let (p, _) = prepared(s, r, "b", b"2");
     let commit = s.commit(r, 10);
-    commit.install(p, b"b", 10);
+    commit.install(None, p, b"b", 10);
     assert_eq!(get(s, r, "a"), Some(b"1".to_vec()));
     assert_eq!(shared_commit_locks(), locks + 1, "a commit is applying: the lookup waits for it");
     drop(commit);
