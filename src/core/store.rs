@@ -155,9 +155,6 @@ struct Header {
     // Each written often by different writers, so each on its own line.
     alloc: Line<AllocState>,
     serial: Line<AtomicU32>,
-    /// A logical clock of LRU list pushes (installs and moves): how far an entry has
-    /// drifted from the head of its list is at most `tick` minus its stamp.
-    tick: Line<AtomicU64>,
     /// Bumped by whatever may leave entries for the worker to reclaim (a clear, an
     /// install with a TTL, a drop), so that its sweep can skip an idle region.
     changes: Line<AtomicU64>,
@@ -197,6 +194,10 @@ pub struct CacheSlot {
 struct SlotList {
     lru_head: AtomicU32,
     lru_tail: AtomicU32,
+    /// A logical clock of this list's pushes (installs and moves): how far an entry
+    /// has drifted from the head is at most `tick` minus its stamp. Per list, on the
+    /// line an install writes anyway, so writes to other caches do not age it.
+    tick: AtomicU64,
     entries: AtomicU64,
     bytes: AtomicU64,
     sets: AtomicU64,
@@ -1328,7 +1329,7 @@ impl<'a, L: Locks> Store<'a, L> {
                 let live = s.state.load(Ordering::Acquire) == SLOT_ACTIVE
                     && s.incarnation.load(Ordering::Acquire) == r.incarnation;
                 if live {
-                    let tick = self.hdr().tick.fetch_add(1, Ordering::Relaxed);
+                    let tick = s.list.tick.fetch_add(1, Ordering::Relaxed);
                     // SAFETY: we own the entry and hold the partition lock and the list lock.
                     unsafe {
                         let h = self.head(p.block);
@@ -1560,19 +1561,19 @@ impl<'a, L: Locks> Store<'a, L> {
     fn touch(&self, s: &CacheSlot, e: u32) {
         // SAFETY: e is on a chain we hold shared, hence allocated.
         let h = unsafe { &*self.head(e) };
-        let pushes_since = self.hdr().tick.load(Ordering::Relaxed).wrapping_sub(h.last_used.load(Ordering::Relaxed));
+        let pushes_since = s.list.tick.load(Ordering::Relaxed).wrapping_sub(h.last_used.load(Ordering::Relaxed));
         if pushes_since <= s.list.entries.load(Ordering::Relaxed) / 2 {
             return;
         }
         let Some(_g) = self.try_lock_list(s) else {
             // Busy: count this hit as a move, so that the next hits do not retry it.
-            h.last_used.store(self.hdr().tick.load(Ordering::Relaxed), Ordering::Relaxed);
+            h.last_used.store(s.list.tick.load(Ordering::Relaxed), Ordering::Relaxed);
             return;
         };
         if h.state.load(Ordering::Acquire) == ENTRY_LIVE {
             self.lru_unlink(s, e);
             self.lru_push_head(s, e);
-            h.last_used.store(self.hdr().tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+            h.last_used.store(s.list.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
         }
     }
 
