@@ -1638,7 +1638,12 @@ impl<'a, L: Locks> Store<'a, L> {
         // SAFETY: allocator fields are read under the allocator lock.
         let n = unsafe { *self.hdr().alloc.free_blocks.get() + (self.geo.blocks - *self.hdr().alloc.bump.get()) };
         self.locks.unlock_allocator();
-        n + self.hdr().reserved.iter().map(|r| r.load(Ordering::Relaxed)).sum::<u32>()
+        n + self.reserved_blocks()
+    }
+
+    /// Blocks held in backends' reserves: free, though not on the free list.
+    fn reserved_blocks(&self) -> u32 {
+        self.hdr().reserved.iter().map(|r| r.load(Ordering::Relaxed)).sum()
     }
 }
 

@@ -133,6 +133,7 @@ impl<L: Locks> Store<'_, L> {
         // SAFETY: allocator fields are read under the allocator lock.
         let used = unsafe { *self.hdr().alloc.bump.get() - *self.hdr().alloc.free_blocks.get() };
         self.locks.unlock_allocator();
+        let used = used.saturating_sub(self.reserved_blocks());
         let n = self.hdr().used_slots.load(Ordering::Acquire);
         let mut entries = 0;
         let mut dbs = Vec::new();

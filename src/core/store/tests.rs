@@ -146,6 +146,7 @@ fn an_overwrite_keeps_the_replaced_blocks_for_the_next_write_of_that_size() {
     set_reserved(s, &res, r, "k", &[2; 200]);
     assert!(!res.is_empty(), "the first entry's blocks are kept");
     assert_eq!(s.free_blocks(), before - 3, "kept blocks count as free");
+    assert_eq!(s.memory().used_bytes, 3 * BLOCK_SIZE as u64, "and not as used");
     // Another key of the same size reuses them: the same first block, filled anew.
     let again = set_reserved(s, &res, r, "other", &[3; 200]);
     assert_eq!(again, Prepared { block: first.block, hash: again.hash });
