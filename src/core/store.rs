@@ -342,8 +342,8 @@ pub struct Prepared {
 #[derive(Debug)]
 pub struct Reserve {
     stripe: usize,
+    /// The kept entry (NIL for none); its head still says how many blocks it links.
     entry: Cell<u32>,
-    blocks: Cell<u32>,
 }
 
 /// A larger replaced entry goes back to the free list at once.
@@ -352,7 +352,7 @@ const RESERVE_MAX_BLOCKS: u32 = 4;
 impl Reserve {
     /// An empty reserve counted in stripe `stripe % STRIPES`.
     pub fn new(stripe: usize) -> Reserve {
-        Reserve { stripe: stripe % STRIPES, entry: Cell::new(NIL), blocks: Cell::new(0) }
+        Reserve { stripe: stripe % STRIPES, entry: Cell::new(NIL) }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -959,7 +959,6 @@ impl<'a, L: Locks> Store<'a, L> {
             Some(res) if res.is_empty() && n <= RESERVE_MAX_BLOCKS => {
                 self.hdr().reserved[res.stripe].fetch_add(n, Ordering::Relaxed);
                 res.entry.set(first);
-                res.blocks.set(n);
             }
             _ => self.free_entry(first),
         }
@@ -968,24 +967,32 @@ impl<'a, L: Locks> Store<'a, L> {
     /// The reserve's blocks as an allocation of `n` blocks (first, last), if it holds
     /// exactly that many; a reserve of another size goes back to the free list.
     fn take_reserve(&self, reserve: Option<&Reserve>, n: u32) -> Option<(u32, u32)> {
-        let res = reserve.filter(|res| !res.is_empty())?;
-        let (first, blocks) = (res.entry.replace(NIL), res.blocks.replace(0));
-        self.hdr().reserved[res.stripe].fetch_sub(blocks, Ordering::Relaxed);
+        let (first, blocks, last) = self.empty_reserve(reserve?)?;
         if blocks != n {
             self.free_entry(first);
             return None;
         }
-        // SAFETY: the reserve's entry is ours; its head still links its blocks.
-        Some((first, unsafe { (*self.head(first)).last_block }))
+        Some((first, last))
     }
 
     /// Returns a reserve's blocks to the free list (a backend does so when it exits).
     pub fn release_reserve(&self, reserve: &Reserve) {
-        if !reserve.is_empty() {
-            let first = reserve.entry.replace(NIL);
-            self.hdr().reserved[reserve.stripe].fetch_sub(reserve.blocks.replace(0), Ordering::Relaxed);
+        if let Some((first, _, _)) = self.empty_reserve(reserve) {
             self.free_entry(first);
         }
+    }
+
+    /// Takes the kept entry out of `reserve` (first block, blocks, last block), no
+    /// longer counted as reserved; the caller reuses or frees it.
+    fn empty_reserve(&self, reserve: &Reserve) -> Option<(u32, u32, u32)> {
+        let first = reserve.entry.replace(NIL);
+        if first == NIL {
+            return None;
+        }
+        // SAFETY: the kept entry is ours alone; its head still links its blocks.
+        let (blocks, last) = unsafe { ((*self.head(first)).n_blocks, (*self.head(first)).last_block) };
+        self.hdr().reserved[reserve.stripe].fetch_sub(blocks, Ordering::Relaxed);
+        Some((first, blocks, last))
     }
 
     // ---- LRU (slot list lock held) ----------------------------------------------
@@ -1162,18 +1169,19 @@ impl<'a, L: Locks> Store<'a, L> {
             return Err(StoreError::TooLarge);
         }
         self.prefetch_install(hash);
-        let (first, last) = loop {
-            if let Some(got) = self.take_reserve(reserve, n as u32) {
-                break got;
-            }
-            if let Some(got) = self.alloc(n as u32) {
-                break got;
-            }
-            if !self.evict_one(now) {
-                // The write is lost like an entry evicted at once: count it so.
-                self.slot(r.index).list.evictions.fetch_add(1, Ordering::Relaxed);
-                return Ok(None);
-            }
+        let reserved = self.take_reserve(reserve, n as u32);
+        let (first, last) = match reserved {
+            Some(got) => got,
+            None => loop {
+                if let Some(got) = self.alloc(n as u32) {
+                    break got;
+                }
+                if !self.evict_one(now) {
+                    // The write is lost like an entry evicted at once: count it so.
+                    self.slot(r.index).list.evictions.fetch_add(1, Ordering::Relaxed);
+                    return Ok(None);
+                }
+            },
         };
         // SAFETY: the blocks are ours until installed or discarded.
         unsafe {
@@ -1525,7 +1533,7 @@ impl<'a, L: Locks> Store<'a, L> {
         let s = self.slot(r.index);
         let bucket = self.bucket_of(hash);
         let _p = self.lock_bucket(bucket, Mode::Shared);
-        // chains do not change while we hold the partition lock shared.
+        // Chains do not change while we hold the partition lock shared.
         let mut e = self.bucket_head(bucket).load(Ordering::Relaxed);
         while e != NIL {
             // SAFETY: entries on a chain are allocated.
@@ -1638,12 +1646,8 @@ impl<'a, L: Locks> Store<'a, L> {
         // SAFETY: allocator fields are read under the allocator lock.
         let n = unsafe { *self.hdr().alloc.free_blocks.get() + (self.geo.blocks - *self.hdr().alloc.bump.get()) };
         self.locks.unlock_allocator();
-        n + self.reserved_blocks()
-    }
-
-    /// Blocks held in backends' reserves: free, though not on the free list.
-    fn reserved_blocks(&self) -> u32 {
-        self.hdr().reserved.iter().map(|r| r.load(Ordering::Relaxed)).sum()
+        // Blocks held in backends' reserves are free too, though not on the free list.
+        n + self.hdr().reserved.iter().map(|r| r.load(Ordering::Relaxed)).sum::<u32>()
     }
 }
 

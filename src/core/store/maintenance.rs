@@ -129,11 +129,8 @@ impl<L: Locks> Store<'_, L> {
     /// The whole region: its size, the bytes held by entries (hidden or expired ones
     /// included until reclaimed), the visible entries, the databases with caches.
     pub fn memory(&self) -> MemoryStats {
-        self.locks.lock_allocator();
-        // SAFETY: allocator fields are read under the allocator lock.
-        let used = unsafe { *self.hdr().alloc.bump.get() - *self.hdr().alloc.free_blocks.get() };
-        self.locks.unlock_allocator();
-        let used = used.saturating_sub(self.reserved_blocks());
+        // Saturating: the free list and the reserves are not read in one instant.
+        let used = self.geo.blocks.saturating_sub(self.free_blocks());
         let n = self.hdr().used_slots.load(Ordering::Acquire);
         let mut entries = 0;
         let mut dbs = Vec::new();
