@@ -288,14 +288,17 @@ impl Geometry {
         let counters_off = align64(slots_off + max_caches as usize * size_of::<CacheSlot>());
         let buckets_off = align64(counters_off + STRIPES * max_caches as usize * size_of::<ReadCounts>());
         let rest = memory.checked_sub(buckets_off)?;
-        // About one bucket per two blocks (an entry takes at least one block).
-        let mut buckets = (rest / (2 * BLOCK_SIZE + 4)).next_power_of_two();
-        while buckets * (2 * BLOCK_SIZE + 4) > rest && buckets > PARTITIONS {
+        // Between a half and one bucket per block: with memory full, a chain holds on
+        // average at most one entry of two blocks (two of one). Every entry a lookup
+        // passes on its chain is a cache miss, often a TLB miss too.
+        let mut buckets = (rest / (BLOCK_SIZE + 4)).next_power_of_two();
+        while buckets * (BLOCK_SIZE + 4) > rest && buckets > PARTITIONS {
             buckets /= 2;
         }
         let buckets = buckets.max(PARTITIONS);
-        // Fence bucket i shares partition i % PARTITIONS with hash bucket i.
-        let fence_buckets = (buckets / 16).max(PARTITIONS);
+        // Fence bucket i shares partition i % PARTITIONS with hash bucket i. A fence
+        // bucket remembers four keys; one per 32 hash buckets is plenty.
+        let fence_buckets = (buckets / 32).max(PARTITIONS);
         let fences_off = align64(buckets_off + buckets * 4);
         let blocks_off = align64(fences_off + fence_buckets * size_of::<FenceBucket>());
         let blocks = memory.checked_sub(blocks_off)? / BLOCK_SIZE;

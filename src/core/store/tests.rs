@@ -391,9 +391,10 @@ fn geometry_fits_the_region() {
         let g = Geometry::new(mb << 20, 1024).unwrap();
         assert!(g.blocks_off + g.blocks as usize * BLOCK_SIZE <= g.total);
         assert!(g.buckets.is_power_of_two());
-        // At least 90% of a large region is block pool.
+        // At least 90% of a large region is block pool, with a bucket per two blocks.
         if mb >= 64 {
             assert!(g.blocks as usize * BLOCK_SIZE * 10 >= g.total * 9, "{mb} MB: {g:?}");
+            assert!(g.buckets as usize * 2 >= g.blocks as usize, "{mb} MB: {g:?}");
         }
     }
     assert_eq!(Geometry::new(4096, 1024), None);
