@@ -1102,6 +1102,24 @@ impl<'a, L: Locks> Store<'a, L> {
         }
     }
 
+    /// Links `e` into `bucket`'s chain after `prev` (NIL: at the head); exclusive
+    /// partition lock held. New keys go to the end of their chain, so a chain is
+    /// ordered by when each key first came: entries that have stayed long, which a
+    /// cache keeps because they are read, are found before the ones churning behind
+    /// them, and a lookup passes fewer entries of other keys (a cache miss each).
+    fn chain_insert_after(&self, bucket: u32, prev: u32, e: u32) {
+        // SAFETY: exclusive partition lock held by the caller; e is ours, prev on the chain.
+        unsafe {
+            if prev == NIL {
+                (*self.head(e)).chain_next = self.bucket_head(bucket).load(Ordering::Relaxed);
+                self.bucket_head(bucket).store(e, Ordering::Relaxed);
+            } else {
+                (*self.head(e)).chain_next = (*self.head(prev)).chain_next;
+                (*self.head(prev)).chain_next = e;
+            }
+        }
+    }
+
     fn chain_unlink(&self, bucket: u32, prev: u32, e: u32) {
         // SAFETY: exclusive partition lock held by the caller.
         unsafe {
@@ -1332,7 +1350,8 @@ impl<'a, L: Locks> Store<'a, L> {
                 replaced = NIL;
                 false
             } else {
-                replaced = self.unlink_key_locked(r, bucket, p.hash, key);
+                let insert_after;
+                (replaced, insert_after) = self.unlink_key_locked(r, bucket, p.hash, key);
                 // SAFETY: the fence bucket is guarded by the partition lock we hold.
                 unsafe { (*self.fence_of(p.hash)).raise(p.hash, now) };
                 let _g = self.lock_list(s);
@@ -1353,8 +1372,7 @@ impl<'a, L: Locks> Store<'a, L> {
                         s.list.entries.fetch_add(1, Ordering::Relaxed);
                         s.list.bytes.fetch_add((*h).n_blocks as u64 * BLOCK_SIZE as u64, Ordering::Relaxed);
                         s.list.sets.fetch_add(1, Ordering::Relaxed);
-                        (*h).chain_next = self.bucket_head(bucket).load(Ordering::Relaxed);
-                        self.bucket_head(bucket).store(p.block, Ordering::Relaxed);
+                        self.chain_insert_after(bucket, insert_after, p.block);
                     }
                 }
                 live
@@ -1383,10 +1401,13 @@ impl<'a, L: Locks> Store<'a, L> {
     /// Unlinks every entry of (slot, key) from its bucket; exclusive partition lock
     /// held. Returns them chained through `chain_next` (NIL for none): the caller
     /// takes them off the LRU list with `retire_unlinked` and, with no lock held,
-    /// frees them with `free_unlinked`.
-    fn unlink_key_locked(&self, r: SlotRef, bucket: u32, hash: u64, key: &[u8]) -> u32 {
+    /// frees them with `free_unlinked`. Also returns where a new entry of the key
+    /// goes (see `chain_insert_after`): in the place of the first one unlinked, else
+    /// after the chain's last entry.
+    fn unlink_key_locked(&self, r: SlotRef, bucket: u32, hash: u64, key: &[u8]) -> (u32, u32) {
         let mut unlinked = NIL;
         let mut prev = NIL;
+        let mut insert_after = None;
         // The chain is stable under the exclusive partition lock.
         let mut e = self.bucket_head(bucket).load(Ordering::Relaxed);
         while e != NIL {
@@ -1403,13 +1424,14 @@ impl<'a, L: Locks> Store<'a, L> {
                     self.chain_unlink(bucket, prev, e);
                     (*h).chain_next = unlinked;
                     unlinked = e;
+                    insert_after.get_or_insert(prev);
                 } else {
                     prev = e;
                 }
                 e = next;
             }
         }
-        unlinked
+        (unlinked, insert_after.unwrap_or(prev))
     }
 
     /// Takes the entries of an `unlink_key_locked` list that are still on slot `s`'s
@@ -1447,7 +1469,7 @@ impl<'a, L: Locks> Store<'a, L> {
             let _p = self.lock_bucket(bucket, Mode::Exclusive);
             // SAFETY: the fence bucket is guarded by the partition lock we hold.
             unsafe { (*self.fence_of(hash)).raise(hash, now) };
-            let unlinked = self.unlink_key_locked(r, bucket, hash, key);
+            let (unlinked, _) = self.unlink_key_locked(r, bucket, hash, key);
             let visible = unlinked != NIL && {
                 let _g = self.lock_list(s);
                 self.retire_unlinked(s, unlinked, now)

@@ -626,3 +626,47 @@ fn hits_on_the_newer_half_of_the_list_do_not_reorder_it() {
     let kept: Vec<bool> = (0..8).map(|i| get(s, r, &format!("k{i}")).is_some()).collect();
     assert_eq!(kept, [true, false, false, false, false, true, true, true]);
 }
+
+/// Which of `keys` the entries on `bucket`'s chain hold, first to last.
+fn chain_keys<'k>(s: &Store<NoLocks>, bucket: u32, keys: &[&'k str]) -> Vec<&'k str> {
+    let mut found = Vec::new();
+    let mut e = s.bucket_head(bucket).load(Ordering::Relaxed);
+    while e != NIL {
+        found.push(*keys.iter().find(|k| s.key_equals(e, k.as_bytes())).expect("a known key"));
+        // SAFETY: single-threaded; entries on a chain are allocated.
+        e = unsafe { (*s.head(e)).chain_next };
+    }
+    found
+}
+
+#[test]
+fn chains_keep_the_order_in_which_keys_came() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    // Three keys of one bucket.
+    let bucket = s.bucket_of(hash(r.index, b"k0"));
+    let keys: Vec<String> = (1..)
+        .map(|i| format!("k{i}"))
+        .filter(|k| s.bucket_of(hash(r.index, k.as_bytes())) == bucket)
+        .take(2)
+        .collect();
+    let (a, b, c) = ("k0", keys[0].as_str(), keys[1].as_str());
+    let chain = || chain_keys(s, bucket, &[a, b, c]);
+    for k in [a, b, c] {
+        set(s, r, k, b"v", 100);
+    }
+    assert_eq!(chain(), [a, b, c], "new keys go to the end");
+    // An overwrite takes the place of the entry it replaces, a delete leaves a gap.
+    set(s, r, b, b"longer value", 100);
+    assert_eq!(chain(), [a, b, c]);
+    set(s, r, a, b"w", 100);
+    assert_eq!(chain(), [a, b, c]);
+    assert!(s.commit(r, 0).delete(b.as_bytes(), hash(r.index, b.as_bytes())));
+    assert_eq!(chain(), [a, c]);
+    set(s, r, b, b"v", 100);
+    assert_eq!(chain(), [a, c, b]);
+    for k in [a, b, c] {
+        assert!(get(s, r, k).is_some(), "{k} found");
+    }
+}
