@@ -185,6 +185,7 @@ pub fn stored_key(config: &CacheConfig, key: &str) -> Vec<u8> {
                 // SAFETY: a NUL-terminated name; missing_ok = true returns NULL for unknown
                 // settings; the returned string stays valid while no setting changes.
                 let v = unsafe { pg_sys::GetConfigOption(n.as_ptr(), true, false) };
+                // SAFETY: a non-NULL result is a NUL-terminated string (see above).
                 (!v.is_null()).then(|| unsafe { CStr::from_ptr(v) }.to_bytes())
             })
             .collect();
