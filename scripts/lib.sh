@@ -74,7 +74,21 @@ $(printf '%s\n' "$@")
 CONF
     grep -q "include 'pg_cache.conf'" "$dir/postgresql.conf" ||
         as_root runuser -u postgres -- bash -c "echo \"include 'pg_cache.conf'\" >> '$dir/postgresql.conf'"
-    as_root runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir" -l "$dir/server.log" -w start >/dev/null
+    # CLUSTER_ULIMIT_V (kB), when set, caps the server's address space (ulimit -v),
+    # as vm.overcommit_memory = 2 or a container limit would.
+    as_root runuser -u postgres -- bash -c "${CLUSTER_ULIMIT_V:+ulimit -v $CLUSTER_ULIMIT_V && }exec '$PG_BIN/pg_ctl' -D '$dir' -l '$dir/server.log' -w start" >/dev/null
+}
+
+# start_standby DIR PORT PRIMARY_PORT [extra lines...]: a hot standby of the cluster
+# on PRIMARY_PORT (pg_basebackup -R over loopback), listening on PORT.
+start_standby() {
+    local dir=$1 port=$2 primary=$3
+    shift 3
+    as_root mkdir -p "$dir"
+    as_root chown postgres: "$dir"
+    as_root chmod 700 "$dir"
+    as_root runuser -u postgres -- "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$primary" -U postgres -D "$dir" -R -X stream >/dev/null
+    start_cluster "$dir" "$port" "$@"
 }
 
 stop_cluster() {

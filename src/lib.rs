@@ -22,6 +22,7 @@ pub extern "C-unwind" fn _PG_init() {
     if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         api::errors::not_preloaded();
     }
+    api::errors::no_backtraces_in_reports();
     gucs::init();
     shmem::install_hooks();
     xact::register();

@@ -234,4 +234,55 @@ mod tests {
     fn sync_since_null_since() {
         Spi::run("SELECT cache_sync_since('c', NULL)").unwrap();
     }
+
+    /// The SQLSTATE and message of the ERROR `sql` raises (the transaction goes on:
+    /// PgTryBuilder rolls back to a subtransaction).
+    fn error_of(sql: &str) -> (String, String) {
+        use pgrx::pg_sys::panic::CaughtError;
+        pgrx::PgTryBuilder::new(|| {
+            Spi::run(sql).unwrap();
+            panic!("{sql} succeeded")
+        })
+        .catch_others(|e| match e {
+            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) | CaughtError::RustPanic { ereport: r, .. } => {
+                (format!("{:?}", r.sql_error_code()), r.message().to_string())
+            }
+        })
+        .execute()
+    }
+
+    #[pg_test(error = "duration must be at most 10000 years, not 300000 years")]
+    fn unrepresentable_duration() {
+        Spi::run("SELECT cache_create('t', duration => '300000 years')").unwrap();
+    }
+
+    #[pg_test(error = "ttl must be at most 10000 years, not 10001 years")]
+    fn unrepresentable_ttl() {
+        Spi::run("SELECT cache_set('t', 'k', '1', '10001 years')").unwrap();
+    }
+
+    #[pg_test]
+    fn a_year_is_the_same_length_when_declared_and_when_read_back() {
+        Spi::run("SELECT cache_create('yearly', duration => '1 year 1 month')").unwrap();
+        let read_back = crate::api::declarations::read("yearly").expect("declared").duration_us;
+        let epoch = Spi::get_one::<f64>("SELECT extract(epoch FROM interval '1 year 1 month')::float8").unwrap().unwrap();
+        assert_eq!(read_back, (epoch * 1e6) as i64, "as extract(epoch FROM interval) counts it");
+        // The transaction's own declaration (what cache_create checked) says the same.
+        let declared = crate::xact::declared("yearly").expect("pending").duration_us;
+        assert_eq!(declared, read_back);
+    }
+
+    #[pg_test]
+    fn a_value_over_what_one_entry_can_hold_is_refused_at_the_call() {
+        // max_value_size allows it; the store (16 MB here: an entry may take half the
+        // blocks) does not, and says its real limit.
+        Spi::run("SET pg_cache.max_value_size = '64MB'").unwrap();
+        Spi::run("SELECT cache_set('t', 'k', '\"kept\"')").unwrap();
+        let (code, message) = error_of("SELECT cache_set('t', 'k', to_jsonb(repeat('v', 9000000)))");
+        assert_eq!(code, "ERRCODE_PROGRAM_LIMIT_EXCEEDED");
+        let limit = crate::shmem::store().max_payload();
+        assert!(limit < 8 << 20 && limit > 7 << 20, "about half of 16 MB: {limit}");
+        assert!(message.ends_with(&format!("more than the {limit} bytes one entry can hold")), "{message}");
+        assert_eq!(get("SELECT cache_get('t', 'k')::text").as_deref(), Some("\"kept\""), "the cache is as it was");
+    }
 }

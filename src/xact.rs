@@ -48,6 +48,9 @@ struct Txn {
     commit: Option<CommitPlan>,
     /// Databases this transaction drops (`DROP DATABASE`), detached at its commit.
     dropped_databases: Vec<u32>,
+    /// This transaction drops the extension in the current database: its caches go
+    /// at commit, so that a later `CREATE EXTENSION` starts empty.
+    dropped_extension: bool,
 }
 
 thread_local! {
@@ -98,6 +101,13 @@ unsafe extern "C-unwind" fn object_access(
     if access == pg_sys::ObjectAccessType::OAT_DROP && class_id == pg_sys::DatabaseRelationId {
         TXN.with_borrow_mut(|t| t.dropped_databases.push(object_id.to_u32()));
     }
+    if access == pg_sys::ObjectAccessType::OAT_DROP
+        && class_id == pg_sys::ExtensionRelationId
+        // SAFETY: a catalog lookup inside the dropping transaction; the row is still there.
+        && object_id == unsafe { pg_sys::get_extension_oid(c"pg_cache".as_ptr(), true) }
+    {
+        TXN.with_borrow_mut(|t| t.dropped_extension = true);
+    }
 }
 
 fn nest_level() -> u32 {
@@ -105,9 +115,13 @@ fn nest_level() -> u32 {
     unsafe { pg_sys::GetCurrentTransactionNestLevel() as u32 }
 }
 
+/// Logs a write; 53200 when the write set cannot grow (it is then as it was).
 pub fn push(op: Op) {
+    errors::arm_parachute();
     let level = nest_level();
-    TXN.with_borrow_mut(|t| t.writes.push(level, op));
+    if TXN.with_borrow_mut(|t| t.writes.push(level, op)).is_err() {
+        errors::out_of_memory("queuing a pg_cache write");
+    }
 }
 
 /// Calls `f` with what this transaction's own writes say about (cache, key).
@@ -140,52 +154,80 @@ fn transaction_start() -> i64 {
     unsafe { pg_sys::GetCurrentTransactionStartTimestamp() }
 }
 
+/// Reserves room for `n` more items, or raises 53200: PRE_COMMIT may fail, the
+/// process may not abort.
+fn reserve<T>(v: &mut Vec<T>, n: usize) {
+    if v.try_reserve_exact(n).is_err() {
+        errors::out_of_memory("preparing the commit of pg_cache writes");
+    }
+}
+
+/// One cache of the commit plan as PRE_COMMIT's first phase resolves it: writes are
+/// indexes of the write set's operations.
+struct Resolved {
+    slot: SlotRef,
+    config: std::rc::Rc<CacheConfig>,
+    declare: Option<CacheConfig>,
+    clear: bool,
+    writes: Vec<usize>,
+}
+
 /// PRE_COMMIT: do everything that can fail.
 fn prepare_commit() {
-    // Phase 1 may ERROR (slot creation): it allocates nothing in shared memory.
-    // Slots are resolved while the write set is in place (resolving consults this
-    // transaction's declarations); writes are grouped by cache as operation indexes.
-    struct Resolved {
-        slot: SlotRef,
-        config: std::rc::Rc<CacheConfig>,
-        declare: Option<CacheConfig>,
-        clear: bool,
-        writes: Vec<usize>,
-    }
+    // Phase 1 may ERROR (slot creation, memory): it allocates nothing in shared
+    // memory. Slots are resolved while the write set is in place (resolving consults
+    // this transaction's declarations); writes are grouped by cache as operation
+    // indexes, and every list phase 2 fills is reserved here.
     let (clear_all, resolved) = TXN.with_borrow(|t| {
-        let plan = t.writes.plan();
+        let plan = t.writes.plan().unwrap_or_else(|_| errors::out_of_memory("planning the commit of pg_cache writes"));
         let mut caches: Vec<Resolved> = Vec::new();
         let mut index: HashMap<&str, usize> = HashMap::new();
-        let mut group = |name| -> usize {
-            *index.entry(name).or_insert_with(|| {
-                let (slot, config) = caches::resolve(name);
-                caches.push(Resolved { slot, config, declare: None, clear: false, writes: Vec::new() });
-                caches.len() - 1
-            })
-        };
-        let declares: Vec<_> = plan.declares.iter().map(|&(name, config)| (group(name), config)).collect();
-        let clears: Vec<usize> = plan.clears.iter().map(|&name| group(name)).collect();
-        let writes: Vec<_> = plan.writes.iter().map(|w| (group(w.cache), w.op)).collect();
-        for (i, config) in declares {
+        // The index in `caches` of `name`'s group, resolved on first sight.
+        fn group<'a>(caches: &mut Vec<Resolved>, index: &mut HashMap<&'a str, usize>, name: &'a str) -> usize {
+            if let Some(&i) = index.get(name) {
+                return i;
+            }
+            let (slot, config) = caches::resolve(name);
+            reserve(caches, 1);
+            if index.try_reserve(1).is_err() {
+                errors::out_of_memory("planning the commit of pg_cache writes");
+            }
+            caches.push(Resolved { slot, config, declare: None, clear: false, writes: Vec::new() });
+            index.insert(name, caches.len() - 1);
+            caches.len() - 1
+        }
+        for &(name, config) in &plan.declares {
+            let i = group(&mut caches, &mut index, name);
             caches[i].declare = Some(config);
         }
-        for i in clears {
+        for &name in &plan.clears {
+            let i = group(&mut caches, &mut index, name);
             caches[i].clear = true;
         }
-        for (i, op) in writes {
-            caches[i].writes.push(op);
+        for w in &plan.writes {
+            let i = group(&mut caches, &mut index, w.cache);
+            reserve(&mut caches[i].writes, 1);
+            caches[i].writes.push(w.op);
         }
         (plan.clear_all, caches)
     });
+    let mut plan = CommitPlan { start: transaction_start(), clear_all, caches: Vec::new() };
+    reserve(&mut plan.caches, resolved.len());
+    let mut lists: Vec<Vec<CommitWrite>> = Vec::new();
+    reserve(&mut lists, resolved.len());
+    for r in &resolved {
+        let mut writes = Vec::new();
+        reserve(&mut writes, r.writes.len());
+        lists.push(writes);
+    }
     // Keys and values move from the write set to the commit plan; nothing reads the
     // write set after PRE_COMMIT.
     let mut ops = TXN.with_borrow_mut(|t| std::mem::take(&mut t.writes));
-    // Phase 2 cannot ERROR: allocation in shared memory evicts instead of failing.
+    // Phase 2 cannot ERROR: it pushes only into reserved room, and allocation in
+    // shared memory evicts instead of failing.
     let store = shmem::store();
     let now = now();
-    let mut plan = CommitPlan { start: transaction_start(), clear_all, caches: Vec::with_capacity(resolved.len()) };
-    for r in resolved {
-        let mut writes = Vec::with_capacity(r.writes.len());
+    for (r, mut writes) in resolved.into_iter().zip(lists) {
         for op in r.writes {
             match ops.take_op(op) {
                 Op::Delete { key, .. } => {
@@ -196,10 +238,13 @@ fn prepare_commit() {
                     let hash = key::hash(r.slot.index, &key);
                     let expires_at =
                         ttl_us.or_else(|| caches::duration_us(&r.config)).map_or(NO_EXPIRY, |d| now.saturating_add(d));
-                    // A write that finds no room at all is dropped (and counted) like an evicted entry.
-                    let prepared = RESERVE.with(|res| store.prepare(Some(res), r.slot, &key, &value, hash, expires_at, now));
-                    if let Ok(Some(entry)) = prepared {
-                        writes.push(CommitWrite::Set { entry, key, hash, stale: false });
+                    // A write that finds no room at all is lost like an entry evicted at
+                    // once (counted so by the store), but its key is still invalidated:
+                    // the transaction meant to replace whatever was there. (Too large
+                    // cannot happen: cache_set checked the store's limit.)
+                    match RESERVE.with(|res| store.prepare(Some(res), r.slot, &key, &value, hash, expires_at, now)) {
+                        Ok(Some(entry)) => writes.push(CommitWrite::Set { entry, key, hash, stale: false }),
+                        Ok(None) | Err(_) => writes.push(CommitWrite::Delete { key, hash }),
                     }
                 }
                 _ => unreachable!("the plan's writes are sets and deletes"),
@@ -219,11 +264,18 @@ fn apply_commit() {
         t.writes.reset();
         t.commit.take()
     });
-    let dropped = TXN.with_borrow_mut(|t| std::mem::take(&mut t.dropped_databases));
+    let (dropped, dropped_extension) =
+        TXN.with_borrow_mut(|t| (std::mem::take(&mut t.dropped_databases), std::mem::take(&mut t.dropped_extension)));
     let store = shmem::store();
     let now = now();
     for db in dropped {
-        store.detach_database(db, now);
+        store.detach_database(db);
+    }
+    if dropped_extension {
+        // Sessions still connected may be filling: their fills are fenced like
+        // after cache_clear_all.
+        store.raise_db_fence(database(), now);
+        store.detach_database(database());
     }
     let Some(mut plan) = plan else { return };
     for cache in &mut plan.caches {
@@ -257,7 +309,7 @@ fn apply_commit() {
         }
         for w in &cache.writes {
             match w {
-                CommitWrite::Set { entry, stale: true, .. } => commit.drop_stale(*entry),
+                CommitWrite::Set { entry, key, stale: true, .. } => commit.drop_stale(*entry, key),
                 CommitWrite::Set { entry, key, .. } => {
                     RESERVE.with(|res| commit.install(Some(res), *entry, key, cache.size_limit))
                 }
@@ -276,6 +328,7 @@ fn abort() {
     let plan = TXN.with_borrow_mut(|t| {
         t.writes.reset();
         t.dropped_databases.clear();
+        t.dropped_extension = false;
         t.commit.take()
     });
     if let Some(plan) = plan {
@@ -289,7 +342,9 @@ fn abort() {
 }
 
 fn has_writes() -> bool {
-    TXN.with_borrow(|t| !t.writes.is_empty() || t.commit.is_some() || !t.dropped_databases.is_empty())
+    TXN.with_borrow(|t| {
+        !t.writes.is_empty() || t.commit.is_some() || !t.dropped_databases.is_empty() || t.dropped_extension
+    })
 }
 
 #[pg_guard]

@@ -10,9 +10,8 @@ use std::ffi::{CStr, CString};
 use pgrx::datum::Interval;
 use pgrx::pg_sys;
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
-use pgrx::prelude::*;
 
-use super::errors;
+use super::{declarations, errors};
 use crate::core::key::{self, Context};
 use crate::core::store::{CacheConfig, SlotRef, StoreError, MAX_NAME};
 use crate::xact::database;
@@ -92,58 +91,8 @@ pub fn stripe() -> usize {
 fn initial_config(name: &str) -> CacheConfig {
     match xact::declared_before(name) {
         Some(previous) => previous.unwrap_or_default(),
-        None => read_declaration(name).unwrap_or_default(),
+        None => declarations::read(name).unwrap_or_default(),
     }
-}
-
-fn declarations_table() -> Option<String> {
-    Spi::get_one::<String>(
-        "SELECT quote_ident(n.nspname) || '.pg_cache_declarations' FROM pg_catalog.pg_extension e \
-         JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_cache'",
-    )
-    .ok()
-    .flatten()
-}
-
-/// The row of `pg_cache_declarations` for `name`, as this transaction sees it.
-pub fn read_declaration(name: &str) -> Option<CacheConfig> {
-    let table = declarations_table()?;
-    let query = format!(
-        "SELECT size_limit, (extract(epoch FROM duration) * 1000000)::int8, context, \
-         array_to_string(context_ignored_keys, ',') FROM {table} WHERE cache = $1"
-    );
-    Spi::connect(|client| {
-        let rows = client.select(&query, Some(1), &[name.into()])?;
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        let row = rows.first();
-        let size_limit = row.get::<i32>(1)?.unwrap_or(0);
-        let duration = row.get::<i64>(2)?.unwrap_or(0);
-        let context = row.get::<bool>(3)?.unwrap_or(true);
-        let ignored = row.get::<String>(4)?.unwrap_or_default();
-        Ok::<_, pgrx::spi::Error>(CacheConfig::new(size_limit, duration, context, &ignored))
-    })
-    .unwrap_or_else(|e| error!("pg_cache: reading pg_cache_declarations failed: {e}"))
-}
-
-/// Writes the declaration row; the shared slot follows at commit.
-pub fn write_declaration(name: &str, size_limit: Option<i32>, duration: Option<Interval>, context: bool, ignored: Vec<String>) {
-    let Some(table) = declarations_table() else {
-        errors::raise(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            "extension pg_cache is not installed in this database".into(),
-            "Run CREATE EXTENSION pg_cache.",
-        )
-    };
-    let query = format!(
-        "INSERT INTO {table} (cache, size_limit, duration, context, context_ignored_keys) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (cache) DO UPDATE SET size_limit = EXCLUDED.size_limit, \
-         duration = EXCLUDED.duration, context = EXCLUDED.context, \
-         context_ignored_keys = EXCLUDED.context_ignored_keys, declared_at = now()"
-    );
-    Spi::run_with_args(&query, &[name.into(), size_limit.into(), duration.into(), context.into(), ignored.into()])
-        .unwrap_or_else(|e| error!("pg_cache: writing pg_cache_declarations failed: {e}"));
 }
 
 /// The effective size limit and default time to live of a cache.
@@ -164,7 +113,7 @@ thread_local! {
 /// The bytes `key` is stored under in a cache with `config`, in the caller's context.
 pub fn stored_key(config: &CacheConfig, key: &str) -> Vec<u8> {
     if !config.context {
-        return key::encode(&Context::shared(), key.as_bytes());
+        return key::encode(&Context::shared(), key.as_bytes()).unwrap_or_else(|_| errors::out_of_memory("encoding a key"));
     }
     let ignored = |name: &str| config.ignored().split(',').map(str::trim).any(|i| i == name);
     // SAFETY: GetUserId has no preconditions inside a transaction.
@@ -191,6 +140,7 @@ pub fn stored_key(config: &CacheConfig, key: &str) -> Vec<u8> {
             .collect();
         key::encode(&Context { role, settings: values }, key.as_bytes())
     })
+    .unwrap_or_else(|_| errors::out_of_memory("encoding a key"))
 }
 
 // ---- argument checks ------------------------------------------------------------
@@ -228,34 +178,70 @@ pub fn check_value_size(len: usize) {
             "Cache a smaller value or raise pg_cache.max_value_size.",
         );
     }
-    let capacity = shmem::store().geometry().blocks as usize * crate::core::store::BLOCK_SIZE / 2;
-    if len > capacity {
+}
+
+/// The store's own limit on one entry: its stored key (context included) and value
+/// must fit in half of the block pool, so that eviction can always make room.
+pub fn check_entry_size(stored_key: usize, value: usize) {
+    let limit = shmem::store().max_payload();
+    if stored_key + value > limit {
         errors::too_large(
-            format!("value is {len} bytes, more than half of pg_cache.memory"),
-            "Cache a smaller value or raise pg_cache.memory (needs a restart).",
+            format!(
+                "value is {value} bytes and its stored key {stored_key} bytes, more than the {limit} bytes one entry can hold"
+            ),
+            "An entry may take at most half of pg_cache.memory's block pool: cache a smaller value or raise pg_cache.memory (needs a restart).",
         );
     }
 }
 
-/// An interval in microseconds (a month counts 30 days, as in PostgreSQL's epoch),
-/// which must be positive.
+/// The longest `ttl` or `duration` accepted: far beyond any use, and far from the
+/// end of PostgreSQL's timestamps, so that every expiry time can be represented.
+pub const MAX_LIFETIME_YEARS: i128 = 10_000;
+
+/// An interval in microseconds, counted as `extract(epoch FROM interval)` does (a
+/// year is 365.25 days, a month of a partial year 30 days): the one conversion used
+/// for `ttl`, for `duration` when declared and when read back from the table.
+pub fn interval_micros(i: &Interval) -> i128 {
+    const DAY: i128 = 86_400_000_000;
+    let months = i.months() as i128;
+    i.micros() as i128 + i.days() as i128 * DAY + months / 12 * (DAY * 1461 / 4) + months % 12 * 30 * DAY
+}
+
+/// An interval in microseconds, which must be positive and at most
+/// [`MAX_LIFETIME_YEARS`].
 pub fn check_positive(what: &str, interval: Interval) -> i64 {
-    let us = interval.as_micros();
+    let us = interval_micros(&interval);
     if us <= 0 {
         errors::invalid(format!("{what} must be a positive interval, not {interval}"), "");
     }
-    us.min(i64::MAX as i128 / 4) as i64
+    if us > MAX_LIFETIME_YEARS * 86_400_000_000 * 1461 / 4 {
+        errors::invalid(
+            format!("{what} must be at most {MAX_LIFETIME_YEARS} years, not {interval}"),
+            "Pass NULL for entries that live until evicted or cleared.",
+        );
+    }
+    us as i64
 }
 
 /// Writes belong to the leader's transaction: a parallel worker (or a leader in
 /// parallel mode) could only lose them. PostgreSQL refuses its own writes there too.
-pub fn check_not_parallel(function: &str) {
+/// A hot standby refuses them as well: its caches are its own, and a write there
+/// would reach neither the primary nor the other standbys.
+pub fn check_writable(function: &str) {
     // SAFETY: no preconditions.
     if unsafe { pg_sys::IsInParallelMode() } {
         errors::raise(
             PgSqlErrorCode::ERRCODE_INVALID_TRANSACTION_STATE,
             format!("cannot call {function} during a parallel operation"),
             "Functions that call it must be marked PARALLEL UNSAFE.",
+        );
+    }
+    // SAFETY: no preconditions.
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            format!("cannot call {function} during recovery"),
+            "A hot standby's caches can be read but not written: write to the primary.",
         );
     }
 }

@@ -3,6 +3,18 @@
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::PgLogLevel;
+use std::cell::RefCell;
+
+/// Keeps Rust backtraces out of error reports in release builds. pgrx attaches
+/// `Backtrace::capture()` to the DETAIL of an ERROR raised inside SPI whenever the
+/// server's environment sets `RUST_BACKTRACE`: some 25 lines of frames sent to the
+/// client and the log. `RUST_LIB_BACKTRACE` governs `capture()` alone (a panic's own
+/// message still follows `RUST_BACKTRACE`). Called from `_PG_init` in the postmaster,
+/// before any other thread or process exists; backends inherit the environment.
+pub fn no_backtraces_in_reports() {
+    #[cfg(not(debug_assertions))]
+    std::env::set_var("RUST_LIB_BACKTRACE", "0");
+}
 
 pub fn raise(code: PgSqlErrorCode, message: String, hint: &str) -> ! {
     let mut report = ErrorReport::new(code, message, "pg_cache");
@@ -35,4 +47,35 @@ pub fn invalid(message: String, hint: &str) -> ! {
 
 pub fn too_large(message: String, hint: &str) -> ! {
     raise(PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, message, hint)
+}
+
+thread_local! {
+    /// Memory set aside for the error path. When the heap is exhausted (a process
+    /// limit, `vm.overcommit_memory = 2`), raising an ERROR still needs a few small
+    /// allocations (the message, the panic that carries it to pgrx's guard), and an
+    /// allocation that fails there aborts the process. Freed just before raising
+    /// 53200, armed again on the next write. (PostgreSQL keeps 8 kB in ErrorContext
+    /// for the same reason.)
+    static PARACHUTE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+const PARACHUTE_BYTES: usize = 64 << 10;
+
+/// Sets memory aside for [`out_of_memory`], if it is not already; never fails.
+pub fn arm_parachute() {
+    PARACHUTE.with_borrow_mut(|p| {
+        if p.capacity() == 0 {
+            let _ = p.try_reserve_exact(PARACHUTE_BYTES);
+        }
+    });
+}
+
+/// A backend allocation failed: an ERROR like PostgreSQL's own, never an abort.
+pub fn out_of_memory(what: &str) -> ! {
+    PARACHUTE.with_borrow_mut(|p| *p = Vec::new());
+    raise(
+        PgSqlErrorCode::ERRCODE_OUT_OF_MEMORY,
+        format!("out of memory while {what}"),
+        "The transaction holds too many pending pg_cache writes: commit in smaller batches.",
+    )
 }

@@ -8,19 +8,24 @@ use pgrx::pg_sys;
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
-use super::caches::{self, check_admin, check_key, check_name, check_not_parallel, check_positive, check_value_size};
-use super::errors;
+use super::caches::{self, check_admin, check_key, check_name, check_writable, check_positive, check_value_size};
+use super::{declarations, errors};
 use super::jsonb::RawJsonb;
 use crate::core::key;
 use crate::core::store::Lookup;
-use crate::core::writeset::{Op, Pending};
+use crate::core::writeset::{try_copy, try_string, Op, Pending};
 use crate::xact::now;
 use crate::{shmem, xact};
+
+/// A copy of a cache name for the write set; 53200 rather than an abort when memory is out.
+fn owned(name: &str) -> String {
+    try_string(name).unwrap_or_else(|_| errors::out_of_memory("copying a cache name"))
+}
 
 /// Stores `value` under `key` when the transaction commits.
 #[pg_extern(volatile, parallel_unsafe)]
 fn cache_set(cache: Option<&str>, key: Option<&str>, value: Option<RawJsonb>, ttl: default!(Option<Interval>, "NULL")) {
-    check_not_parallel("cache_set");
+    check_writable("cache_set");
     let name = check_name(cache);
     let key = check_key(key);
     let value = value.unwrap_or_else(|| errors::null_argument("value"));
@@ -28,9 +33,11 @@ fn cache_set(cache: Option<&str>, key: Option<&str>, value: Option<RawJsonb>, tt
     let ttl_us = ttl.map(|t| check_positive("ttl", t));
     let (slot, config) = caches::resolve(name);
     let stored = caches::stored_key(&config, key);
+    caches::check_entry_size(stored.len(), value.bytes().len());
     // The install reads this bucket at COMMIT: start loading it now.
     shmem::store().prefetch_bucket(key::hash(slot.index, &stored));
-    xact::push(Op::Set { cache: name.to_owned(), key: stored, value: value.bytes().to_vec(), ttl_us });
+    let value = try_copy(value.bytes()).unwrap_or_else(|_| errors::out_of_memory("copying a value"));
+    xact::push(Op::Set { cache: owned(name), key: stored, value, ttl_us });
 }
 
 /// The value of `key`, or `default` when it is missing or expired.
@@ -70,7 +77,7 @@ fn cache_get(cache: Option<&str>, key: Option<&str>, default: default!(Option<Ra
 /// Deletes `key` when the transaction commits; whether it was there.
 #[pg_extern(volatile, parallel_unsafe)]
 fn cache_delete(cache: Option<&str>, key: Option<&str>) -> bool {
-    check_not_parallel("cache_delete");
+    check_writable("cache_delete");
     let name = check_name(cache);
     let key = check_key(key);
     let (slot, config) = caches::resolve(name);
@@ -84,7 +91,7 @@ fn cache_delete(cache: Option<&str>, key: Option<&str>) -> bool {
         let hash = key::hash(slot.index, &stored);
         matches!(shmem::store().lookup(slot, &stored, hash, now, |_, _| ()), Lookup::Hit(()))
     });
-    xact::push(Op::Delete { cache: name.to_owned(), key: stored });
+    xact::push(Op::Delete { cache: owned(name), key: stored });
     existed
 }
 
@@ -92,10 +99,10 @@ fn cache_delete(cache: Option<&str>, key: Option<&str>) -> bool {
 /// only what it writes to it afterwards.
 #[pg_extern(volatile, parallel_unsafe)]
 fn cache_clear(cache: Option<&str>) {
-    check_not_parallel("cache_clear");
+    check_writable("cache_clear");
     let name = check_name(cache);
     caches::resolve(name);
-    xact::push(Op::Clear { cache: name.to_owned() });
+    xact::push(Op::Clear { cache: owned(name) });
     notify(name);
 }
 
@@ -117,7 +124,7 @@ fn notify(payload: &str) {
 /// Empties every cache of the current database when the transaction commits.
 #[pg_extern(volatile, parallel_unsafe)]
 fn cache_clear_all() {
-    check_not_parallel("cache_clear_all");
+    check_writable("cache_clear_all");
     shmem::store();
     xact::push(Op::ClearAll);
     notify("*");
@@ -133,7 +140,7 @@ fn cache_create(
     context: default!(Option<bool>, "true"),
     context_ignored_keys: default!(Option<Vec<Option<String>>>, "'{}'"),
 ) {
-    check_not_parallel("cache_create");
+    check_writable("cache_create");
     let name = check_name(cache);
     if let Some(n) = size_limit {
         if n < 1 {
@@ -153,15 +160,15 @@ fn cache_create(
     let config = crate::core::store::CacheConfig::new(size_limit.unwrap_or(0), duration_us.unwrap_or(0), context, &ignored.join(","))
         .unwrap_or_else(|| errors::too_large("context_ignored_keys is longer than 256 bytes in all".into(), ""));
     shmem::store();
-    let previous = caches::read_declaration(name);
-    caches::write_declaration(name, size_limit, duration, context, ignored);
-    xact::push(Op::Declare { cache: name.to_owned(), config: Box::new(config), previous: previous.map(Box::new) });
+    let previous = declarations::read(name);
+    declarations::write(name, size_limit, duration, context, ignored);
+    xact::push(Op::Declare { cache: owned(name), config: Box::new(config), previous: previous.map(Box::new) });
 }
 
 /// Drops every cache of a database at once (not transactional, like pg_stat_reset).
 #[pg_extern(volatile, parallel_unsafe)]
 fn cache_drop(dbname: Option<&str>) {
-    check_not_parallel("cache_drop");
+    check_writable("cache_drop");
     let dbname = dbname.unwrap_or_else(|| errors::null_argument("dbname"));
     check_admin("cache_drop", "drop the caches of a database");
     let cname = std::ffi::CString::new(dbname).unwrap_or_else(|_| errors::invalid("dbname contains a NUL byte".into(), ""));

@@ -23,9 +23,12 @@ impl Context<'_> {
     }
 }
 
-pub fn encode(ctx: &Context<'_>, key: &[u8]) -> Vec<u8> {
+/// The stored key; `Err` when the buffer cannot be allocated (the caller raises
+/// 53200 rather than let the process abort).
+pub fn encode(ctx: &Context<'_>, key: &[u8]) -> Result<Vec<u8>, std::collections::TryReserveError> {
     let settings_len: usize = ctx.settings.iter().map(|s| 4 + s.map_or(0, |v| v.len())).sum();
-    let mut out = Vec::with_capacity(6 + settings_len + key.len());
+    let mut out = Vec::new();
+    out.try_reserve_exact(6 + settings_len + key.len())?;
     out.extend_from_slice(&ctx.role.unwrap_or(u32::MAX).to_le_bytes());
     out.extend_from_slice(&(ctx.settings.len() as u16).to_le_bytes());
     for s in &ctx.settings {
@@ -38,7 +41,7 @@ pub fn encode(ctx: &Context<'_>, key: &[u8]) -> Vec<u8> {
         }
     }
     out.extend_from_slice(key);
-    out
+    Ok(out)
 }
 
 /// 64-bit hash of a stored key within one cache slot (FNV-1a, then a murmur3
@@ -59,6 +62,10 @@ pub fn hash(slot: u16, stored_key: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn encode(ctx: &Context<'_>, key: &[u8]) -> Vec<u8> {
+        super::encode(ctx, key).expect("memory")
+    }
 
     #[test]
     fn different_contexts_never_encode_alike() {

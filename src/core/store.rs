@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 mod fences;
 mod maintenance;
-use fences::FenceBucket;
+use fences::{DbFences, FenceBucket};
 pub use maintenance::Sweep;
 
 pub const BLOCK_SIZE: usize = 128;
@@ -56,8 +56,6 @@ pub const NO_EXPIRY: i64 = i64::MAX;
 pub const NEVER: i64 = i64::MIN;
 /// Lookups that race a commit of several writes before waiting on its commit lock.
 const OPTIMISTIC_LOOKUPS: usize = 2;
-/// Database-wide fences (`cache_clear_all`, `cache_drop`), indexed by database OID.
-const DB_FENCES: usize = 64;
 const MAGIC: u64 = 0x7067_5f63_6163_6865; // "pg_cache"
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -150,8 +148,9 @@ struct Header {
     magic: u64,
     /// Slots `0..used_slots` have ever been used; scans stop there.
     used_slots: AtomicU32,
-    /// Last database-wide invalidation, per `OID % DB_FENCES`.
-    db_fences: [AtomicI64; DB_FENCES],
+    /// Last database-wide invalidation of each database; written under the
+    /// directory lock.
+    db_fences: DbFences,
     // Each written often by different writers, so each on its own line.
     alloc: Line<AllocState>,
     serial: Line<AtomicU32>,
@@ -501,17 +500,22 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
     }
 
     /// As [`CacheCommit::install`], unless the fill is stale for a transaction that
-    /// started at `start` (then it is freed and counted): judged under the same
+    /// started at `start`: then it is freed and counted, and its key invalidated
+    /// instead (see [`CacheCommit::drop_stale`]). Judged under the same
     /// partition lock hold as the install, so that concurrent shared commits of the
     /// same key cannot both pass. Whether it was installed.
     pub fn install_if_fresh(&self, reserve: Option<&Reserve>, p: Prepared, key: &[u8], size_limit: u64, start: i64) -> bool {
         self.store.install_locked(reserve, self.r, p, key, size_limit, self.now, Some(start))
     }
 
-    /// Frees a prepared entry found stale by [`CacheCommit::is_stale`]; counts it.
-    pub fn drop_stale(&self, p: Prepared) {
+    /// Frees a prepared entry found stale by [`CacheCommit::is_stale`] and counts it;
+    /// its key is invalidated all the same (entries removed, fence raised), as the
+    /// write meant to replace whatever value was there: a dropped fill never leaves
+    /// an older value behind.
+    pub fn drop_stale(&self, p: Prepared, key: &[u8]) {
         self.store.slot(self.r.index).list.stale_sets.fetch_add(1, Ordering::Relaxed);
         self.store.free_entry(p.block);
+        self.store.invalidate_locked(self.r, key, p.hash, self.now);
     }
 
     /// Deletes the key and fences older fills of it; whether a visible entry was there.
@@ -519,9 +523,17 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
         self.store.delete_locked(self.r, key, hash, self.now)
     }
 
+    /// Publishes a declaration. One that changes how keys are stored (`context`, its
+    /// ignored keys) also clears the cache: entries stored under the old encoding
+    /// would otherwise come back, deletes made meanwhile notwithstanding, when the
+    /// cache is switched back.
     pub fn set_config(&self, config: &CacheConfig, size_limit: u64) {
         debug_assert!(!self.shared);
+        let old = self.store.config(self.r);
         self.store.set_config(self.r, config);
+        if old.context != config.context || old.ignored() != config.ignored() {
+            self.store.clear_locked(self.r, self.now);
+        }
         self.store.enforce_size_limit(self.r, size_limit, self.now);
     }
 }
@@ -561,9 +573,7 @@ impl<'a, L: Locks> Store<'a, L> {
             for f in 0..self.geo.fence_buckets {
                 (*self.fence_bucket(f)).init();
             }
-            for f in &(*h).db_fences {
-                f.store(NEVER, Ordering::Relaxed);
-            }
+            (*h).db_fences.init();
         }
     }
 
@@ -662,6 +672,13 @@ impl<'a, L: Locks> Store<'a, L> {
     fn lock_directory(&self, mode: Mode) -> DirectoryGuard<'a, L> {
         self.locks.lock_directory(mode);
         DirectoryGuard(self.locks)
+    }
+
+    /// The most payload bytes (stored key + value) one entry can hold: an entry may
+    /// take at most half of the blocks, so that eviction can always make room for it.
+    pub fn max_payload(&self) -> usize {
+        let blocks = self.geo.blocks as usize / 2;
+        if blocks == 0 { 0 } else { FIRST_PAYLOAD + (blocks - 1) * NEXT_PAYLOAD }
     }
 
     pub fn blocks_for(payload: usize) -> usize {
@@ -1185,10 +1202,10 @@ impl<'a, L: Locks> Store<'a, L> {
         expires_at: i64,
         now: i64,
     ) -> Result<Option<Prepared>, StoreError> {
-        let n = Self::blocks_for(key.len() + value.len());
-        if n > self.geo.blocks as usize / 2 {
+        if key.len() + value.len() > self.max_payload() {
             return Err(StoreError::TooLarge);
         }
+        let n = Self::blocks_for(key.len() + value.len());
         self.prefetch_install(hash);
         let reserved = self.take_reserve(reserve, n as u32);
         let (first, last) = match reserved {
@@ -1297,14 +1314,15 @@ impl<'a, L: Locks> Store<'a, L> {
     }
 
     fn db_fence(&self, db: u32) -> i64 {
-        self.hdr().db_fences[db as usize % DB_FENCES].load(Ordering::Acquire)
+        self.hdr().db_fences.get(db)
     }
 
     /// Fences every fill into database `db` by transactions that started at or before
     /// `now` (for `cache_clear_all` and `cache_drop`). Raise it before clearing the
     /// database's caches, so that a cache created meanwhile is covered too.
     pub fn raise_db_fence(&self, db: u32, now: i64) {
-        self.hdr().db_fences[db as usize % DB_FENCES].fetch_max(now, Ordering::AcqRel);
+        let _dir = self.lock_directory(Mode::Exclusive);
+        self.hdr().db_fences.raise_locked(db, now);
     }
 
     /// Empties every cache of database `db` but those `skip` names, after raising the
@@ -1345,37 +1363,39 @@ impl<'a, L: Locks> Store<'a, L> {
             let _p = self.lock_bucket(bucket, Mode::Exclusive);
             // Clears take the commit lock exclusively, so last_clear cannot move while
             // we hold it shared; same-key commits wait for this partition lock.
-            if fresh_since.is_some_and(|start| self.fenced_locked(s, p.hash, start)) {
+            let stale = fresh_since.is_some_and(|start| self.fenced_locked(s, p.hash, start));
+            let insert_after;
+            // A stale fill still invalidates its key: whatever the transaction meant
+            // to replace must not outlive it.
+            (replaced, insert_after) = self.unlink_key_locked(r, bucket, p.hash, key);
+            // SAFETY: the fence bucket is guarded by the partition lock we hold.
+            unsafe { (*self.fence_of(p.hash)).raise(p.hash, now) };
+            let _g = self.lock_list(s);
+            self.retire_unlinked(s, replaced, now);
+            let live = s.state.load(Ordering::Acquire) == SLOT_ACTIVE
+                && s.incarnation.load(Ordering::Acquire) == r.incarnation;
+            if stale {
                 s.list.stale_sets.fetch_add(1, Ordering::Relaxed);
-                replaced = NIL;
                 false
-            } else {
-                let insert_after;
-                (replaced, insert_after) = self.unlink_key_locked(r, bucket, p.hash, key);
-                // SAFETY: the fence bucket is guarded by the partition lock we hold.
-                unsafe { (*self.fence_of(p.hash)).raise(p.hash, now) };
-                let _g = self.lock_list(s);
-                self.retire_unlinked(s, replaced, now);
-                let live = s.state.load(Ordering::Acquire) == SLOT_ACTIVE
-                    && s.incarnation.load(Ordering::Acquire) == r.incarnation;
-                if live {
-                    let tick = s.list.tick.fetch_add(1, Ordering::Relaxed);
-                    // SAFETY: we own the entry and hold the partition lock and the list lock.
-                    unsafe {
-                        let h = self.head(p.block);
-                        if (*h).expires_at != NO_EXPIRY {
-                            self.hdr().changes.fetch_add(1, Ordering::Relaxed);
-                        }
-                        (*h).gen = s.gen.load(Ordering::Relaxed);
-                        (*h).last_used.store(tick, Ordering::Relaxed);
-                        self.lru_push_head(s, p.block);
-                        s.list.entries.fetch_add(1, Ordering::Relaxed);
-                        s.list.bytes.fetch_add((*h).n_blocks as u64 * BLOCK_SIZE as u64, Ordering::Relaxed);
-                        s.list.sets.fetch_add(1, Ordering::Relaxed);
-                        self.chain_insert_after(bucket, insert_after, p.block);
+            } else if live {
+                let tick = s.list.tick.fetch_add(1, Ordering::Relaxed);
+                // SAFETY: we own the entry and hold the partition lock and the list lock.
+                unsafe {
+                    let h = self.head(p.block);
+                    if (*h).expires_at != NO_EXPIRY {
+                        self.hdr().changes.fetch_add(1, Ordering::Relaxed);
                     }
+                    (*h).gen = s.gen.load(Ordering::Relaxed);
+                    (*h).last_used.store(tick, Ordering::Relaxed);
+                    self.lru_push_head(s, p.block);
+                    s.list.entries.fetch_add(1, Ordering::Relaxed);
+                    s.list.bytes.fetch_add((*h).n_blocks as u64 * BLOCK_SIZE as u64, Ordering::Relaxed);
+                    s.list.sets.fetch_add(1, Ordering::Relaxed);
+                    self.chain_insert_after(bucket, insert_after, p.block);
                 }
-                live
+                true
+            } else {
+                false
             }
         };
         self.free_unlinked(reserve, replaced);
@@ -1463,6 +1483,17 @@ impl<'a, L: Locks> Store<'a, L> {
 
     /// Deletes (slot, key); whether a visible entry was there. Commit lock held.
     fn delete_locked(&self, r: SlotRef, key: &[u8], hash: u64, now: i64) -> bool {
+        let visible = self.invalidate_locked(r, key, hash, now);
+        if visible {
+            self.slot(r.index).list.deletes.fetch_add(1, Ordering::Relaxed);
+        }
+        visible
+    }
+
+    /// Removes every entry of (slot, key) and raises the key's fence, so that fills
+    /// older than `now` are dropped; whether a visible entry was there. Counts
+    /// nothing: the caller says why. Commit lock held.
+    fn invalidate_locked(&self, r: SlotRef, key: &[u8], hash: u64, now: i64) -> bool {
         let s = self.slot(r.index);
         let bucket = self.bucket_of(hash);
         let (unlinked, visible) = {
@@ -1476,9 +1507,6 @@ impl<'a, L: Locks> Store<'a, L> {
             };
             (unlinked, visible)
         };
-        if visible {
-            s.list.deletes.fetch_add(1, Ordering::Relaxed);
-        }
         self.free_unlinked(None, unlinked);
         visible
     }

@@ -5,6 +5,7 @@
 //! rolled-back subtransaction drops just its own operations.
 
 use std::collections::HashMap;
+use std::collections::TryReserveError;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
 use super::store::CacheConfig;
@@ -77,19 +78,59 @@ impl Hasher for AlreadyHashed {
 struct Logged {
     level: u32,
     op: Op,
-    /// For a Set or Delete: the previous write with the same hash of (cache, key)
-    /// (`NONE`: none), and whether a later write of the same key replaced it.
-    prev_same_hash: usize,
+    /// Set/Delete: the hash of (cache, key). Unused for other operations.
+    key_hash: u64,
+    /// What this operation's index map held before it (`NONE`: nothing), so that
+    /// undoing it puts the map back: for a Set or Delete the previous write with the
+    /// same hash, for a Clear or Declare the cache's previous one, for a ClearAll the
+    /// previous ClearAll.
+    prev: usize,
+    /// Set/Delete: the earlier write of the same key this one replaced (`NONE`: none).
+    replaced: usize,
+    /// Whether a later write of the same key replaced this one.
     superseded: bool,
+}
+
+/// The write set could not grow: the backend is out of memory. The caller raises
+/// 53200 (out_of_memory) and the write set is as it was before the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutOfMemory;
+
+impl From<TryReserveError> for OutOfMemory {
+    fn from(_: TryReserveError) -> Self {
+        OutOfMemory
+    }
+}
+
+/// A copy of `bytes` that reports a failed allocation instead of aborting the process.
+pub fn try_copy(bytes: &[u8]) -> Result<Vec<u8>, OutOfMemory> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(bytes.len())?;
+    v.extend_from_slice(bytes);
+    Ok(v)
+}
+
+/// As [`try_copy`], for a string.
+pub fn try_string(s: &str) -> Result<String, OutOfMemory> {
+    let mut v = String::new();
+    v.try_reserve_exact(s.len())?;
+    v.push_str(s);
+    Ok(v)
 }
 
 /// Sets and deletes are indexed by a hash of (cache, key) rather than by copies of
 /// both, so that a write costs no allocation beyond its own operation.
+///
+/// The log's levels never decrease from one operation to the next (a subtransaction's
+/// operations come after its parent's and are relabelled or removed when it ends), so
+/// a rolled-back subtransaction is a suffix of the log. Every operation remembers what
+/// it changed in the indexes, so that undoing it costs what it undoes: a PL/pgSQL loop
+/// with an EXCEPTION block per iteration stays linear.
 #[derive(Default)]
 pub struct WriteSet {
     ops: Vec<Logged>,
     /// Hash of (cache, key) → index of the last Set/Delete with that hash; earlier
-    /// ones with the same hash chain through `prev_same_hash`.
+    /// ones with the same hash chain through `prev`.
     keys: HashMap<u64, usize, BuildHasherDefault<AlreadyHashed>>,
     hasher: RandomState,
     /// cache → index of its last Clear.
@@ -97,6 +138,27 @@ pub struct WriteSet {
     clear_all: Option<usize>,
     /// cache → index of its last Declare.
     declares: HashMap<String, usize>,
+}
+
+/// Points `map[key]` at `i`; returns what it held (`NONE`: nothing). Reserves first,
+/// so that a failed allocation leaves the map as it was.
+fn index_name(map: &mut HashMap<String, usize>, key: &str, i: usize) -> Result<usize, OutOfMemory> {
+    if let Some(slot) = map.get_mut(key) {
+        return Ok(std::mem::replace(slot, i));
+    }
+    map.try_reserve(1)?;
+    map.insert(try_string(key)?, i);
+    Ok(NONE)
+}
+
+/// Puts `map[key]` back to `prev` (`NONE`: removes it). The entry exists, so this
+/// allocates nothing: it runs in the subtransaction abort callback.
+fn restore_name(map: &mut HashMap<String, usize>, key: &str, prev: usize) {
+    if prev == NONE {
+        map.remove(key);
+    } else if let Some(slot) = map.get_mut(key) {
+        *slot = prev;
+    }
 }
 
 impl WriteSet {
@@ -112,26 +174,49 @@ impl WriteSet {
         *self = WriteSet::default();
     }
 
-    pub fn push(&mut self, level: u32, op: Op) {
+    /// Logs `op` at subtransaction `level`. On `Err` nothing changed.
+    pub fn push(&mut self, level: u32, op: Op) -> Result<(), OutOfMemory> {
+        debug_assert!(self.ops.last().is_none_or(|l| l.level <= level), "levels never decrease along the log");
+        self.ops.try_reserve(1)?;
         let i = self.ops.len();
-        let mut prev_same_hash = NONE;
-        match &op {
+        let (mut key_hash, mut replaced) = (0, NONE);
+        let prev = match &op {
             Op::Set { cache, key, .. } | Op::Delete { cache, key } => {
-                let key_hash = self.hasher.hash_one((cache.as_str(), key.as_slice()));
-                prev_same_hash = self.keys.insert(key_hash, i).unwrap_or(NONE);
-                if let Some(last) = self.last_write_from(prev_same_hash, cache, key) {
+                key_hash = self.hasher.hash_one((cache.as_str(), key.as_slice()));
+                self.keys.try_reserve(1)?;
+                let prev = self.keys.insert(key_hash, i).unwrap_or(NONE);
+                if let Some(last) = self.last_write_from(prev, cache, key) {
                     self.ops[last].superseded = true;
+                    replaced = last;
+                }
+                prev
+            }
+            Op::Clear { cache } => index_name(&mut self.clears, cache, i)?,
+            Op::ClearAll => self.clear_all.replace(i).unwrap_or(NONE),
+            Op::Declare { cache, .. } => index_name(&mut self.declares, cache, i)?,
+        };
+        self.ops.push(Logged { level, op, key_hash, prev, replaced, superseded: false });
+        Ok(())
+    }
+
+    /// Removes the last operation and puts the indexes back as they were before it.
+    fn pop(&mut self) {
+        let Some(l) = self.ops.pop() else { return };
+        match &l.op {
+            Op::Set { .. } | Op::Delete { .. } => {
+                if l.prev == NONE {
+                    self.keys.remove(&l.key_hash);
+                } else {
+                    self.keys.insert(l.key_hash, l.prev);
+                }
+                if l.replaced != NONE {
+                    self.ops[l.replaced].superseded = false;
                 }
             }
-            Op::Clear { cache } => {
-                self.clears.insert(cache.clone(), i);
-            }
-            Op::ClearAll => self.clear_all = Some(i),
-            Op::Declare { cache, .. } => {
-                self.declares.insert(cache.clone(), i);
-            }
+            Op::Clear { cache } => restore_name(&mut self.clears, cache, l.prev),
+            Op::ClearAll => self.clear_all = (l.prev != NONE).then_some(l.prev),
+            Op::Declare { cache, .. } => restore_name(&mut self.declares, cache, l.prev),
         }
-        self.ops.push(Logged { level, op, prev_same_hash, superseded: false });
     }
 
     /// The index of the last Set or Delete of (cache, key).
@@ -146,7 +231,7 @@ impl WriteSet {
                 Op::Set { cache: c, key: k, .. } | Op::Delete { cache: c, key: k } if c == cache && k == key => {
                     return Some(i);
                 }
-                _ => i = self.ops[i].prev_same_hash,
+                _ => i = self.ops[i].prev,
             }
         }
         None
@@ -185,6 +270,7 @@ impl WriteSet {
     /// The committed declaration this transaction's first `cache_create` replaced:
     /// `Some(None)` when there was none, `None` when the transaction declared nothing.
     pub fn declared_before(&self, cache: &str) -> Option<Option<CacheConfig>> {
+        self.declares.get(cache)?;
         self.ops.iter().find_map(|l| match &l.op {
             Op::Declare { cache: c, previous, .. } if c == cache => Some(previous.as_deref().copied()),
             _ => None,
@@ -192,15 +278,10 @@ impl WriteSet {
     }
 
     /// A subtransaction at `level` rolled back: forget what it and its children did.
+    /// Costs what it undoes, and allocates nothing (it runs in an abort callback).
     pub fn rollback_to(&mut self, level: u32) {
-        let keep = self.ops.iter().position(|l| l.level >= level).unwrap_or(self.ops.len());
-        if keep == self.ops.len() {
-            return;
-        }
-        let ops = std::mem::take(&mut self.ops);
-        self.reset();
-        for l in ops.into_iter().take(keep) {
-            self.push(l.level, l.op);
+        while self.ops.last().is_some_and(|l| l.level >= level) {
+            self.pop();
         }
     }
 
@@ -215,15 +296,24 @@ impl WriteSet {
     }
 
     /// What the commit must do, in order: declarations, clears, then the last write
-    /// of each key made after its cache's last clear.
-    pub fn plan(&self) -> Plan<'_> {
+    /// of each key made after its cache's last clear. `Err` when its lists cannot be
+    /// allocated (reserved up front, so that a large write set fails cleanly).
+    pub fn plan(&self) -> Result<Plan<'_>, OutOfMemory> {
         let mut plan = Plan { clear_all: self.clear_all.is_some(), ..Default::default() };
+        let live = |i: usize, l: &Logged| match &l.op {
+            Op::Set { cache, .. } | Op::Delete { cache, .. } => !l.superseded && self.after_clear(cache, i),
+            _ => false,
+        };
+        let writes = self.ops.iter().enumerate().filter(|&(i, l)| live(i, l)).count();
+        plan.writes.try_reserve_exact(writes)?;
+        plan.clears.try_reserve_exact(self.clears.len())?;
+        plan.declares.try_reserve_exact(self.declares.len())?;
         for (i, l) in self.ops.iter().enumerate() {
             match &l.op {
-                Op::Set { cache, key, value, ttl_us } if !l.superseded && self.after_clear(cache, i) => {
+                Op::Set { cache, key, value, ttl_us } if live(i, l) => {
                     plan.writes.push(Write { op: i, cache, key, value: Some((value, *ttl_us)) });
                 }
-                Op::Delete { cache, key } if !l.superseded && self.after_clear(cache, i) => {
+                Op::Delete { cache, key } if live(i, l) => {
                     plan.writes.push(Write { op: i, cache, key, value: None });
                 }
                 Op::Clear { cache } if self.clears.get(cache) == Some(&i) => plan.clears.push(cache),
@@ -233,7 +323,7 @@ impl WriteSet {
                 _ => {}
             }
         }
-        plan
+        Ok(plan)
     }
 
     /// Whether operation `i` on `cache` comes after the cache's last clear.
@@ -252,6 +342,12 @@ impl WriteSet {
 mod tests {
     use super::*;
 
+    impl WriteSet {
+        fn push_ok(&mut self, level: u32, op: Op) {
+            self.push(level, op).expect("memory");
+        }
+    }
+
     fn set(c: &str, k: &str, v: &str) -> Op {
         Op::Set { cache: c.into(), key: k.into(), value: v.into(), ttl_us: None }
     }
@@ -260,18 +356,18 @@ mod tests {
     fn reads_see_own_writes_deletes_and_clears() {
         let mut w = WriteSet::default();
         assert_eq!(w.lookup("c", b"k"), Pending::Unknown);
-        w.push(1, set("c", "k", "1"));
+        w.push_ok(1, set("c", "k", "1"));
         assert_eq!(w.lookup("c", b"k"), Pending::Value(b"1"));
-        w.push(1, Op::Delete { cache: "c".into(), key: b"k".to_vec() });
+        w.push_ok(1, Op::Delete { cache: "c".into(), key: b"k".to_vec() });
         assert_eq!(w.lookup("c", b"k"), Pending::Deleted);
-        w.push(1, set("c", "k", "2"));
-        w.push(1, Op::Clear { cache: "c".into() });
+        w.push_ok(1, set("c", "k", "2"));
+        w.push_ok(1, Op::Clear { cache: "c".into() });
         assert_eq!(w.lookup("c", b"k"), Pending::Cleared);
         assert_eq!(w.lookup("c", b"other"), Pending::Cleared);
         assert_eq!(w.lookup("d", b"k"), Pending::Unknown);
-        w.push(1, set("c", "k", "3"));
+        w.push_ok(1, set("c", "k", "3"));
         assert_eq!(w.lookup("c", b"k"), Pending::Value(b"3"));
-        w.push(1, Op::ClearAll);
+        w.push_ok(1, Op::ClearAll);
         assert_eq!(w.lookup("d", b"k"), Pending::Cleared);
         assert_eq!(w.lookup("c", b"k"), Pending::Cleared);
     }
@@ -279,13 +375,13 @@ mod tests {
     #[test]
     fn plan_keeps_last_write_after_last_clear() {
         let mut w = WriteSet::default();
-        w.push(1, set("c", "a", "1"));
-        w.push(1, set("c", "b", "1"));
-        w.push(1, Op::Clear { cache: "c".into() });
-        w.push(1, set("c", "b", "2"));
-        w.push(1, set("d", "x", "1"));
-        w.push(1, Op::Delete { cache: "d".into(), key: b"x".to_vec() });
-        let p = w.plan();
+        w.push_ok(1, set("c", "a", "1"));
+        w.push_ok(1, set("c", "b", "1"));
+        w.push_ok(1, Op::Clear { cache: "c".into() });
+        w.push_ok(1, set("c", "b", "2"));
+        w.push_ok(1, set("d", "x", "1"));
+        w.push_ok(1, Op::Delete { cache: "d".into(), key: b"x".to_vec() });
+        let p = w.plan().unwrap();
         assert!(!p.clear_all);
         assert_eq!(p.clears, vec!["c"]);
         assert_eq!(
@@ -300,15 +396,15 @@ mod tests {
     #[test]
     fn plan_has_each_keys_last_write_in_the_order_of_last_writes() {
         let mut w = WriteSet::default();
-        w.push(1, set("c", "a", "1"));
-        w.push(1, set("c", "b", "1"));
-        w.push(1, set("d", "a", "1"));
-        w.push(1, set("c", "a", "2"));
+        w.push_ok(1, set("c", "a", "1"));
+        w.push_ok(1, set("c", "b", "1"));
+        w.push_ok(1, set("d", "a", "1"));
+        w.push_ok(1, set("c", "a", "2"));
         // A rolled-back savepoint's write neither shows nor hides the one before it.
-        w.push(2, set("c", "b", "3"));
+        w.push_ok(2, set("c", "b", "3"));
         w.rollback_to(2);
         assert_eq!(w.lookup("c", b"b"), Pending::Value(b"1"));
-        let written: Vec<_> = w.plan().writes.into_iter().map(|x| (x.op, x.cache, x.key, x.value.map(|(v, _)| v))).collect();
+        let written: Vec<_> = w.plan().unwrap().writes.into_iter().map(|x| (x.op, x.cache, x.key, x.value.map(|(v, _)| v))).collect();
         assert_eq!(
             written,
             vec![(1, "c", &b"b"[..], Some(&b"1"[..])), (2, "d", &b"a"[..], Some(&b"1"[..])), (3, "c", &b"a"[..], Some(&b"2"[..]))]
@@ -320,17 +416,17 @@ mod tests {
     #[test]
     fn subtransaction_rollback_drops_only_its_ops() {
         let mut w = WriteSet::default();
-        w.push(1, set("c", "k", "outer"));
-        w.push(2, set("c", "k", "inner"));
-        w.push(3, Op::Clear { cache: "c".into() });
+        w.push_ok(1, set("c", "k", "outer"));
+        w.push_ok(2, set("c", "k", "inner"));
+        w.push_ok(3, Op::Clear { cache: "c".into() });
         w.rollback_to(2);
         assert_eq!(w.lookup("c", b"k"), Pending::Value(b"outer"));
         assert_eq!(w.len(), 1);
         // A released savepoint hands its ops to the parent; a later rollback of a
         // sibling at the same level keeps them.
-        w.push(2, set("c", "k", "released"));
+        w.push_ok(2, set("c", "k", "released"));
         w.commit_sub(2);
-        w.push(2, set("c", "k", "sibling"));
+        w.push_ok(2, set("c", "k", "sibling"));
         w.rollback_to(2);
         assert_eq!(w.lookup("c", b"k"), Pending::Value(b"released"));
     }
@@ -342,10 +438,75 @@ mod tests {
         let new1 = CacheConfig::new(6, 0, true, "").unwrap();
         let new2 = CacheConfig::new(7, 0, false, "").unwrap();
         assert_eq!(w.declared_before("c"), None);
-        w.push(1, Op::Declare { cache: "c".into(), config: Box::new(new1), previous: Some(Box::new(old)) });
-        w.push(1, Op::Declare { cache: "c".into(), config: Box::new(new2), previous: Some(Box::new(new1)) });
+        w.push_ok(1, Op::Declare { cache: "c".into(), config: Box::new(new1), previous: Some(Box::new(old)) });
+        w.push_ok(1, Op::Declare { cache: "c".into(), config: Box::new(new2), previous: Some(Box::new(new1)) });
         assert_eq!(w.declared("c"), Some(&new2));
         assert_eq!(w.declared_before("c"), Some(Some(old)));
-        assert_eq!(w.plan().declares, vec![("c", new2)]);
+        assert_eq!(w.plan().unwrap().declares, vec![("c", new2)]);
+    }
+
+    /// Everything a reader or the commit can observe of a write set.
+    fn observe(w: &WriteSet) -> (Vec<Pending<'_>>, String) {
+        let mut seen = Vec::new();
+        for c in ["c", "d"] {
+            for k in ["a", "b", "x"] {
+                seen.push(w.lookup(c, k.as_bytes()));
+            }
+        }
+        (seen, format!("{:?} {:?} {:?}", w.plan().unwrap(), w.declared("c"), w.declared_before("c")))
+    }
+
+    #[test]
+    fn rolling_back_a_savepoint_restores_exactly_what_was_there() {
+        // Random logs; after each rollback the write set must look as one built from
+        // the kept operations alone.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let config = CacheConfig::new(3, 0, true, "").unwrap();
+        for _round in 0..300 {
+            let mut w = WriteSet::default();
+            let mut kept: Vec<(u32, Op)> = Vec::new();
+            let mut level = 1;
+            for _step in 0..40 {
+                let cache = ["c", "d"][next(2) as usize].to_string();
+                let key = ["a", "b", "x"][next(3) as usize].as_bytes().to_vec();
+                let op = match next(10) {
+                    0 => Op::Clear { cache },
+                    1 => Op::ClearAll,
+                    2 => Op::Declare { cache, config: Box::new(config), previous: None },
+                    3 | 4 => Op::Delete { cache, key },
+                    _ => Op::Set { cache, key, value: next(100).to_string().into_bytes(), ttl_us: None },
+                };
+                match next(8) {
+                    0 if level < 5 => level += 1,
+                    1 if level > 1 => {
+                        w.commit_sub(level);
+                        for (l, _) in kept.iter_mut().filter(|(l, _)| *l >= level) {
+                            *l = level - 1;
+                        }
+                        level -= 1;
+                    }
+                    2 if level > 1 => {
+                        w.rollback_to(level);
+                        kept.retain(|(l, _)| *l < level);
+                        level -= 1;
+                        let mut rebuilt = WriteSet::default();
+                        for (l, op) in &kept {
+                            rebuilt.push_ok(*l, op.clone());
+                        }
+                        assert_eq!(observe(&w), observe(&rebuilt));
+                        assert_eq!(w.len(), rebuilt.len());
+                    }
+                    _ => {}
+                }
+                w.push_ok(level, op.clone());
+                kept.push((level, op));
+            }
+        }
     }
 }

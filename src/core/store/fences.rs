@@ -10,6 +10,8 @@
 //! folded into the floor, which then fences every key of the bucket. Forgetting can
 //! therefore only drop more fills, never install a stale one.
 
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+
 use super::NEVER;
 
 pub const WAYS: usize = 4;
@@ -58,9 +60,121 @@ impl FenceBucket {
     }
 }
 
+/// Databases whose last database-wide invalidation (`cache_clear_all`, `cache_drop`)
+/// is remembered exactly, by OID.
+pub const DATABASES: usize = 256;
+
+/// One remembered database: its OID (0: free) and the time of its last database-wide
+/// invalidation.
+#[repr(C)]
+struct DbFence {
+    db: AtomicU32,
+    at: AtomicI64,
+}
+
+/// Database-wide fences, exact per database for up to [`DATABASES`] of them. Entries
+/// are taken in order and a free one is never followed by a taken one. When all are
+/// taken, the oldest is folded into `floor`, which fences every database, and given
+/// to the new one: forgetting only ever drops more fills.
+///
+/// Writers serialise on the caller's lock (the directory lock); readers take none: a
+/// writer folds an entry into the floor before giving it away, and a reader reads the
+/// floor after the entries, so a reader that misses an entry still sees its time.
+#[repr(C)]
+pub struct DbFences {
+    entries: [DbFence; DATABASES],
+    floor: AtomicI64,
+}
+
+impl DbFences {
+    pub fn init(&self) {
+        for e in &self.entries {
+            e.db.store(0, Ordering::Relaxed);
+            e.at.store(NEVER, Ordering::Relaxed);
+        }
+        self.floor.store(NEVER, Ordering::Relaxed);
+    }
+
+    /// The last database-wide invalidation of `db` (or a later time: see the floor).
+    pub fn get(&self, db: u32) -> i64 {
+        let mut at = NEVER;
+        for e in &self.entries {
+            match e.db.load(Ordering::Acquire) {
+                0 => break,
+                d if d == db => {
+                    at = e.at.load(Ordering::Acquire);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        at.max(self.floor.load(Ordering::Acquire))
+    }
+
+    /// Records a database-wide invalidation of `db` at `now`. The caller holds the lock
+    /// that serialises writers.
+    pub fn raise_locked(&self, db: u32, now: i64) {
+        let mut oldest = 0;
+        for (i, e) in self.entries.iter().enumerate() {
+            match e.db.load(Ordering::Relaxed) {
+                d if d == db => {
+                    e.at.fetch_max(now, Ordering::AcqRel);
+                    return;
+                }
+                0 => {
+                    e.at.store(now, Ordering::Relaxed);
+                    e.db.store(db, Ordering::Release);
+                    return;
+                }
+                _ if e.at.load(Ordering::Relaxed) < self.entries[oldest].at.load(Ordering::Relaxed) => oldest = i,
+                _ => {}
+            }
+        }
+        let e = &self.entries[oldest];
+        let old = e.at.load(Ordering::Relaxed);
+        self.floor.fetch_max(old, Ordering::AcqRel);
+        e.db.store(db, Ordering::Release);
+        e.at.store(now.max(old), Ordering::Release);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn db_fences() -> Box<DbFences> {
+        // SAFETY: all-zero bytes are valid atomics; init sets the real start state.
+        let f: Box<DbFences> = unsafe { Box::new(std::mem::zeroed()) };
+        f.init();
+        f
+    }
+
+    #[test]
+    fn database_fences_are_exact_per_database() {
+        let f = db_fences();
+        // 1 and 65 are equal modulo 64: they must not share a fence.
+        f.raise_locked(1, 100);
+        assert_eq!(f.get(1), 100);
+        assert_eq!(f.get(65), NEVER, "a clear in one database is not reported in another");
+        f.raise_locked(65, 50);
+        f.raise_locked(1, 90);
+        assert_eq!((f.get(1), f.get(65)), (100, 50), "fences never move back");
+    }
+
+    #[test]
+    fn a_full_table_forgets_toward_dropping_more() {
+        let f = db_fences();
+        let n = DATABASES as u32 + 40;
+        for db in 1..=n {
+            f.raise_locked(db, 1000 + db as i64);
+        }
+        for db in 1..=n {
+            assert!(f.get(db) >= 1000 + db as i64, "database {db} lost its fence");
+        }
+        // The newest ones are still exact; an unseen database sees only the floor.
+        assert_eq!(f.get(n), 1000 + n as i64);
+        assert!(f.get(n + 1) < 1000 + n as i64 - DATABASES as i64 + 1);
+    }
 
     fn bucket() -> FenceBucket {
         let mut b = FenceBucket { at: [0; WAYS], tag: [0; WAYS], floor: 0, _pad: [0; 8] };

@@ -104,11 +104,13 @@ impl<L: Locks> Store<'_, L> {
             .sum()
     }
 
-    /// `DROP DATABASE db` committed at `now`: its caches vanish at once (the worker
-    /// frees their memory) and every fill into it is fenced. O(caches), allocates
-    /// nothing: this runs at COMMIT.
-    pub fn detach_database(&self, db: u32, now: i64) {
-        self.raise_db_fence(db, now);
+    /// `DROP DATABASE db` (or `DROP EXTENSION pg_cache` in it) committed: its caches
+    /// vanish at once (the worker frees their memory). O(caches), allocates nothing:
+    /// this runs at COMMIT.
+    pub fn detach_database(&self, db: u32) {
+        // No fence: nobody is connected to a database being dropped, so no fill of
+        // it is in flight, and a database created later with the same OID must not
+        // report this as a clear of its own.
         let _dir = self.lock_directory(Mode::Exclusive);
         for (r, _) in self.active_slots_of(db) {
             self.begin_drop_locked(r.index);

@@ -370,6 +370,33 @@ fn an_entry_over_half_the_pool_is_refused() {
     let r = new_cache(s, 1, "c");
     let big = vec![0u8; 200 << 10];
     assert_eq!(s.prepare(None, r, b"k", &big, 1, NO_EXPIRY, 0), Err(StoreError::TooLarge));
+    // max_payload is the exact limit: one byte more is refused, that much fits, and
+    // it can be stored even when the pool is full of other entries.
+    let max = s.max_payload();
+    let at_limit = vec![7u8; max - 1];
+    assert_eq!(s.prepare(None, r, b"k", &[at_limit.as_slice(), &[7, 7]].concat(), 1, NO_EXPIRY, 0), Err(StoreError::TooLarge));
+    for i in 0..10_000 {
+        set(s, r, &format!("filler{i}"), b"x", u64::MAX);
+    }
+    set(s, r, "k", &at_limit, u64::MAX);
+    assert_eq!(get(s, r, "k").map(|v| v.len()), Some(max - 1));
+}
+
+#[test]
+fn a_declaration_that_changes_the_key_encoding_clears_the_cache() {
+    let reg = region(1 << 20, 2);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    set(s, r, "k", b"v", 10);
+    let shared = CacheConfig::new(0, 0, false, "").unwrap();
+    s.commit(r, 100).set_config(&shared, 10);
+    assert_eq!(get(s, r, "k"), None, "context true -> false clears");
+    set(s, r, "k", b"v", 10);
+    s.commit(r, 200).set_config(&CacheConfig::new(5, 0, false, "").unwrap(), 10);
+    assert_eq!(get(s, r, "k"), Some(b"v".to_vec()), "a new size limit keeps the entries");
+    s.commit(r, 300).set_config(&CacheConfig::new(5, 0, false, "app.lang").unwrap(), 10);
+    assert_eq!(get(s, r, "k"), None, "new ignored keys clear");
+    assert_eq!(s.last_clear(r), Some(300));
 }
 
 #[test]
@@ -432,7 +459,7 @@ fn a_fill_older_than_a_committed_delete_or_overwrite_is_stale() {
     assert!(c.is_stale(h, 100), "a tie counts as older");
     assert!(!c.is_stale(h, 101));
     assert!(!c.is_stale(hash(r.index, b"other"), 90), "other keys are not fenced");
-    c.drop_stale(p);
+    c.drop_stale(p, b"k");
     drop(c);
     assert_eq!(get(s, r, "k"), None);
     // An installed overwrite fences older fills of the same key as well.
@@ -440,6 +467,34 @@ fn a_fill_older_than_a_committed_delete_or_overwrite_is_stale() {
     assert!(s.commit(r, 300).is_stale(h, 150));
     let st = s.stats(r, String::new());
     assert_eq!((st.stale_sets, st.entries), (1, 1));
+}
+
+#[test]
+fn a_dropped_stale_fill_still_invalidates_its_key() {
+    // The README's trigger pattern: T1 queues a delete of k (its UPDATE), then reads
+    // through the cache and fills k; meanwhile T2 fills k with the old value and
+    // commits. T1's fill is stale, but its delete must not be lost with it.
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    set_at(s, r, "k", b"old", NO_EXPIRY, 10, 200);
+    // One key: judged and applied in one step.
+    let (p, _) = prepared(s, r, "k", b"new");
+    assert!(!s.commit_one(r, 300).install_if_fresh(None, p, b"k", 10, 150));
+    assert_eq!(get(s, r, "k"), None, "the older value is gone with the stale fill");
+    assert!(s.commit(r, 310).is_stale(hash(r.index, b"k"), 300), "and the key is fenced as by a delete");
+    // Several keys: judged first, then dropped with the same effect.
+    set_at(s, r, "k", b"old", NO_EXPIRY, 10, 400);
+    set_at(s, r, "j", b"kept", NO_EXPIRY, 10, 400);
+    let (p, h) = prepared(s, r, "k", b"new");
+    let c = s.commit(r, 500);
+    assert!(c.is_stale(h, 350));
+    c.drop_stale(p, b"k");
+    drop(c);
+    assert_eq!(get(s, r, "k"), None);
+    assert_eq!(get(s, r, "j").as_deref(), Some(&b"kept"[..]), "other keys stay");
+    let st = s.stats(r, String::new());
+    assert_eq!((st.stale_sets, st.deletes), (2, 0), "counted as stale fills, not deletes");
 }
 
 #[test]
@@ -513,12 +568,13 @@ fn a_detached_database_vanishes_at_once_and_a_new_one_with_its_oid_starts_empty(
     set(s, old, "k", b"old", 10);
     set(s, other, "k", b"kept", 10);
     let free = s.free_blocks();
-    s.detach_database(7, 100);
+    s.detach_database(7);
     assert!(!s.is_valid(old));
     assert_eq!(s.find_slot(7, "c"), None);
     let again = new_cache(s, 7, "c");
     assert_ne!(again.index, old.index, "the old slot is still being freed");
     assert_eq!(get(s, again, "k"), None);
+    assert_eq!(s.stats(again, String::new()).last_clear, None, "the drop is no clear of the new database");
     assert_eq!(s.memory().databases, 2);
     assert_eq!(s.finish_drops(), 1);
     assert_eq!(s.free_blocks(), free + 1);
@@ -575,14 +631,19 @@ fn a_single_key_commit_judges_and_installs_in_one_step() {
     s.commit_one(r, 100).delete(b"k", h);
     assert!(!s.commit_one(r, 120).install_if_fresh(None, p, b"k", 10, 90), "deleted at 100, filled from 90");
     assert_eq!(s.free_blocks(), free, "the stale entry was freed");
+    // The dropped fill invalidated k at its own commit (120): a fill from before
+    // that is stale too, one from after it installs.
+    let (p, _) = prepared(s, r, "k", b"early");
+    assert!(!s.commit_one(r, 125).install_if_fresh(None, p, b"k", 10, 110));
     let (p, _) = prepared(s, r, "k", b"fresh");
-    assert!(s.commit_one(r, 130).install_if_fresh(None, p, b"k", 10, 101));
+    assert!(s.commit_one(r, 130).install_if_fresh(None, p, b"k", 10, 126));
     assert_eq!(get(s, r, "k"), Some(b"fresh".to_vec()));
-    // Its install is an overwrite: a fill that began before it is stale now.
+    // Its install is an overwrite: a fill that began before it is stale now, and
+    // takes the value it would have replaced with it.
     let (p, _) = prepared(s, r, "k", b"late");
-    assert!(!s.commit_one(r, 140).install_if_fresh(None, p, b"k", 10, 125));
-    assert_eq!(get(s, r, "k"), Some(b"fresh".to_vec()));
-    assert_eq!(s.stats(r, String::new()).stale_sets, 2);
+    assert!(!s.commit_one(r, 140).install_if_fresh(None, p, b"k", 10, 128));
+    assert_eq!(get(s, r, "k"), None);
+    assert_eq!(s.stats(r, String::new()).stale_sets, 3);
 }
 
 #[test]

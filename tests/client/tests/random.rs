@@ -2,7 +2,7 @@
 //! sets, deletes, clears, savepoints, errors, commits and rollbacks, interleaved one
 //! statement at a time by one driver, and every read is checked against a model: the
 //! committed state plus the session's own pending writes, with stale fills dropped
-//! at commit by the rule the README states.
+//! at commit (and their keys invalidated) by the rule the README states.
 //!
 //! `PG_CACHE_RANDOM_SEED` (default 1) and `PG_CACHE_RANDOM_OPS` (default 20000) set the
 //! run; a failure names the seed and the step, so any run can be replayed.
@@ -85,7 +85,12 @@ impl Model {
                         self.committed.insert((c, k), v);
                         self.key_fence.insert((c, k), now);
                     }
-                    Op::Set(..) => self.stale += 1,
+                    // A dropped fill still invalidates its key (README rule 5).
+                    Op::Set(_, k, _) => {
+                        self.stale += 1;
+                        self.committed.remove(&(c, k));
+                        self.key_fence.insert((c, k), now);
+                    }
                     Op::Delete(_, k) => {
                         self.committed.remove(&(c, k));
                         self.key_fence.insert((c, k), now);

@@ -1,0 +1,157 @@
+//! The declarations table (`pg_cache_declarations` in the extension's schema).
+//!
+//! Read by catalog-style scans, not SPI: a read needs no transaction id (so it works
+//! on a hot standby, inside a parallel operation and in a READ ONLY transaction),
+//! and no SQL text is parsed, so nothing in it depends on the caller's search_path.
+//! Written with one INSERT whose every name is qualified.
+
+use std::ffi::{CStr, CString};
+
+use pgrx::datum::Interval;
+use pgrx::pg_sys;
+use pgrx::pg_sys::errcodes::PgSqlErrorCode;
+use pgrx::prelude::*;
+
+use super::caches::interval_micros;
+use super::errors;
+use crate::core::store::CacheConfig;
+
+const TABLE: &CStr = c"pg_cache_declarations";
+const PRIMARY_KEY: &CStr = c"pg_cache_declarations_pkey";
+
+/// The schema pg_cache is installed in, in the current database.
+fn extension_schema() -> Option<pg_sys::Oid> {
+    // SAFETY: a scan of pg_extension by its name index inside a transaction, as
+    // get_extension_oid does; the tuple is read before the scan ends.
+    unsafe {
+        let rel = pg_sys::table_open(pg_sys::ExtensionRelationId, pg_sys::AccessShareLock as i32);
+        let mut key = std::mem::zeroed::<pg_sys::ScanKeyData>();
+        pg_sys::ScanKeyInit(
+            &mut key,
+            pg_sys::Anum_pg_extension_extname as i16,
+            pg_sys::BTEqualStrategyNumber as u16,
+            pg_sys::Oid::from(pg_sys::F_NAMEEQ),
+            pg_sys::Datum::from(c"pg_cache".as_ptr()),
+        );
+        let scan =
+            pg_sys::systable_beginscan(rel, pg_sys::Oid::from(pg_sys::ExtensionNameIndexId), true, std::ptr::null_mut(), 1, &mut key);
+        let tuple = pg_sys::systable_getnext(scan);
+        let schema = (!tuple.is_null()).then(|| {
+            let form = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_extension>(tuple);
+            (*form).extnamespace
+        });
+        pg_sys::systable_endscan(scan);
+        pg_sys::table_close(rel, pg_sys::AccessShareLock as i32);
+        schema
+    }
+}
+
+/// The declarations table and its schema, or `None` when the extension is not
+/// installed in this database.
+fn table() -> Option<(pg_sys::Oid, pg_sys::Oid)> {
+    let schema = extension_schema()?;
+    // SAFETY: a syscache lookup by name in a given schema.
+    let relid = unsafe { pg_sys::get_relname_relid(TABLE.as_ptr(), schema) };
+    (relid != pg_sys::InvalidOid).then_some((relid, schema))
+}
+
+/// The snapshot a read of the table uses: the latest committed state (plus this
+/// transaction's own writes), since a shared slot built from it serves everyone.
+/// Inside a parallel operation PostgreSQL takes no new snapshot; the statement's is
+/// used there.
+unsafe fn read_snapshot() -> pg_sys::Snapshot {
+    // SAFETY: the caller is inside a transaction; in parallel mode a statement is
+    // running, so an active snapshot is set.
+    unsafe {
+        if pg_sys::IsInParallelMode() && pg_sys::ActiveSnapshotSet() {
+            pg_sys::GetActiveSnapshot()
+        } else {
+            pg_sys::GetLatestSnapshot()
+        }
+    }
+}
+
+/// The committed declaration of `name` (as the latest snapshot sees it, with this
+/// transaction's own changes), or `None`.
+pub fn read(name: &str) -> Option<CacheConfig> {
+    let (relid, schema) = table()?;
+    let cname = CString::new(name).ok()?;
+    // SAFETY: the table is opened with AccessShareLock and closed below; the snapshot
+    // is registered for the scan; every datum is read before the scan ends, and text
+    // datums are detoasted copies in the current memory context.
+    unsafe {
+        let index = pg_sys::get_relname_relid(PRIMARY_KEY.as_ptr(), schema);
+        let attnum = |column: &CStr| pg_sys::get_attnum(relid, column.as_ptr());
+        let (a_cache, a_size, a_duration, a_context, a_ignored) = (
+            attnum(c"cache"),
+            attnum(c"size_limit"),
+            attnum(c"duration"),
+            attnum(c"context"),
+            attnum(c"context_ignored_keys"),
+        );
+        let rel = pg_sys::table_open(relid, pg_sys::AccessShareLock as i32);
+        let snapshot = pg_sys::RegisterSnapshot(read_snapshot());
+        let mut key = std::mem::zeroed::<pg_sys::ScanKeyData>();
+        pg_sys::ScanKeyInit(
+            &mut key,
+            a_cache,
+            pg_sys::BTEqualStrategyNumber as u16,
+            pg_sys::Oid::from(pg_sys::F_TEXTEQ),
+            pg_sys::Datum::from(pg_sys::cstring_to_text(cname.as_ptr())),
+        );
+        let scan = pg_sys::systable_beginscan(rel, index, index != pg_sys::InvalidOid, snapshot, 1, &mut key);
+        let tuple = pg_sys::systable_getnext(scan);
+        let config = (!tuple.is_null()).then(|| {
+            let desc = (*rel).rd_att;
+            let natts = (*desc).natts as usize;
+            let mut values = vec![pg_sys::Datum::from(0); natts];
+            let mut nulls = vec![true; natts];
+            pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            let column = |a: i16| (a > 0).then(|| (values[a as usize - 1], nulls[a as usize - 1]));
+            let size_limit = column(a_size).and_then(|(d, null)| i32::from_datum(d, null)).unwrap_or(0);
+            let duration_us = column(a_duration)
+                .and_then(|(d, null)| Interval::from_datum(d, null))
+                .map_or(0, |i| interval_micros(&i).clamp(0, i64::MAX as i128) as i64);
+            let context = column(a_context).and_then(|(d, null)| bool::from_datum(d, null)).unwrap_or(true);
+            let ignored: Vec<String> = column(a_ignored)
+                .and_then(|(d, null)| Vec::<Option<String>>::from_datum(d, null))
+                .unwrap_or_default()
+                .into_iter()
+                .flatten()
+                .collect();
+            CacheConfig::new(size_limit, duration_us, context, &ignored.join(",")).unwrap_or_default()
+        });
+        pg_sys::systable_endscan(scan);
+        pg_sys::UnregisterSnapshot(snapshot);
+        pg_sys::table_close(rel, pg_sys::AccessShareLock as i32);
+        config
+    }
+}
+
+/// Writes the declaration row; the shared slot follows at commit.
+pub fn write(name: &str, size_limit: Option<i32>, duration: Option<Interval>, context: bool, ignored: Vec<String>) {
+    let Some((relid, _)) = table() else {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "extension pg_cache is not installed in this database".into(),
+            "Run CREATE EXTENSION pg_cache.",
+        )
+    };
+    // SAFETY: the relation exists (just looked up); the returned names are palloc'd
+    // NUL-terminated strings.
+    let qualified = unsafe {
+        let schema = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid));
+        let q = pg_sys::quote_qualified_identifier(schema, TABLE.as_ptr());
+        CStr::from_ptr(q).to_string_lossy().into_owned()
+    };
+    // Every name is qualified and every operator is pg_catalog's, so the caller's
+    // search_path cannot substitute a function of its own.
+    let query = format!(
+        "INSERT INTO {qualified} (cache, size_limit, duration, context, context_ignored_keys) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (cache) DO UPDATE SET size_limit = EXCLUDED.size_limit, \
+         duration = EXCLUDED.duration, context = EXCLUDED.context, \
+         context_ignored_keys = EXCLUDED.context_ignored_keys, declared_at = pg_catalog.now()"
+    );
+    Spi::run_with_args(&query, &[name.into(), size_limit.into(), duration.into(), context.into(), ignored.into()])
+        .unwrap_or_else(|e| error!("pg_cache: writing pg_cache_declarations failed: {e}"));
+}

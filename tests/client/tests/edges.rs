@@ -1,0 +1,234 @@
+//! The edges of the promise (issue 14): exact invalidation in every pattern, reads
+//! that need no transaction id, internal SQL that no search_path can hijack, what
+//! DROP EXTENSION and redeclarations do, and no backtraces sent to clients.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use postgres::Client;
+
+mod common;
+use common::{connect, fresh_database, get, stat};
+
+/// The README's trigger pattern with writers that read their own row back through
+/// the cache (a miss: their own delete) and fill it before COMMIT, while readers
+/// fill on miss. No hit may return a version older than one committed before the
+/// read began, and at the end every cached row equals the table.
+#[test]
+fn writers_that_read_back_through_the_cache_leave_no_stale_row() {
+    const ITEMS: i32 = 6;
+    const WRITERS: usize = 3;
+    const READERS: usize = 3;
+    const ROUNDS: usize = 300;
+    fresh_database("pg_cache_readback");
+    let mut setup = connect("pg_cache_readback");
+    setup
+        .batch_execute(&format!(
+            "CREATE TABLE item (id int PRIMARY KEY, version int NOT NULL);
+             INSERT INTO item SELECT g, 0 FROM generate_series(1, {ITEMS}) g;
+             CREATE FUNCTION item_invalidate() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN PERFORM cache_delete('item', OLD.id::text); RETURN NULL; END $$;
+             CREATE TRIGGER item_invalidate AFTER UPDATE OR DELETE ON item
+               FOR EACH ROW EXECUTE FUNCTION item_invalidate();
+             SELECT cache_create('item', context => false);"
+        ))
+        .unwrap();
+    // The highest version of each item whose COMMIT has returned.
+    let committed: Arc<Vec<AtomicI64>> = Arc::new((0..=ITEMS).map(|_| AtomicI64::new(0)).collect());
+    // Read through the cache: a hit, or the row filled into the cache on a miss.
+    fn read_through(c: &mut Client, id: i32) -> (i64, bool) {
+        let row = c.query_one("SELECT (cache_get('item', $1::int::text) #>> '{}')::int8", &[&id]).unwrap();
+        if let Some(v) = row.get::<_, Option<i64>>(0) {
+            return (v, true);
+        }
+        let v: i32 = c.query_one("SELECT version FROM item WHERE id = $1", &[&id]).unwrap().get(0);
+        c.execute("SELECT cache_set('item', $1::int::text, to_jsonb($2::int))", &[&id, &v]).unwrap();
+        (v as i64, false)
+    }
+    let mut threads = Vec::new();
+    for w in 0..WRITERS {
+        let committed = committed.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut c = connect("pg_cache_readback");
+            for round in 0..ROUNDS {
+                let id = ((w * 7 + round * 5) % ITEMS as usize) as i32 + 1;
+                c.batch_execute("BEGIN").unwrap();
+                let v: i32 = c
+                    .query_one("UPDATE item SET version = version + 1 WHERE id = $1 RETURNING version", &[&id])
+                    .unwrap()
+                    .get(0);
+                let (seen, hit) = read_through(&mut c, id);
+                assert!(!hit, "a writer's own delete hides the key");
+                assert_eq!(seen, v as i64, "the writer reads its own row");
+                c.batch_execute("COMMIT").unwrap();
+                committed[id as usize].fetch_max(v as i64, Ordering::SeqCst);
+            }
+            0
+        }));
+    }
+    for r in 0..READERS {
+        let committed = committed.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut c = connect("pg_cache_readback");
+            let mut stale_hits = 0;
+            for round in 0..ROUNDS * 2 {
+                let id = ((r * 3 + round) % ITEMS as usize) as i32 + 1;
+                let floor = committed[id as usize].load(Ordering::SeqCst);
+                // The read and the fill in one transaction, as an application does:
+                // a fill is judged by when its transaction began.
+                c.batch_execute("BEGIN").unwrap();
+                let (seen, hit) = read_through(&mut c, id);
+                c.batch_execute("COMMIT").unwrap();
+                if hit && seen < floor {
+                    stale_hits += 1;
+                }
+            }
+            stale_hits
+        }));
+    }
+    let stale_hits: i32 = threads.into_iter().map(|t| t.join().expect("session thread")).sum();
+    assert_eq!(stale_hits, 0, "hits older than a version whose COMMIT had returned");
+    let rows = setup
+        .query("SELECT id, version, (cache_get('item', id::text) #>> '{}')::int FROM item ORDER BY id", &[])
+        .unwrap();
+    for row in rows {
+        let (id, version, cached): (i32, i32, Option<i32>) = (row.get(0), row.get(1), row.get(2));
+        assert!(cached.is_none_or(|c| c == version), "item {id}: cached {cached:?}, table {version}");
+    }
+    assert!(stat(&mut setup, "item", "stale_sets") > 0, "the race was exercised");
+}
+
+/// Reads resolve caches, declared ones included, without a transaction id.
+#[test]
+fn reads_assign_no_transaction_id() {
+    fresh_database("pg_cache_readonly");
+    let mut admin = connect("pg_cache_readonly");
+    admin.batch_execute("SELECT cache_create('declared_ro', size_limit => 7)").unwrap();
+    // Forget the slots, so that the next read rebuilds one from the declarations table.
+    admin.batch_execute("SELECT cache_drop(current_database())").unwrap();
+    let mut c = connect("pg_cache_readonly");
+    c.batch_execute("BEGIN READ ONLY").unwrap();
+    assert_eq!(get(&mut c, "declared_ro", "k"), None);
+    assert_eq!(get(&mut c, "never_declared_ro", "k"), None);
+    let xid: Option<String> =
+        c.query_one("SELECT pg_current_xact_id_if_assigned()::text", &[]).unwrap().get(0);
+    assert_eq!(xid, None, "a read assigned a transaction id");
+    c.batch_execute("COMMIT").unwrap();
+    assert_eq!(stat(&mut c, "declared_ro", "size_limit"), 7, "the declaration was read");
+}
+
+/// The first use of cache names (declared or not) inside a parallel plan.
+#[test]
+fn a_parallel_plan_may_be_the_first_to_use_a_cache_name() {
+    fresh_database("pg_cache_parallel_first");
+    let mut admin = connect("pg_cache_parallel_first");
+    admin
+        .batch_execute(
+            "CREATE TABLE items AS SELECT g AS id FROM generate_series(1, 5000) g; ANALYZE items;
+             SELECT cache_create('par_declared', size_limit => 9);
+             SELECT cache_drop(current_database());",
+        )
+        .unwrap();
+    let mut c = connect("pg_cache_parallel_first");
+    c.batch_execute(
+        "SET force_parallel_mode = on; SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;
+         SET min_parallel_table_scan_size = 0; SET max_parallel_workers_per_gather = 2;",
+    )
+    .unwrap();
+    let query = "SELECT count(v) FROM (SELECT cache_get(CASE WHEN id % 2 = 0 THEN 'par_declared'
+                 ELSE 'par_new_' || (id % 5) END, id::text) AS v FROM items WHERE id > 0) s";
+    let plan: Vec<String> =
+        c.query(&format!("EXPLAIN (COSTS OFF) {query}"), &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert!(plan.iter().any(|l| l.contains("Gather")), "a parallel plan: {plan:?}");
+    assert_eq!(c.query_one(query, &[]).unwrap().get::<_, i64>(0), 0);
+    assert_eq!(stat(&mut c, "par_declared", "size_limit"), 9);
+}
+
+/// Internal SQL runs the same whatever the caller's search_path holds: hostile
+/// functions and operators placed before pg_catalog are never called.
+#[test]
+fn no_search_path_can_substitute_internal_functions() {
+    fresh_database("pg_cache_hijack");
+    let mut admin = connect("pg_cache_hijack");
+    admin
+        .batch_execute(
+            "DO $$ BEGIN
+               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'cache_attacker') THEN
+                 CREATE ROLE cache_attacker;
+               END IF;
+             END $$;
+             CREATE SCHEMA hostile AUTHORIZATION cache_attacker;
+             CREATE TABLE hostile.called (who text, what text);
+             ALTER TABLE hostile.called OWNER TO cache_attacker;
+             GRANT ALL ON hostile.called TO PUBLIC;
+             SET ROLE cache_attacker;
+             CREATE FUNCTION hostile.quote_ident(name) RETURNS text LANGUAGE plpgsql AS $$
+               BEGIN INSERT INTO hostile.called VALUES (current_user, 'quote_ident'); RETURN 'x'; END $$;
+             CREATE FUNCTION hostile.array_to_string(text[], text) RETURNS text LANGUAGE plpgsql AS $$
+               BEGIN INSERT INTO hostile.called VALUES (current_user, 'array_to_string'); RETURN ''; END $$;
+             CREATE FUNCTION hostile.now() RETURNS timestamptz LANGUAGE plpgsql AS $$
+               BEGIN INSERT INTO hostile.called VALUES (current_user, 'now'); RETURN pg_catalog.now(); END $$;
+             CREATE FUNCTION hostile.texteq(text, text) RETURNS boolean LANGUAGE plpgsql AS $$
+               BEGIN INSERT INTO hostile.called VALUES (current_user, '='); RETURN $1 OPERATOR(pg_catalog.=) $2; END $$;
+             CREATE OPERATOR hostile.= (LEFTARG = text, RIGHTARG = text, FUNCTION = hostile.texteq);
+             RESET ROLE;",
+        )
+        .unwrap();
+    let mut victim = connect("pg_cache_hijack");
+    victim
+        .batch_execute(
+            "SET search_path = hostile, pg_catalog, public;
+             SELECT cache_create('hijack_declared', size_limit => 3, context_ignored_keys => '{app.lang}');
+             SELECT cache_get('hijack_new', 'k');
+             SELECT cache_set('hijack_declared', 'k', '1');
+             SELECT cache_drop(current_database());
+             SELECT cache_get('hijack_declared', 'k');
+             SELECT cache_set('hijack_declared', 'k', '2'), cache_delete('hijack_new', 'k');
+             SELECT cache_clear('hijack_new');
+             SELECT * FROM cache_stats();
+             RESET search_path;",
+        )
+        .unwrap();
+    let called: i64 = admin.query_one("SELECT count(*) FROM hostile.called", &[]).unwrap().get(0);
+    assert_eq!(called, 0, "a hostile function ran inside pg_cache");
+    assert_eq!(stat(&mut admin, "hijack_declared", "size_limit"), 3);
+}
+
+/// DROP EXTENSION takes the database's caches with it: a new CREATE EXTENSION starts
+/// with no entries and no declarations, and a rolled-back DROP changes nothing.
+#[test]
+fn drop_extension_forgets_the_databases_caches() {
+    fresh_database("pg_cache_reinstall");
+    let mut c = connect("pg_cache_reinstall");
+    c.batch_execute("SELECT cache_create('kept', size_limit => 5); SELECT cache_set('kept', 'k', '1')").unwrap();
+    c.batch_execute("BEGIN; DROP EXTENSION pg_cache; ROLLBACK").unwrap();
+    assert_eq!(get(&mut c, "kept", "k").as_deref(), Some("1"), "a rolled-back drop changes nothing");
+    c.batch_execute("DROP EXTENSION pg_cache; CREATE EXTENSION pg_cache").unwrap();
+    assert_eq!(get(&mut c, "kept", "k"), None);
+    assert_eq!(stat(&mut c, "kept", "size_limit"), 1024, "the old declaration is gone too");
+}
+
+/// Switching a cache's context and back must not bring back an entry deleted meanwhile.
+#[test]
+fn redeclaring_the_context_does_not_resurrect_deleted_entries() {
+    fresh_database("pg_cache_recontext");
+    let mut c = connect("pg_cache_recontext");
+    c.batch_execute("SELECT cache_create('ctx', context => false); SELECT cache_set('ctx', 'k', '\"shared\"')").unwrap();
+    c.batch_execute("SELECT cache_create('ctx', context => true)").unwrap();
+    assert_eq!(get(&mut c, "ctx", "k"), None, "a new key encoding starts empty");
+    c.batch_execute("SELECT cache_delete('ctx', 'k'); SELECT cache_create('ctx', context => false)").unwrap();
+    assert_eq!(get(&mut c, "ctx", "k"), None, "the deleted entry stays deleted");
+}
+
+/// An ERROR raised inside pg_cache's SPI call reaches the client without a Rust
+/// backtrace, though the server runs with RUST_BACKTRACE=1 (scripts/test sets it).
+#[test]
+fn errors_carry_no_backtrace() {
+    let mut c = connect("postgres");
+    c.batch_execute("BEGIN READ ONLY").unwrap();
+    let e = c.batch_execute("SELECT cache_create('read_only_declare')").unwrap_err();
+    let db = e.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "25006", "{db:?}");
+    assert!(db.detail().is_none_or(|d| !d.contains("pgrx") && d.lines().count() < 3), "{:?}", db.detail());
+    c.batch_execute("ROLLBACK").unwrap();
+}
