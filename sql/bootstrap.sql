@@ -6,9 +6,17 @@ CREATE TABLE pg_cache_declarations (
     duration interval CHECK (duration > interval '0'),
     context boolean NOT NULL DEFAULT true,
     context_ignored_keys text[] NOT NULL DEFAULT '{}',
-    declared_at timestamptz NOT NULL DEFAULT now()
+    declared_at timestamptz NOT NULL DEFAULT now(),
+    -- The first declarer; only its members, superusers and pgcache_admin may redeclare.
+    owner regrole NOT NULL,
+    -- Who may read (cache_get) and write (set, delete, clear): members of these roles
+    -- and of the owner. NULL: anyone.
+    readers regrole[],
+    writers regrole[]
 );
 SELECT pg_catalog.pg_extension_config_dump('pg_cache_declarations', '');
+-- Everyone may read the declarations; only cache_create writes them (as the table's
+-- owner, after its own privilege checks).
 GRANT SELECT ON pg_cache_declarations TO PUBLIC;
 
 -- Members may call cache_drop() for any database. (PostgreSQL reserves role names

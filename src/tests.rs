@@ -285,4 +285,52 @@ mod tests {
         assert!(message.ends_with(&format!("more than the {limit} bytes one entry can hold")), "{message}");
         assert_eq!(get("SELECT cache_get('t', 'k')::text").as_deref(), Some("\"kept\""), "the cache is as it was");
     }
+
+    #[pg_test(error = "cache name \"*\" is reserved")]
+    fn the_name_of_clear_all_notifications_is_reserved() {
+        Spi::run("SELECT cache_set('*', 'k', '1')").unwrap();
+    }
+
+    #[pg_test(error = "readers names 9 roles, more than 8")]
+    fn too_many_readers() {
+        Spi::run("DO $$ BEGIN FOR i IN 1..9 LOOP EXECUTE format('CREATE ROLE cache_reader_%s', i); END LOOP; END $$").unwrap();
+        Spi::run("SELECT cache_create('t', readers => ARRAY(SELECT 'cache_reader_' || g FROM generate_series(1, 9) g))").unwrap();
+    }
+
+    #[pg_test(error = "role \"no_such_role_here\" does not exist")]
+    fn unknown_reader() {
+        Spi::run("SELECT cache_create('t', readers => '{no_such_role_here}')").unwrap();
+    }
+
+    #[pg_test(error = "permission denied to redeclare cache \"owned\"")]
+    fn redeclaring_needs_the_owners_privileges() {
+        Spi::run("SELECT cache_create('owned')").unwrap();
+        run_unprivileged("SELECT cache_create('owned', size_limit => 1)");
+    }
+
+    #[pg_test(error = "permission denied to read cache \"secret\"")]
+    fn a_restricted_read_is_refused() {
+        Spi::run("SELECT cache_create('secret', readers => '{}')").unwrap();
+        run_unprivileged("SELECT cache_get('secret', 'k')");
+    }
+
+    #[pg_test(error = "permission denied to write cache \"guarded\"")]
+    fn a_restricted_write_is_refused() {
+        Spi::run("SELECT cache_create('guarded', writers => '{}')").unwrap();
+        run_unprivileged("SELECT cache_set('guarded', 'k', '1')");
+    }
+
+    #[pg_test]
+    fn a_declaration_records_its_owner_and_roles() {
+        Spi::run("CREATE ROLE cache_test_reader").unwrap();
+        Spi::run("SELECT cache_create('roles', readers => '{cache_test_reader}', writers => '{}')").unwrap();
+        let row = Spi::get_three::<String, String, String>(
+            "SELECT owner::text, readers::text, writers::text FROM pg_cache_declarations WHERE cache = 'roles'",
+        )
+        .unwrap();
+        let me = get("SELECT current_user::text");
+        assert_eq!(row, (me, Some("{cache_test_reader}".into()), Some("{}".into())));
+        // Open caches stay open to everyone, and undeclared ones too.
+        run_unprivileged("SELECT cache_set('open_one', 'k', '1'), cache_get('open_one', 'k')");
+    }
 }

@@ -39,6 +39,10 @@ struct CommitPlan {
     /// When the transaction started: its fills are judged against later invalidations.
     start: i64,
     clear_all: bool,
+    /// With `clear_all`: caches of the database the caller may not write, which
+    /// `cache_clear_all` leaves alone (judged at PRE_COMMIT, where a catalog
+    /// lookup may fail).
+    not_clearable: Vec<SlotRef>,
     caches: Vec<CacheWrites>,
 }
 
@@ -211,7 +215,17 @@ fn prepare_commit() {
         }
         (plan.clear_all, caches)
     });
-    let mut plan = CommitPlan { start: transaction_start(), clear_all, caches: Vec::new() };
+    let mut plan = CommitPlan { start: transaction_start(), clear_all, not_clearable: Vec::new(), caches: Vec::new() };
+    if clear_all {
+        let store = shmem::store();
+        for (slot, _) in store.slots_of(database()) {
+            let config = store.config(slot);
+            if !caches::may(&config, &config.writers) {
+                reserve(&mut plan.not_clearable, 1);
+                plan.not_clearable.push(slot);
+            }
+        }
+    }
     reserve(&mut plan.caches, resolved.len());
     let mut lists: Vec<Vec<CommitWrite>> = Vec::new();
     reserve(&mut lists, resolved.len());
@@ -304,7 +318,7 @@ fn apply_commit() {
         if let Some(config) = &cache.declare {
             commit.set_config(config, cache.size_limit);
         }
-        if cache.clear || plan.clear_all {
+        if cache.clear || (plan.clear_all && !plan.not_clearable.contains(&cache.slot)) {
             commit.clear();
         }
         for w in &cache.writes {
@@ -320,7 +334,9 @@ fn apply_commit() {
         }
     }
     if plan.clear_all {
-        store.clear_database(database(), now, |slot| plan.caches.iter().any(|c| c.slot == slot));
+        store.clear_database(database(), now, |slot| {
+            plan.caches.iter().any(|c| c.slot == slot) || plan.not_clearable.contains(&slot)
+        });
     }
 }
 

@@ -13,7 +13,7 @@ use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 
 use super::{declarations, errors};
 use crate::core::key::{self, Context};
-use crate::core::store::{CacheConfig, SlotRef, StoreError, MAX_NAME};
+use crate::core::store::{CacheConfig, RoleList, SlotRef, StoreError, MAX_NAME};
 use crate::xact::database;
 use crate::{gucs, shmem, xact};
 
@@ -150,6 +150,12 @@ pub fn check_name(cache: Option<&str>) -> &str {
     if name.is_empty() {
         errors::invalid("cache name must not be empty".into(), "");
     }
+    if name == "*" {
+        errors::invalid(
+            "cache name \"*\" is reserved".into(),
+            "LISTEN pg_cache receives '*' for cache_clear_all(): a cache of that name could not be told apart.",
+        );
+    }
     if name.len() > MAX_NAME {
         errors::raise(
             PgSqlErrorCode::ERRCODE_NAME_TOO_LONG,
@@ -246,14 +252,87 @@ pub fn check_writable(function: &str) {
     }
 }
 
+/// Whether the current user has the privileges of `role` (superusers have all).
+fn acts_as(role: u32) -> bool {
+    // SAFETY: a catalog lookup inside a transaction; an unknown role is no member.
+    role != 0 && unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), pg_sys::Oid::from(role)) }
+}
+
+/// Whether the current user is a superuser or has the privileges of `pgcache_admin`.
+pub fn is_admin() -> bool {
+    // SAFETY: catalog lookups inside a transaction.
+    unsafe {
+        let admin = pg_sys::get_role_oid(c"pgcache_admin".as_ptr(), true);
+        pg_sys::superuser() || (admin != pg_sys::InvalidOid && pg_sys::has_privs_of_role(pg_sys::GetUserId(), admin))
+    }
+}
+
+/// Whether the current user may do what `allowed` restricts on a cache owned by
+/// `owner`: anyone when it is open, else its owner's members, the listed roles'
+/// members and superusers. Open caches cost one byte compare.
+pub fn may(config: &CacheConfig, allowed: &RoleList) -> bool {
+    allowed.is_open() || acts_as(config.owner) || allowed.roles().iter().any(|&r| acts_as(r))
+}
+
+fn role_names(roles: &RoleList) -> String {
+    roles
+        .roles()
+        .iter()
+        .map(|&r| {
+            // SAFETY: a syscache lookup; NULL for a dropped role.
+            let name = unsafe { pg_sys::GetUserNameFromId(pg_sys::Oid::from(r), true) };
+            if name.is_null() {
+                format!("(dropped role {r})")
+            } else {
+                // SAFETY: a palloc'd NUL-terminated name.
+                unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Raises 42501 unless the current user may read `name` (`cache_get`, its sync
+/// functions).
+pub fn check_read(name: &str, config: &CacheConfig) {
+    if !may(config, &config.readers) {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("permission denied to read cache \"{name}\""),
+            &format!("Its declaration lets its owner and members of {} read it.", role_names(&config.readers)),
+        );
+    }
+}
+
+/// Raises 42501 unless the current user may write `name` (set, delete, clear).
+pub fn check_write(name: &str, config: &CacheConfig) {
+    if !may(config, &config.writers) {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("permission denied to write cache \"{name}\""),
+            &format!("Its declaration lets its owner and members of {} write it.", role_names(&config.writers)),
+        );
+    }
+}
+
+/// Raises 42501 unless the current user may redeclare a cache declared by `owner`:
+/// members of the owner, superusers and members of `pgcache_admin`.
+pub fn check_redeclare(name: &str, owner: u32) {
+    if owner != 0 && !acts_as(owner) && !is_admin() {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("permission denied to redeclare cache \"{name}\""),
+            &format!(
+                "Only its owner ({}), superusers and members of pgcache_admin may change its declaration.",
+                role_names(&RoleList::only(&[owner]).unwrap_or(RoleList::ANYONE))
+            ),
+        );
+    }
+}
+
 /// Administrative functions: superusers and members of `pgcache_admin` only.
 pub fn check_admin(function: &str, action: &str) {
-    // SAFETY: catalog lookups inside a transaction.
-    let allowed = unsafe {
-        let admin = pg_sys::get_role_oid(c"pgcache_admin".as_ptr(), true);
-        pg_sys::superuser() || (admin != pg_sys::InvalidOid && pg_sys::is_member_of_role(pg_sys::GetUserId(), admin))
-    };
-    if !allowed {
+    if !is_admin() {
         errors::raise(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             format!("permission denied to {action}"),

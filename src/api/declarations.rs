@@ -14,7 +14,7 @@ use pgrx::prelude::*;
 
 use super::caches::interval_micros;
 use super::errors;
-use crate::core::store::CacheConfig;
+use crate::core::store::{CacheConfig, RoleList, MAX_ROLES};
 
 const TABLE: &CStr = c"pg_cache_declarations";
 const PRIMARY_KEY: &CStr = c"pg_cache_declarations_pkey";
@@ -89,6 +89,7 @@ pub fn read(name: &str) -> Option<CacheConfig> {
             attnum(c"context"),
             attnum(c"context_ignored_keys"),
         );
+        let (a_owner, a_readers, a_writers) = (attnum(c"owner"), attnum(c"readers"), attnum(c"writers"));
         let rel = pg_sys::table_open(relid, pg_sys::AccessShareLock as i32);
         let snapshot = pg_sys::RegisterSnapshot(read_snapshot());
         let mut key = std::mem::zeroed::<pg_sys::ScanKeyData>();
@@ -119,7 +120,19 @@ pub fn read(name: &str) -> Option<CacheConfig> {
                 .into_iter()
                 .flatten()
                 .collect();
-            CacheConfig::new(size_limit, duration_us, context, &ignored.join(",")).unwrap_or_default()
+            let mut config = CacheConfig::new(size_limit, duration_us, context, &ignored.join(",")).unwrap_or_default();
+            config.owner = column(a_owner).and_then(|(d, null)| pg_sys::Oid::from_datum(d, null)).map_or(0, |o| o.to_u32());
+            // More roles than fit (an edited table) keep the first ones: fewer allowed.
+            let roles = |a: i16| match column(a).and_then(|(d, null)| Vec::<Option<pg_sys::Oid>>::from_datum(d, null)) {
+                None => RoleList::ANYONE,
+                Some(oids) => {
+                    let oids: Vec<u32> = oids.into_iter().flatten().map(|o| o.to_u32()).take(MAX_ROLES).collect();
+                    RoleList::only(&oids).unwrap_or(RoleList::ANYONE)
+                }
+            };
+            config.readers = roles(a_readers);
+            config.writers = roles(a_writers);
+            config
         });
         pg_sys::systable_endscan(scan);
         pg_sys::UnregisterSnapshot(snapshot);
@@ -128,8 +141,21 @@ pub fn read(name: &str) -> Option<CacheConfig> {
     }
 }
 
-/// Writes the declaration row; the shared slot follows at commit.
-pub fn write(name: &str, size_limit: Option<i32>, duration: Option<Interval>, context: bool, ignored: Vec<String>) {
+/// What `cache_create` writes: the settings as given, and who owns and may use it.
+pub struct Declaration {
+    pub size_limit: Option<i32>,
+    pub duration: Option<Interval>,
+    pub context: bool,
+    pub ignored: Vec<String>,
+    pub owner: pg_sys::Oid,
+    pub readers: Option<Vec<pg_sys::Oid>>,
+    pub writers: Option<Vec<pg_sys::Oid>>,
+}
+
+/// Writes the declaration row; the shared slot follows at commit. The row is
+/// written as the table's owner (as PostgreSQL runs its own internal queries), so
+/// that callers need no privilege on the table and cannot write it directly.
+pub fn write(name: &str, d: Declaration) {
     let Some((relid, _)) = table() else {
         errors::raise(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -137,21 +163,52 @@ pub fn write(name: &str, size_limit: Option<i32>, duration: Option<Interval>, co
             "Run CREATE EXTENSION pg_cache.",
         )
     };
-    // SAFETY: the relation exists (just looked up); the returned names are palloc'd
-    // NUL-terminated strings.
-    let qualified = unsafe {
+    // SAFETY: the relation exists (just looked up) and is opened and closed here;
+    // the returned names are palloc'd NUL-terminated strings.
+    let (qualified, table_owner) = unsafe {
+        let rel = pg_sys::table_open(relid, pg_sys::AccessShareLock as i32);
+        let owner = (*(*rel).rd_rel).relowner;
+        pg_sys::table_close(rel, pg_sys::AccessShareLock as i32);
         let schema = pg_sys::get_namespace_name(pg_sys::get_rel_namespace(relid));
         let q = pg_sys::quote_qualified_identifier(schema, TABLE.as_ptr());
-        CStr::from_ptr(q).to_string_lossy().into_owned()
+        (CStr::from_ptr(q).to_string_lossy().into_owned(), owner)
     };
     // Every name is qualified and every operator is pg_catalog's, so the caller's
-    // search_path cannot substitute a function of its own.
+    // search_path cannot substitute a function of its own. The owner column keeps
+    // the first declarer: a redeclaration does not take the cache over.
     let query = format!(
-        "INSERT INTO {qualified} (cache, size_limit, duration, context, context_ignored_keys) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (cache) DO UPDATE SET size_limit = EXCLUDED.size_limit, \
+        "INSERT INTO {qualified} (cache, size_limit, duration, context, context_ignored_keys, owner, readers, writers) \
+         VALUES ($1, $2, $3, $4, $5, $6::pg_catalog.oid::pg_catalog.regrole, $7::pg_catalog.oid[]::pg_catalog.regrole[], \
+         $8::pg_catalog.oid[]::pg_catalog.regrole[]) ON CONFLICT (cache) DO UPDATE SET size_limit = EXCLUDED.size_limit, \
          duration = EXCLUDED.duration, context = EXCLUDED.context, \
-         context_ignored_keys = EXCLUDED.context_ignored_keys, declared_at = pg_catalog.now()"
+         context_ignored_keys = EXCLUDED.context_ignored_keys, readers = EXCLUDED.readers, \
+         writers = EXCLUDED.writers, declared_at = pg_catalog.now()"
     );
-    Spi::run_with_args(&query, &[name.into(), size_limit.into(), duration.into(), context.into(), ignored.into()])
-        .unwrap_or_else(|e| error!("pg_cache: writing pg_cache_declarations failed: {e}"));
+    let (mut caller, mut context) = (pg_sys::InvalidOid, 0);
+    // SAFETY: saves and switches the current user the way PostgreSQL's own internal
+    // queries do; an ERROR in between is undone by (sub)transaction abort, which
+    // restores the user and security context.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut caller, &mut context);
+        pg_sys::SetUserIdAndSecContext(
+            table_owner,
+            context | (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32,
+        );
+    }
+    Spi::run_with_args(
+        &query,
+        &[
+            name.into(),
+            d.size_limit.into(),
+            d.duration.into(),
+            d.context.into(),
+            d.ignored.into(),
+            d.owner.into(),
+            d.readers.into(),
+            d.writers.into(),
+        ],
+    )
+    .unwrap_or_else(|e| error!("pg_cache: writing pg_cache_declarations failed: {e}"));
+    // SAFETY: restores what was saved above.
+    unsafe { pg_sys::SetUserIdAndSecContext(caller, context) };
 }

@@ -12,6 +12,7 @@ use super::caches::{self, check_admin, check_key, check_name, check_writable, ch
 use super::{declarations, errors};
 use super::jsonb::RawJsonb;
 use crate::core::key;
+use crate::core::store::{CacheConfig, RoleList, MAX_ROLES};
 use crate::core::store::Lookup;
 use crate::core::writeset::{try_copy, try_string, Op, Pending};
 use crate::xact::now;
@@ -32,6 +33,7 @@ fn cache_set(cache: Option<&str>, key: Option<&str>, value: Option<RawJsonb>, tt
     check_value_size(value.bytes().len());
     let ttl_us = ttl.map(|t| check_positive("ttl", t));
     let (slot, config) = caches::resolve(name);
+    caches::check_write(name, &config);
     let stored = caches::stored_key(&config, key);
     caches::check_entry_size(stored.len(), value.bytes().len());
     // The install reads this bucket at COMMIT: start loading it now.
@@ -46,6 +48,7 @@ fn cache_get(cache: Option<&str>, key: Option<&str>, default: default!(Option<Ra
     let name = check_name(cache);
     let key = check_key(key);
     let (slot, config) = caches::resolve(name);
+    caches::check_read(name, &config);
     let stored = caches::stored_key(&config, key);
     let own = xact::lookup(name, &stored, |p| match p {
         Pending::Value(v) => Some(Some(RawJsonb::build(v.len(), |out| out.copy_from_slice(v)))),
@@ -81,6 +84,7 @@ fn cache_delete(cache: Option<&str>, key: Option<&str>) -> bool {
     let name = check_name(cache);
     let key = check_key(key);
     let (slot, config) = caches::resolve(name);
+    caches::check_write(name, &config);
     let stored = caches::stored_key(&config, key);
     let own = xact::lookup(name, &stored, |p| match p {
         Pending::Value(_) => Some(true),
@@ -101,7 +105,8 @@ fn cache_delete(cache: Option<&str>, key: Option<&str>) -> bool {
 fn cache_clear(cache: Option<&str>) {
     check_writable("cache_clear");
     let name = check_name(cache);
-    caches::resolve(name);
+    let (_, config) = caches::resolve(name);
+    caches::check_write(name, &config);
     xact::push(Op::Clear { cache: owned(name) });
     notify(name);
 }
@@ -130,15 +135,45 @@ fn cache_clear_all() {
     notify("*");
 }
 
-/// Declares (or changes) a cache; takes effect when the transaction commits.
-#[pg_extern(volatile, parallel_unsafe, security_definer)]
-#[search_path(pg_catalog)]
-fn cache_create(
+/// The OIDs of `roles` (NULL: anyone), for `readers` or `writers`.
+fn role_list(what: &str, roles: Option<Vec<Option<String>>>) -> (Option<Vec<pg_sys::Oid>>, RoleList) {
+    let Some(names) = roles else { return (None, RoleList::ANYONE) };
+    let oids: Vec<pg_sys::Oid> = names
+        .into_iter()
+        .map(|n| {
+            let n = n.unwrap_or_else(|| errors::null_argument(&format!("an element of {what}")));
+            let c = std::ffi::CString::new(n).unwrap_or_else(|_| errors::invalid(format!("{what} contains a NUL byte"), ""));
+            // SAFETY: a NUL-terminated name; missing_ok = false raises 42704 for an unknown role.
+            unsafe { pg_sys::get_role_oid(c.as_ptr(), false) }
+        })
+        .collect();
+    let list = RoleList::only(&oids.iter().map(|o| o.to_u32()).collect::<Vec<_>>()).unwrap_or_else(|| {
+        errors::too_large(
+            format!("{what} names {} roles, more than {MAX_ROLES}", oids.len()),
+            "Grant one role to the others and name that one.",
+        )
+    });
+    (Some(oids), list)
+}
+
+/// Declares (or changes) a cache; takes effect when the transaction commits. The
+/// first declarer owns it; only the owner's members, superusers and members of
+/// `pgcache_admin` may change it. `readers` and `writers` (role names; NULL:
+/// anyone) restrict reads and writes to members of those roles and of the owner.
+///
+/// The C symbol carries the signature's version: a database whose extension SQL
+/// still declares the 0.2.0 signature gets "could not find function" until
+/// `ALTER EXTENSION pg_cache UPDATE`, never arguments read past their end.
+#[pg_extern(name = "cache_create", volatile, parallel_unsafe)]
+#[allow(clippy::too_many_arguments)]
+fn cache_create_v3(
     cache: Option<&str>,
     size_limit: default!(Option<i32>, "NULL"),
     duration: default!(Option<Interval>, "NULL"),
     context: default!(Option<bool>, "true"),
     context_ignored_keys: default!(Option<Vec<Option<String>>>, "'{}'"),
+    readers: default!(Option<Vec<Option<String>>>, "NULL"),
+    writers: default!(Option<Vec<Option<String>>>, "NULL"),
 ) {
     check_writable("cache_create");
     let name = check_name(cache);
@@ -157,11 +192,36 @@ fn cache_create(
     if let Some(bad) = ignored.iter().find(|k| k.contains(',') || k.trim().is_empty()) {
         errors::invalid(format!("context_ignored_keys element \"{bad}\" is not a setting name"), "");
     }
-    let config = crate::core::store::CacheConfig::new(size_limit.unwrap_or(0), duration_us.unwrap_or(0), context, &ignored.join(","))
+    let mut config = CacheConfig::new(size_limit.unwrap_or(0), duration_us.unwrap_or(0), context, &ignored.join(","))
         .unwrap_or_else(|| errors::too_large("context_ignored_keys is longer than 256 bytes in all".into(), ""));
+    let (reader_oids, readers) = role_list("readers", readers);
+    let (writer_oids, writers) = role_list("writers", writers);
     shmem::store();
     let previous = declarations::read(name);
-    declarations::write(name, size_limit, duration, context, ignored);
+    // SAFETY: no preconditions inside a transaction.
+    let caller = unsafe { pg_sys::GetUserId() };
+    let owner = match &previous {
+        Some(p) if p.owner != 0 => {
+            caches::check_redeclare(name, p.owner);
+            pg_sys::Oid::from(p.owner)
+        }
+        _ => caller,
+    };
+    config.owner = owner.to_u32();
+    config.readers = readers;
+    config.writers = writers;
+    declarations::write(
+        name,
+        declarations::Declaration {
+            size_limit,
+            duration,
+            context,
+            ignored,
+            owner,
+            readers: reader_oids,
+            writers: writer_oids,
+        },
+    );
     xact::push(Op::Declare { cache: owned(name), config: Box::new(config), previous: previous.map(Box::new) });
 }
 

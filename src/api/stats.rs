@@ -93,7 +93,9 @@ fn cache_memory() -> TableIterator<
 /// `cache_clear_all` or `cache_drop`), NULL if never.
 #[pg_extern(volatile, parallel_restricted)]
 fn cache_last_clear(cache: Option<&str>) -> Option<TimestampWithTimeZone> {
-    let (slot, _) = caches::resolve(check_name(cache));
+    let name = check_name(cache);
+    let (slot, config) = caches::resolve(name);
+    caches::check_read(name, &config);
     shmem::store().last_clear(slot).and_then(timestamptz)
 }
 
@@ -103,6 +105,7 @@ fn cache_last_clear(cache: Option<&str>) -> Option<TimestampWithTimeZone> {
 fn cache_sync_since(cache: Option<&str>, since: Option<TimestampWithTimeZone>) -> bool {
     let name = check_name(cache);
     let since = pg_sys::TimestampTz::from(since.unwrap_or_else(|| errors::null_argument("since")));
-    let (slot, _) = caches::resolve(name);
+    let (slot, config) = caches::resolve(name);
+    caches::check_read(name, &config);
     shmem::store().last_clear(slot).is_some_and(|t| t > since)
 }

@@ -90,6 +90,41 @@ pub enum StoreError {
     TooLarge,
 }
 
+/// Most roles a declaration may name as readers, and as writers.
+pub const MAX_ROLES: usize = 8;
+
+/// Who may do something to a cache: anyone, or members of up to [`MAX_ROLES`] roles
+/// (role OIDs; the cache's owner and superusers always may).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoleList {
+    /// `OPEN` for anyone, else the number of roles.
+    len: u8,
+    roles: [u32; MAX_ROLES],
+}
+
+const OPEN: u8 = u8::MAX;
+
+impl RoleList {
+    pub const ANYONE: RoleList = RoleList { len: OPEN, roles: [0; MAX_ROLES] };
+
+    /// Members of `roles` only; `None` when there are more than [`MAX_ROLES`].
+    pub fn only(roles: &[u32]) -> Option<RoleList> {
+        let mut list = RoleList { len: roles.len() as u8, roles: [0; MAX_ROLES] };
+        list.roles.get_mut(..roles.len())?.copy_from_slice(roles);
+        Some(list)
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.len == OPEN
+    }
+
+    /// The roles, when restricted (empty for anyone).
+    pub fn roles(&self) -> &[u32] {
+        if self.is_open() { &[] } else { &self.roles[..self.len as usize] }
+    }
+}
+
 /// Settings of one cache as declared by `cache_create`; zero means "the server default".
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,13 +132,26 @@ pub struct CacheConfig {
     pub size_limit: i32,
     pub context: bool,
     pub duration_us: i64,
+    /// The role that declared the cache first (0: undeclared, anyone may declare it).
+    pub owner: u32,
+    pub readers: RoleList,
+    pub writers: RoleList,
     ignored_len: u16,
     ignored: [u8; MAX_IGNORED],
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { size_limit: 0, context: true, duration_us: 0, ignored_len: 0, ignored: [0; MAX_IGNORED] }
+        CacheConfig {
+            size_limit: 0,
+            context: true,
+            duration_us: 0,
+            owner: 0,
+            readers: RoleList::ANYONE,
+            writers: RoleList::ANYONE,
+            ignored_len: 0,
+            ignored: [0; MAX_IGNORED],
+        }
     }
 }
 
