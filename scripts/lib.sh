@@ -47,6 +47,13 @@ install_extension() {
     say "building and installing pg_cache"
     unlink_installed_library
     (cd "$ROOT" && cargo pgrx install --release --pg-config "$PG_BIN/pg_config" >/dev/null)
+    # Earlier releases' install scripts (cargo pgrx copies only upgrade scripts), so
+    # that a database can be created at an old version and upgraded, as in the field.
+    local ext
+    ext="$("$PG_BIN/pg_config" --sharedir)/extension"
+    for f in "$ROOT"/sql/pg_cache--[0-9]*.sql; do
+        case "$(basename "$f")" in *--*--*) ;; *) as_root cp "$f" "$ext/" ;; esac
+    done
 }
 
 free_port() {

@@ -7,6 +7,7 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 
 static MEMORY_KB: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
 static MAX_CACHES: GucSetting<i32> = GucSetting::<i32>::new(1024);
+static MAX_CACHES_PER_DATABASE: GucSetting<i32> = GucSetting::<i32>::new(768);
 static MAX_KEY_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024);
 static MAX_VALUE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024);
 static DEFAULT_SIZE_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(1024);
@@ -33,6 +34,16 @@ pub fn init() {
         1,
         65535,
         GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_cache.max_caches_per_database",
+        c"Most named caches of one database.",
+        c"Keeps one database from taking every slot of the server; unused slots are reclaimed first.",
+        &MAX_CACHES_PER_DATABASE,
+        1,
+        65535,
+        GucContext::Sighup,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
@@ -101,6 +112,10 @@ pub fn memory_bytes() -> usize {
 
 pub fn max_caches() -> u32 {
     MAX_CACHES.get() as u32
+}
+
+pub fn max_caches_per_database() -> u32 {
+    MAX_CACHES_PER_DATABASE.get() as u32
 }
 
 pub fn max_key_size() -> usize {

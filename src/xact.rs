@@ -59,6 +59,11 @@ struct Txn {
 
 thread_local! {
     static TXN: RefCell<Txn> = RefCell::new(Txn::default());
+    /// Slots this transaction's commit pinned (see `resolve_pinned`), kept apart from
+    /// `TXN` so that pinning needs no mutable borrow of it. Never holds anything
+    /// while `TXN` is empty (pins are taken at PRE_COMMIT, with writes pending), so
+    /// `has_writes` need not look here.
+    static PINNED: RefCell<Vec<SlotRef>> = const { RefCell::new(Vec::new()) };
     /// The blocks this backend's last overwrite freed, for its next write; handed
     /// back to the free list when the backend exits.
     static RESERVE: Reserve = {
@@ -158,6 +163,33 @@ fn transaction_start() -> i64 {
     unsafe { pg_sys::GetCurrentTransactionStartTimestamp() }
 }
 
+/// Resolves `name` and pins its slot until this transaction ends, so that it is not
+/// reclaimed while entries are prepared for it. A slot reclaimed between the two is
+/// resolved again.
+fn resolve_pinned(name: &str) -> (SlotRef, std::rc::Rc<CacheConfig>) {
+    let store = shmem::store();
+    loop {
+        let (slot, config) = caches::resolve(name);
+        if PINNED.with_borrow_mut(|p| p.try_reserve(1)).is_err() {
+            errors::out_of_memory("planning the commit of pg_cache writes");
+        }
+        if store.pin(slot) {
+            PINNED.with_borrow_mut(|p| p.push(slot));
+            return (slot, config);
+        }
+    }
+}
+
+/// Unpins what [`resolve_pinned`] pinned; at COMMIT and ABORT, so it cannot fail.
+fn unpin_all() {
+    let store = shmem::store();
+    PINNED.with_borrow_mut(|p| {
+        for slot in p.drain(..) {
+            store.unpin(slot);
+        }
+    });
+}
+
 /// Reserves room for `n` more items, or raises 53200: PRE_COMMIT may fail, the
 /// process may not abort.
 fn reserve<T>(v: &mut Vec<T>, n: usize) {
@@ -186,12 +218,12 @@ fn prepare_commit() {
         let plan = t.writes.plan().unwrap_or_else(|_| errors::out_of_memory("planning the commit of pg_cache writes"));
         let mut caches: Vec<Resolved> = Vec::new();
         let mut index: HashMap<&str, usize> = HashMap::new();
-        // The index in `caches` of `name`'s group, resolved on first sight.
+        // The index in `caches` of `name`'s group, resolved and pinned on first sight.
         fn group<'a>(caches: &mut Vec<Resolved>, index: &mut HashMap<&'a str, usize>, name: &'a str) -> usize {
             if let Some(&i) = index.get(name) {
                 return i;
             }
-            let (slot, config) = caches::resolve(name);
+            let (slot, config) = resolve_pinned(name);
             reserve(caches, 1);
             if index.try_reserve(1).is_err() {
                 errors::out_of_memory("planning the commit of pg_cache writes");
@@ -291,7 +323,10 @@ fn apply_commit() {
         store.raise_db_fence(database(), now);
         store.detach_database(database());
     }
-    let Some(mut plan) = plan else { return };
+    let Some(mut plan) = plan else {
+        unpin_all();
+        return;
+    };
     for cache in &mut plan.caches {
         if let [write] = cache.writes.as_slice() {
             if !cache.clear && !plan.clear_all && cache.declare.is_none() {
@@ -338,6 +373,7 @@ fn apply_commit() {
             plan.caches.iter().any(|c| c.slot == slot) || plan.not_clearable.contains(&slot)
         });
     }
+    unpin_all();
 }
 
 fn abort() {
@@ -355,6 +391,7 @@ fn abort() {
             }
         }
     }
+    unpin_all();
 }
 
 fn has_writes() -> bool {

@@ -56,11 +56,17 @@ pub fn resolve(name: &str) -> (SlotRef, Rc<CacheConfig>) {
             Some(s) => s,
             None => {
                 let initial = initial_config(name);
-                store.find_or_create_slot(database(), name, &initial).unwrap_or_else(|e| match e {
+                let per_database = gucs::max_caches_per_database();
+                store.find_or_create_slot(database(), name, &initial, per_database).unwrap_or_else(|e| match e {
                     StoreError::DirectoryFull => errors::raise(
                         PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
                         format!("cannot create cache \"{name}\": all {} cache slots are in use", gucs::max_caches()),
-                        "Drop unused caches with cache_drop() or raise pg_cache.max_caches (needs a restart).",
+                        "Every slot holds entries or a declaration. Drop unused caches with cache_drop() or raise pg_cache.max_caches (needs a restart).",
+                    ),
+                    StoreError::DatabaseFull { per_database } => errors::raise(
+                        PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+                        format!("cannot create cache \"{name}\": this database already uses {per_database} cache slots"),
+                        "Raise pg_cache.max_caches_per_database, or let unused caches empty out.",
                     ),
                     StoreError::TooLarge => unreachable!(),
                 })

@@ -225,6 +225,25 @@ fn cache_create_v3(
     xact::push(Op::Declare { cache: owned(name), config: Box::new(config), previous: previous.map(Box::new) });
 }
 
+/// The C symbol of the 0.2.0 `cache_create` (five arguments). A database still on
+/// 0.2.0's SQL reaches this instead of reading arguments that are not there, and is
+/// told how to fix it. Exported by hand: it has no SQL of its own in this version.
+#[no_mangle]
+pub extern "C" fn pg_finfo_cache_create_wrapper() -> &'static pg_sys::Pg_finfo_record {
+    static V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+#[no_mangle]
+#[pg_guard]
+pub extern "C-unwind" fn cache_create_wrapper(_fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    errors::raise(
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        "cache_create of pg_cache 0.2.0 cannot run with this library".into(),
+        "Run ALTER EXTENSION pg_cache UPDATE in this database.",
+    )
+}
+
 /// Drops every cache of a database at once (not transactional, like pg_stat_reset).
 #[pg_extern(volatile, parallel_unsafe)]
 fn cache_drop(dbname: Option<&str>) {

@@ -35,6 +35,7 @@ use std::cell::{Cell, UnsafeCell};
 use std::mem::size_of;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
+mod directory;
 mod fences;
 mod maintenance;
 use fences::{DbFences, FenceBucket};
@@ -84,8 +85,10 @@ pub trait Locks {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreError {
-    /// Every cache slot is in use.
+    /// Every cache slot is in use (by caches that hold entries or are declared).
     DirectoryFull,
+    /// The database already uses its share of the slots (`per_database`).
+    DatabaseFull { per_database: u32 },
     /// The entry needs more than half of all blocks.
     TooLarge,
 }
@@ -219,6 +222,9 @@ pub struct CacheSlot {
     // or declared, and by commits of several writes.
     state: AtomicU32,
     incarnation: AtomicU32,
+    /// Commits between PRE_COMMIT and the end of COMMIT (or ABORT) that hold entries
+    /// prepared for this slot: a pinned slot is never reclaimed.
+    pins: AtomicU32,
     db: AtomicU32,
     name_len: AtomicU32,
     gen: AtomicU32,
@@ -818,45 +824,6 @@ impl<'a, L: Locks> Store<'a, L> {
     pub fn find_slot(&self, db: u32, name: &str) -> Option<SlotRef> {
         let _dir = self.lock_directory(Mode::Shared);
         self.find_locked(db, name)
-    }
-
-    /// Finds the slot of (db, name) or creates it with `config`.
-    pub fn find_or_create_slot(&self, db: u32, name: &str, config: &CacheConfig) -> Result<SlotRef, StoreError> {
-        assert!(name.len() <= MAX_NAME);
-        let _dir = self.lock_directory(Mode::Exclusive);
-        if let Some(found) = self.find_locked(db, name) {
-            return Ok(found);
-        }
-        let h = self.hdr();
-        let used = h.used_slots.load(Ordering::Relaxed);
-        let index = match (0..used as u16).find(|&i| self.slot(i).state.load(Ordering::Acquire) == SLOT_FREE) {
-            Some(i) => i,
-            None if used < self.geo.slots && used < u16::MAX as u32 => used as u16,
-            None => return Err(StoreError::DirectoryFull),
-        };
-        let s = self.slot(index);
-        s.db.store(db, Ordering::Relaxed);
-        // SAFETY: the slot is free and we hold the directory lock exclusively.
-        unsafe {
-            (&mut *s.name.get())[..name.len()].copy_from_slice(name.as_bytes());
-            *s.config.get() = *config;
-        }
-        s.name_len.store(name.len() as u32, Ordering::Release);
-        s.config_version.fetch_add(1, Ordering::Release);
-        s.list.lru_head.store(NIL, Ordering::Relaxed);
-        s.list.lru_tail.store(NIL, Ordering::Relaxed);
-        for c in [&s.list.entries, &s.list.bytes, &s.list.sets, &s.list.deletes, &s.list.evictions, &s.list.expirations, &s.list.stale_sets] {
-            c.store(0, Ordering::Relaxed);
-        }
-        self.reset_read_counts(index);
-        // A database-wide clear or drop before this slot existed counts as its clear
-        // (for cache_last_clear; fills are fenced by the database fence anyway).
-        s.last_clear.store(self.db_fence(db), Ordering::Relaxed);
-        s.state.store(SLOT_ACTIVE, Ordering::Release);
-        if index as u32 == used {
-            h.used_slots.store(used + 1, Ordering::Release);
-        }
-        Ok(SlotRef { index, incarnation: s.incarnation.load(Ordering::Acquire) })
     }
 
     /// Whether `r` still names a live slot (no drop happened since it was resolved).
