@@ -12,7 +12,9 @@ CREATE TABLE pg_cache_declarations (
     -- Who may read (cache_get) and write (set, delete, clear): members of these roles
     -- and of the owner. NULL: anyone.
     readers regrole[],
-    writers regrole[]
+    writers regrole[],
+    -- Most bytes of pg_cache.memory the cache may hold; NULL: no limit of its own.
+    max_bytes bigint CHECK (max_bytes >= 1)
 );
 SELECT pg_catalog.pg_extension_config_dump('pg_cache_declarations', '');
 -- Everyone may read the declarations; only cache_create writes them (as the table's

@@ -8,6 +8,7 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 static MEMORY_KB: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
 static MAX_CACHES: GucSetting<i32> = GucSetting::<i32>::new(1024);
 static MAX_CACHES_PER_DATABASE: GucSetting<i32> = GucSetting::<i32>::new(768);
+static DATABASE_SHARE: GucSetting<i32> = GucSetting::<i32>::new(100);
 static MAX_KEY_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024);
 static MAX_VALUE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024);
 static DEFAULT_SIZE_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(1024);
@@ -43,6 +44,16 @@ pub fn init() {
         &MAX_CACHES_PER_DATABASE,
         1,
         65535,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_cache.database_share",
+        c"Percent of pg_cache.memory one database may hold when memory is full.",
+        c"When a write needs room, a database over its share is evicted from first; 100 gives no share.",
+        &DATABASE_SHARE,
+        1,
+        100,
         GucContext::Sighup,
         GucFlags::default(),
     );
@@ -116,6 +127,10 @@ pub fn max_caches() -> u32 {
 
 pub fn max_caches_per_database() -> u32 {
     MAX_CACHES_PER_DATABASE.get() as u32
+}
+
+pub fn database_share() -> u32 {
+    DATABASE_SHARE.get() as u32
 }
 
 pub fn max_key_size() -> usize {

@@ -152,13 +152,23 @@ extern "C-unwind" fn startup_hook() {
     }
 }
 
+#[cfg(any(test, feature = "pg_test"))]
+thread_local! {
+    /// How often this backend asked for the store: rule 9's test counts it.
+    pub static STORE_USES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// The store, or an ERROR when the library was not preloaded.
 pub fn store() -> Store<'static, PgLocks> {
+    #[cfg(any(test, feature = "pg_test"))]
+    STORE_USES.with(|n| n.set(n.get() + 1));
     // SAFETY: REGION, LOCKS and GEOMETRY are written once at startup, before any
     // backend runs SQL, and inherited by every backend.
     unsafe {
         match GEOMETRY {
-            Some(geo) if !REGION.is_null() && !LOCKS.is_null() => Store::attach(REGION, geo, &PG_LOCKS),
+            Some(geo) if !REGION.is_null() && !LOCKS.is_null() => {
+                Store::attach(REGION, geo, &PG_LOCKS).with_database_share(gucs::database_share())
+            }
             _ => crate::api::errors::not_preloaded(),
         }
     }

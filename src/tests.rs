@@ -2,6 +2,35 @@
 //! transaction that is rolled back, so they see only the transaction's own view;
 //! commit behaviour is tested over real connections in tests/client.
 
+/// Counts every Rust allocation of the test build (rule 9's test reads it). The
+/// backend is single-threaded, so a plain counter is exact.
+pub struct CountingAllocator;
+
+pub static ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged.
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: as the caller's contract for GlobalAlloc::alloc.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: as the caller's contract for GlobalAlloc::dealloc.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: as the caller's contract for GlobalAlloc::realloc.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
 #[pgrx::pg_schema]
 mod tests {
     use pgrx::prelude::*;
@@ -332,5 +361,97 @@ mod tests {
         assert_eq!(row, (me, Some("{cache_test_reader}".into()), Some("{}".into())));
         // Open caches stay open to everyone, and undeclared ones too.
         run_unprivileged("SELECT cache_set('open_one', 'k', '1'), cache_get('open_one', 'k')");
+    }
+
+    #[pg_test(error = "max_bytes must be at least 1, not 0")]
+    fn zero_max_bytes() {
+        Spi::run("SELECT cache_create('t', max_bytes => 0)").unwrap();
+    }
+
+    #[pg_test(error = "an entry of this value takes 256 bytes, more than the cache's max_bytes (200)")]
+    fn a_value_over_the_caches_byte_limit() {
+        Spi::run("SELECT cache_create('small_cache', max_bytes => 200, context => false)").unwrap();
+        Spi::run("SELECT cache_set('small_cache', 'k', to_jsonb(repeat('v', 100)))").unwrap();
+    }
+
+    /// Rule 9: a transaction that never called pg_cache costs one thread-local check
+    /// per callback: no allocation, no shared memory. The positive control shows the
+    /// counters see the work a transaction with writes does.
+    #[pg_test]
+    fn rule_9_callbacks_of_a_transaction_without_pg_cache_do_nothing() {
+        use crate::shmem::STORE_USES;
+        use pg_sys::SubXactEvent::*;
+        use pg_sys::XactEvent::*;
+        use std::sync::atomic::Ordering;
+        let counts = || (super::ALLOCATIONS.load(Ordering::Relaxed), STORE_USES.with(|n| n.get()));
+        let run_all = || {
+            // SAFETY: the callbacks as PostgreSQL calls them; with nothing pending
+            // each returns after its check.
+            unsafe {
+                for e in [XACT_EVENT_PRE_COMMIT, XACT_EVENT_COMMIT, XACT_EVENT_ABORT, XACT_EVENT_PRE_PREPARE, XACT_EVENT_PREPARE] {
+                    crate::xact::xact_callback(e, std::ptr::null_mut());
+                }
+                for e in [SUBXACT_EVENT_START_SUB, SUBXACT_EVENT_COMMIT_SUB, SUBXACT_EVENT_ABORT_SUB] {
+                    crate::xact::subxact_callback(e, 2, 1, std::ptr::null_mut());
+                }
+            }
+        };
+        let before = counts();
+        run_all();
+        assert_eq!(counts(), before, "(allocations, store uses) in the callbacks");
+        // Positive control: with a write pending, PRE_COMMIT plans and prepares.
+        Spi::run("SELECT cache_set('rule9', 'k', '1')").unwrap();
+        let before = counts();
+        // SAFETY: PRE_COMMIT prepares the entry; ABORT frees it and empties the write set.
+        unsafe {
+            crate::xact::xact_callback(XACT_EVENT_PRE_COMMIT, std::ptr::null_mut());
+            crate::xact::xact_callback(XACT_EVENT_ABORT, std::ptr::null_mut());
+        }
+        let after = counts();
+        assert!(after.0 > before.0 && after.1 > before.1, "the counters see real work: {before:?} -> {after:?}");
+        let before = counts();
+        run_all();
+        assert_eq!(counts(), before, "after an abort nothing is left pending");
+    }
+
+    /// Every SQLSTATE of the README's error table that one session can trigger, with
+    /// the input that triggers it. (53400, 0A000, 25000, 25006, 53200 and 55000 need
+    /// other sessions or clusters: see tests/client.)
+    #[pg_test]
+    fn every_sqlstate_of_the_error_table() {
+        Spi::run("CREATE ROLE cache_test_stranger").unwrap();
+        Spi::run("SELECT cache_create('guarded_t', readers => '{}', writers => '{}')").unwrap();
+        let cases = [
+            ("SELECT cache_get(NULL, 'k')", "ERRCODE_NULL_VALUE_NOT_ALLOWED"),
+            ("SELECT cache_set('t', NULL, '1')", "ERRCODE_NULL_VALUE_NOT_ALLOWED"),
+            ("SELECT cache_create('t', context_ignored_keys => NULL)", "ERRCODE_NULL_VALUE_NOT_ALLOWED"),
+            ("SELECT cache_drop(NULL)", "ERRCODE_NULL_VALUE_NOT_ALLOWED"),
+            ("SELECT cache_get('', 'k')", "ERRCODE_INVALID_PARAMETER_VALUE"),
+            ("SELECT cache_set('t', 'k', '1', '0 seconds')", "ERRCODE_INVALID_PARAMETER_VALUE"),
+            ("SELECT cache_create('t', duration => '-1 day')", "ERRCODE_INVALID_PARAMETER_VALUE"),
+            ("SELECT cache_create('t', duration => '10001 years')", "ERRCODE_INVALID_PARAMETER_VALUE"),
+            ("SELECT cache_create('t', size_limit => 0)", "ERRCODE_INVALID_PARAMETER_VALUE"),
+            ("SELECT cache_create('t', max_bytes => 0)", "ERRCODE_INVALID_PARAMETER_VALUE"),
+            ("SELECT cache_get('*', 'k')", "ERRCODE_INVALID_PARAMETER_VALUE"),
+            ("SELECT cache_get(repeat('n', 64), 'k')", "ERRCODE_NAME_TOO_LONG"),
+            ("SELECT cache_get('t', repeat('k', 1025))", "ERRCODE_PROGRAM_LIMIT_EXCEEDED"),
+            ("SELECT cache_set('t', 'k', to_jsonb(repeat('v', 2000000)))", "ERRCODE_PROGRAM_LIMIT_EXCEEDED"),
+            ("SELECT cache_create('t', readers => ARRAY(SELECT 'r' || g FROM generate_series(1, 9) g))", "ERRCODE_UNDEFINED_OBJECT"),
+            ("SELECT cache_drop('no_such_database')", "ERRCODE_INVALID_CATALOG_NAME"),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(error_of(sql).0, want, "{sql}");
+        }
+        Spi::run("SET ROLE cache_test_stranger").unwrap();
+        for sql in [
+            "SELECT cache_drop(current_database())",
+            "SELECT * FROM cache_memory()",
+            "SELECT cache_stats_reset()",
+            "SELECT cache_get('guarded_t', 'k')",
+            "SELECT cache_set('guarded_t', 'k', '1')",
+            "SELECT cache_create('guarded_t')",
+        ] {
+            assert_eq!(error_of(sql).0, "ERRCODE_INSUFFICIENT_PRIVILEGE", "{sql}");
+        }
     }
 }

@@ -152,6 +152,12 @@ pub fn now() -> i64 {
     unsafe { pg_sys::GetCurrentTimestamp() }
 }
 
+/// When the current statement started: a plain variable read, no system call.
+pub fn statement_start() -> i64 {
+    // SAFETY: no preconditions; set when the statement started.
+    unsafe { pg_sys::GetCurrentStatementStartTimestamp() }
+}
+
 /// The database this backend is connected to.
 pub fn database() -> u32 {
     // SAFETY: MyDatabaseId is set for the whole life of a backend connected to a database.
@@ -401,7 +407,7 @@ fn has_writes() -> bool {
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+pub(crate) unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     use pg_sys::XactEvent::*;
     match event {
         XACT_EVENT_PRE_COMMIT => {
@@ -435,7 +441,7 @@ unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: 
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn subxact_callback(
+pub(crate) unsafe extern "C-unwind" fn subxact_callback(
     event: pg_sys::SubXactEvent::Type,
     _my: pg_sys::SubTransactionId,
     _parent: pg_sys::SubTransactionId,

@@ -193,15 +193,24 @@ pub fn check_value_size(len: usize) {
 }
 
 /// The store's own limit on one entry: its stored key (context included) and value
-/// must fit in half of the block pool, so that eviction can always make room.
-pub fn check_entry_size(stored_key: usize, value: usize) {
-    let limit = shmem::store().max_payload();
+/// must fit in half of the block pool, so that eviction can always make room; and in
+/// the cache's own `max_bytes`, if it has one.
+pub fn check_entry_size(config: &CacheConfig, stored_key: usize, value: usize) {
+    let store = shmem::store();
+    let limit = store.max_payload();
     if stored_key + value > limit {
         errors::too_large(
             format!(
                 "value is {value} bytes and its stored key {stored_key} bytes, more than the {limit} bytes one entry can hold"
             ),
             "An entry may take at most half of pg_cache.memory's block pool: cache a smaller value or raise pg_cache.memory (needs a restart).",
+        );
+    }
+    let bytes = crate::core::store::entry_bytes(stored_key + value);
+    if config.max_bytes > 0 && bytes as u64 > config.max_bytes {
+        errors::too_large(
+            format!("an entry of this value takes {bytes} bytes, more than the cache's max_bytes ({})", config.max_bytes),
+            "Cache a smaller value or declare the cache with a larger max_bytes.",
         );
     }
 }

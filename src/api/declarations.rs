@@ -90,6 +90,7 @@ pub fn read(name: &str) -> Option<CacheConfig> {
             attnum(c"context_ignored_keys"),
         );
         let (a_owner, a_readers, a_writers) = (attnum(c"owner"), attnum(c"readers"), attnum(c"writers"));
+        let a_max_bytes = attnum(c"max_bytes");
         let rel = pg_sys::table_open(relid, pg_sys::AccessShareLock as i32);
         let snapshot = pg_sys::RegisterSnapshot(read_snapshot());
         let mut key = std::mem::zeroed::<pg_sys::ScanKeyData>();
@@ -132,6 +133,7 @@ pub fn read(name: &str) -> Option<CacheConfig> {
             };
             config.readers = roles(a_readers);
             config.writers = roles(a_writers);
+            config.max_bytes = column(a_max_bytes).and_then(|(d, null)| i64::from_datum(d, null)).map_or(0, |b| b.max(1) as u64);
             config
         });
         pg_sys::systable_endscan(scan);
@@ -150,6 +152,7 @@ pub struct Declaration {
     pub owner: pg_sys::Oid,
     pub readers: Option<Vec<pg_sys::Oid>>,
     pub writers: Option<Vec<pg_sys::Oid>>,
+    pub max_bytes: Option<i64>,
 }
 
 /// Writes the declaration row; the shared slot follows at commit. The row is
@@ -177,12 +180,13 @@ pub fn write(name: &str, d: Declaration) {
     // search_path cannot substitute a function of its own. The owner column keeps
     // the first declarer: a redeclaration does not take the cache over.
     let query = format!(
-        "INSERT INTO {qualified} (cache, size_limit, duration, context, context_ignored_keys, owner, readers, writers) \
-         VALUES ($1, $2, $3, $4, $5, $6::pg_catalog.oid::pg_catalog.regrole, $7::pg_catalog.oid[]::pg_catalog.regrole[], \
-         $8::pg_catalog.oid[]::pg_catalog.regrole[]) ON CONFLICT (cache) DO UPDATE SET size_limit = EXCLUDED.size_limit, \
+        "INSERT INTO {qualified} (cache, size_limit, duration, context, context_ignored_keys, owner, readers, writers, \
+         max_bytes) VALUES ($1, $2, $3, $4, $5, $6::pg_catalog.oid::pg_catalog.regrole, \
+         $7::pg_catalog.oid[]::pg_catalog.regrole[], $8::pg_catalog.oid[]::pg_catalog.regrole[], $9) \
+         ON CONFLICT (cache) DO UPDATE SET size_limit = EXCLUDED.size_limit, \
          duration = EXCLUDED.duration, context = EXCLUDED.context, \
          context_ignored_keys = EXCLUDED.context_ignored_keys, readers = EXCLUDED.readers, \
-         writers = EXCLUDED.writers, declared_at = pg_catalog.now()"
+         writers = EXCLUDED.writers, max_bytes = EXCLUDED.max_bytes, declared_at = pg_catalog.now()"
     );
     let (mut caller, mut context) = (pg_sys::InvalidOid, 0);
     // SAFETY: saves and switches the current user the way PostgreSQL's own internal
@@ -206,6 +210,7 @@ pub fn write(name: &str, d: Declaration) {
             d.owner.into(),
             d.readers.into(),
             d.writers.into(),
+            d.max_bytes.into(),
         ],
     )
     .unwrap_or_else(|e| error!("pg_cache: writing pg_cache_declarations failed: {e}"));

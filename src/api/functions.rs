@@ -15,7 +15,7 @@ use crate::core::key;
 use crate::core::store::{CacheConfig, RoleList, MAX_ROLES};
 use crate::core::store::Lookup;
 use crate::core::writeset::{try_copy, try_string, Op, Pending};
-use crate::xact::now;
+use crate::xact::{now, statement_start};
 use crate::{shmem, xact};
 
 /// A copy of a cache name for the write set; 53200 rather than an abort when memory is out.
@@ -35,7 +35,7 @@ fn cache_set(cache: Option<&str>, key: Option<&str>, value: Option<RawJsonb>, tt
     let (slot, config) = caches::resolve(name);
     caches::check_write(name, &config);
     let stored = caches::stored_key(&config, key);
-    caches::check_entry_size(stored.len(), value.bytes().len());
+    caches::check_entry_size(&config, stored.len(), value.bytes().len());
     // The install reads this bucket at COMMIT: start loading it now.
     shmem::store().prefetch_bucket(key::hash(slot.index, &stored));
     let value = try_copy(value.bytes()).unwrap_or_else(|_| errors::out_of_memory("copying a value"));
@@ -60,7 +60,7 @@ fn cache_get(cache: Option<&str>, key: Option<&str>, default: default!(Option<Ra
     }
     let store = shmem::store();
     let hash = key::hash(slot.index, &stored);
-    match store.lookup(slot, &stored, hash, now, |len, copy| RawJsonb::build(len, copy)) {
+    match store.lookup(slot, &stored, hash, statement_start(), now, |len, copy| RawJsonb::build(len, copy)) {
         Lookup::Hit(v) => {
             store.count_hit(slot, caches::stripe());
             Some(v)
@@ -93,7 +93,7 @@ fn cache_delete(cache: Option<&str>, key: Option<&str>) -> bool {
     });
     let existed = own.unwrap_or_else(|| {
         let hash = key::hash(slot.index, &stored);
-        matches!(shmem::store().lookup(slot, &stored, hash, now, |_, _| ()), Lookup::Hit(()))
+        matches!(shmem::store().lookup(slot, &stored, hash, statement_start(), now, |_, _| ()), Lookup::Hit(()))
     });
     xact::push(Op::Delete { cache: owned(name), key: stored });
     existed
@@ -159,7 +159,8 @@ fn role_list(what: &str, roles: Option<Vec<Option<String>>>) -> (Option<Vec<pg_s
 /// Declares (or changes) a cache; takes effect when the transaction commits. The
 /// first declarer owns it; only the owner's members, superusers and members of
 /// `pgcache_admin` may change it. `readers` and `writers` (role names; NULL:
-/// anyone) restrict reads and writes to members of those roles and of the owner.
+/// anyone) restrict reads and writes to members of those roles and of the owner;
+/// `max_bytes` caps the memory the cache holds (it evicts its own entries).
 ///
 /// The C symbol carries the signature's version: a database whose extension SQL
 /// still declares the 0.2.0 signature gets "could not find function" until
@@ -174,12 +175,18 @@ fn cache_create_v3(
     context_ignored_keys: default!(Option<Vec<Option<String>>>, "'{}'"),
     readers: default!(Option<Vec<Option<String>>>, "NULL"),
     writers: default!(Option<Vec<Option<String>>>, "NULL"),
+    max_bytes: default!(Option<i64>, "NULL"),
 ) {
     check_writable("cache_create");
     let name = check_name(cache);
     if let Some(n) = size_limit {
         if n < 1 {
             errors::invalid(format!("size_limit must be at least 1, not {n}"), "Pass NULL for the server default.");
+        }
+    }
+    if let Some(n) = max_bytes {
+        if n < 1 {
+            errors::invalid(format!("max_bytes must be at least 1, not {n}"), "Pass NULL for no limit of its own.");
         }
     }
     let duration_us = duration.map(|d| check_positive("duration", d));
@@ -210,6 +217,7 @@ fn cache_create_v3(
     config.owner = owner.to_u32();
     config.readers = readers;
     config.writers = writers;
+    config.max_bytes = max_bytes.map_or(0, |n| n as u64);
     declarations::write(
         name,
         declarations::Declaration {
@@ -220,6 +228,7 @@ fn cache_create_v3(
             owner,
             readers: reader_oids,
             writers: writer_oids,
+            max_bytes,
         },
     );
     xact::push(Op::Declare { cache: owned(name), config: Box::new(config), previous: previous.map(Box::new) });

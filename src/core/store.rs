@@ -139,6 +139,8 @@ pub struct CacheConfig {
     pub owner: u32,
     pub readers: RoleList,
     pub writers: RoleList,
+    /// Most bytes of `pg_cache.memory` the cache may hold (0: no limit of its own).
+    pub max_bytes: u64,
     ignored_len: u16,
     ignored: [u8; MAX_IGNORED],
 }
@@ -152,6 +154,7 @@ impl Default for CacheConfig {
             owner: 0,
             readers: RoleList::ANYONE,
             writers: RoleList::ANYONE,
+            max_bytes: 0,
             ignored_len: 0,
             ignored: [0; MAX_IGNORED],
         }
@@ -258,6 +261,14 @@ struct SlotList {
     evictions: AtomicU64,
     expirations: AtomicU64,
     stale_sets: AtomicU64,
+    /// The cache's byte limit (its declaration's `max_bytes`; 0: none), kept here so
+    /// that an install reads it from the line it writes anyway.
+    max_bytes: AtomicU64,
+    /// Bytes of entries prepared for this cache and not yet installed or freed,
+    /// counted only while a database share is set: a transaction prepares all its
+    /// entries before installing any, so without them a database could fill memory
+    /// while its installed bytes still look under its share.
+    pending_bytes: AtomicU64,
 }
 
 /// Hits and misses of one cache, counted per stripe of backends so that readers on
@@ -285,14 +296,21 @@ struct EntryHead {
     serial: u32,
     slot: u16,
     state: AtomicU8,
-    _pad: u8,
+    /// 1 while the entry is prepared and counted in its slot's `pending_bytes`.
+    pending: u8,
     gen: u32,
     key_len: u32,
     value_len: u32,
     last_block: u32,
     n_blocks: u32,
     expires_at: i64,
-    last_used: AtomicU64,
+    /// The list's push clock when this entry was last pushed to its head (truncated:
+    /// only distances up to the list's length matter), for the "older half" rule.
+    pushed_at: AtomicU32,
+    /// When the entry was last pushed to its head, in milliseconds of the commit or
+    /// statement time (wrapping, see [`ms`]): comparable across caches, so that
+    /// eviction under memory pressure takes the entry used longest ago anywhere.
+    used_at: AtomicU32,
 }
 
 const _: () = assert!(size_of::<EntryHead>() == HEAD_SIZE);
@@ -317,6 +335,27 @@ pub struct Geometry {
     fences_off: usize,
     blocks_off: usize,
     pub total: usize,
+}
+
+/// The bytes of `pg_cache.memory` an entry with `payload` bytes of stored key and
+/// value takes (whole blocks): what `bytes` and `max_bytes` count.
+pub fn entry_bytes(payload: usize) -> usize {
+    blocks_for(payload) * BLOCK_SIZE
+}
+
+/// The blocks an entry with `payload` bytes of stored key and value takes.
+pub fn blocks_for(payload: usize) -> usize {
+    if payload <= FIRST_PAYLOAD {
+        1
+    } else {
+        1 + (payload - FIRST_PAYLOAD).div_ceil(NEXT_PAYLOAD)
+    }
+}
+
+/// A time in microseconds as the wrapping milliseconds of [`EntryHead::used_at`]:
+/// ages up to 24 days compare correctly, which is all LRU ranking needs.
+pub fn ms(us: i64) -> u32 {
+    (us / 1000) as u32
 }
 
 /// A hint to start loading the cache line at `p`; it never faults.
@@ -462,6 +501,9 @@ pub struct Store<'a, L: Locks> {
     base: *mut u8,
     geo: Geometry,
     locks: &'a L,
+    /// Bytes one database may hold when memory is full (`u64::MAX`: no share):
+    /// eviction then takes from a database over its share first.
+    database_share: u64,
 }
 
 /// Holds a partition lock until dropped (also on unwind, when an ERROR passes through).
@@ -568,6 +610,7 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
     /// an older value behind.
     pub fn drop_stale(&self, p: Prepared, key: &[u8]) {
         self.store.slot(self.r.index).list.stale_sets.fetch_add(1, Ordering::Relaxed);
+        self.store.settle(p);
         self.store.free_entry(p.block);
         self.store.invalidate_locked(self.r, key, p.hash, self.now);
     }
@@ -603,7 +646,16 @@ impl<'a, L: Locks> Store<'a, L> {
     /// `base` points to `geo.total` bytes, 64-byte aligned, shared by every user of the
     /// store and initialised once with [`Store::init`].
     pub unsafe fn attach(base: *mut u8, geo: Geometry, locks: &'a L) -> Self {
-        Store { base, geo, locks }
+        Store { base, geo, locks, database_share: u64::MAX }
+    }
+
+    /// Gives each database `percent` of the block pool when memory is full (see
+    /// [`Store::evict_one`]); 100 gives no share.
+    pub fn with_database_share(mut self, percent: u32) -> Self {
+        if percent < 100 {
+            self.database_share = self.geo.blocks as u64 * BLOCK_SIZE as u64 * percent as u64 / 100;
+        }
+        self
     }
 
     /// # Safety
@@ -629,6 +681,11 @@ impl<'a, L: Locks> Store<'a, L> {
             }
             (*h).db_fences.init();
         }
+    }
+
+    #[cfg(test)]
+    fn base_for_tests(&self) -> *mut u8 {
+        self.base
     }
 
     pub fn geometry(&self) -> Geometry {
@@ -733,14 +790,6 @@ impl<'a, L: Locks> Store<'a, L> {
     pub fn max_payload(&self) -> usize {
         let blocks = self.geo.blocks as usize / 2;
         if blocks == 0 { 0 } else { FIRST_PAYLOAD + (blocks - 1) * NEXT_PAYLOAD }
-    }
-
-    pub fn blocks_for(payload: usize) -> usize {
-        if payload <= FIRST_PAYLOAD {
-            1
-        } else {
-            1 + (payload - FIRST_PAYLOAD).div_ceil(NEXT_PAYLOAD)
-        }
     }
 
     /// Calls `f` on each piece of an entry's payload, in order.
@@ -852,6 +901,7 @@ impl<'a, L: Locks> Store<'a, L> {
         }
         // SAFETY: config is written only under the slot's list lock.
         unsafe { *s.config.get() = *config };
+        s.list.max_bytes.store(config.max_bytes, Ordering::Relaxed);
         s.config_version.fetch_add(1, Ordering::Release);
     }
 
@@ -1165,10 +1215,18 @@ impl<'a, L: Locks> Store<'a, L> {
     }
 
     /// Frees memory by evicting one entry: stale or expired tails first, else the
-    /// slot whose tail was used longest ago. `false` when nothing can be evicted.
-    fn evict_one(&self, now: i64) -> bool {
+    /// tail used longest ago among all caches (ages are comparable across caches:
+    /// see [`EntryHead::used_at`]), taken from the database furthest over its share
+    /// when one is. `false` when nothing can be evicted.
+    fn evict_one(&self, now: i64, for_db: u32) -> bool {
+        // A database over its share gives way first. When it has nothing installed
+        // left to evict (its own transactions hold more than its share), a write into
+        // it finds no room (it is lost like an entry evicted at once) and a write into
+        // another database evicts by age alone.
+        let mut over = self.database_over_share(self.hdr().used_slots.load(Ordering::Acquire));
         for _attempt in 0..8 {
             let used = self.hdr().used_slots.load(Ordering::Acquire);
+            // Ranked by age (older first); dead tails (dropped, cleared, expired) first of all.
             let mut best: Option<(u16, u64)> = None;
             for i in 0..used as u16 {
                 let s = self.slot(i);
@@ -1183,23 +1241,56 @@ impl<'a, L: Locks> Store<'a, L> {
                 // A racy peek used only to rank candidates; pop_tail re-reads under the lock.
                 // SAFETY: t < blocks, so the read stays inside the region.
                 let (gen, used_at) =
-                    unsafe { ((*self.head(t)).gen, (*self.head(t)).last_used.load(Ordering::Relaxed)) };
+                    unsafe { ((*self.head(t)).gen, (*self.head(t)).used_at.load(Ordering::Relaxed)) };
                 let dead = state == SLOT_DROPPING || gen != s.gen.load(Ordering::Relaxed) || self.is_expired(t, now);
-                let score = if dead { 0 } else { used_at + 1 };
-                if best.is_none_or(|(_, b)| score < b) {
-                    best = Some((i, score));
+                if !dead && over.is_some_and(|db| s.db.load(Ordering::Relaxed) != db) {
+                    continue;
                 }
-                if score == 0 {
+                let age = if dead { u64::MAX } else { ms(now).wrapping_sub(used_at) as u64 };
+                if best.is_none_or(|(_, b)| age > b) {
+                    best = Some((i, age));
+                }
+                if dead {
                     break;
                 }
             }
-            let Some((index, _)) = best else { return false };
+            let Some((index, _)) = best else {
+                match over {
+                    Some(db) if db != for_db => {
+                        over = None;
+                        continue;
+                    }
+                    _ => return false,
+                }
+            };
             if let Some(v) = self.pop_tail(index, PopReason::Evict, now) {
                 self.reap(v);
                 return true;
             }
         }
         false
+    }
+
+    /// The database holding the most bytes beyond its share, if any does. Racy sums
+    /// of the caches' counters, good enough to choose where to evict.
+    fn database_over_share(&self, used: u32) -> Option<u32> {
+        if self.database_share == u64::MAX {
+            return None;
+        }
+        // Databases with caches are few; past 16 the rest are not judged.
+        let mut per_db = [(0u32, 0u64); 16];
+        for i in 0..used as u16 {
+            let s = self.slot(i);
+            if s.state.load(Ordering::Acquire) != SLOT_ACTIVE {
+                continue;
+            }
+            let bytes = s.list.bytes.load(Ordering::Relaxed) + s.list.pending_bytes.load(Ordering::Relaxed);
+            let db = s.db.load(Ordering::Relaxed);
+            if let Some(e) = per_db.iter_mut().find(|e| e.0 == db || e.0 == 0) {
+                *e = (db, e.1 + bytes);
+            }
+        }
+        per_db.iter().filter(|e| e.0 != 0 && e.1 > self.database_share).max_by_key(|e| e.1).map(|e| e.0)
     }
 
     // ---- entries ---------------------------------------------------------------
@@ -1220,7 +1311,7 @@ impl<'a, L: Locks> Store<'a, L> {
         if key.len() + value.len() > self.max_payload() {
             return Err(StoreError::TooLarge);
         }
-        let n = Self::blocks_for(key.len() + value.len());
+        let n = blocks_for(key.len() + value.len());
         self.prefetch_install(hash);
         let reserved = self.take_reserve(reserve, n as u32);
         let (first, last) = match reserved {
@@ -1229,13 +1320,17 @@ impl<'a, L: Locks> Store<'a, L> {
                 if let Some(got) = self.alloc(n as u32) {
                     break got;
                 }
-                if !self.evict_one(now) {
+                if !self.evict_one(now, self.slot(r.index).db.load(Ordering::Relaxed)) {
                     // The write is lost like an entry evicted at once: count it so.
                     self.slot(r.index).list.evictions.fetch_add(1, Ordering::Relaxed);
                     return Ok(None);
                 }
             },
         };
+        let counted = self.database_share != u64::MAX;
+        if counted {
+            self.slot(r.index).list.pending_bytes.fetch_add((n * BLOCK_SIZE) as u64, Ordering::Relaxed);
+        }
         // SAFETY: the blocks are ours until installed or discarded.
         unsafe {
             let h = self.head(first);
@@ -1251,14 +1346,15 @@ impl<'a, L: Locks> Store<'a, L> {
                     serial: self.hdr().serial.fetch_add(1, Ordering::Relaxed),
                     slot: r.index,
                     state: AtomicU8::new(ENTRY_LIVE),
-                    _pad: 0,
+                    pending: counted as u8,
                     gen: 0,
                     key_len: key.len() as u32,
                     value_len: value.len() as u32,
                     last_block: last,
                     n_blocks: n as u32,
                     expires_at,
-                    last_used: AtomicU64::new(0),
+                    pushed_at: AtomicU32::new(0),
+                    used_at: AtomicU32::new(ms(now)),
                 },
             );
         }
@@ -1302,7 +1398,21 @@ impl<'a, L: Locks> Store<'a, L> {
 
     /// Frees an entry that will not be installed (its transaction aborted).
     pub fn discard(&self, p: Prepared) {
+        self.settle(p);
         self.free_entry(p.block);
+    }
+
+    /// Takes a prepared entry out of its slot's `pending_bytes`, once.
+    fn settle(&self, p: Prepared) {
+        // SAFETY: the entry is ours until installed or freed; nobody else reads `pending`.
+        unsafe {
+            let h = self.head(p.block);
+            if (*h).pending != 0 {
+                (*h).pending = 0;
+                let bytes = blocks_for(((*h).key_len + (*h).value_len) as usize) * BLOCK_SIZE;
+                self.slot((*h).slot).list.pending_bytes.fetch_sub(bytes as u64, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Opens a commit to cache `r` at commit time `now`: takes its commit lock.
@@ -1372,6 +1482,7 @@ impl<'a, L: Locks> Store<'a, L> {
         fresh_since: Option<i64>,
     ) -> bool {
         let s = self.slot(r.index);
+        self.settle(p);
         let bucket = self.bucket_of(p.hash);
         let replaced;
         let installed = {
@@ -1401,7 +1512,8 @@ impl<'a, L: Locks> Store<'a, L> {
                         self.hdr().changes.fetch_add(1, Ordering::Relaxed);
                     }
                     (*h).gen = s.gen.load(Ordering::Relaxed);
-                    (*h).last_used.store(tick, Ordering::Relaxed);
+                    (*h).pushed_at.store(tick as u32, Ordering::Relaxed);
+                    (*h).used_at.store(ms(now), Ordering::Relaxed);
                     self.lru_push_head(s, p.block);
                     s.list.entries.fetch_add(1, Ordering::Relaxed);
                     s.list.bytes.fetch_add((*h).n_blocks as u64 * BLOCK_SIZE as u64, Ordering::Relaxed);
@@ -1422,10 +1534,16 @@ impl<'a, L: Locks> Store<'a, L> {
         true
     }
 
-    /// Evicts from the tail until slot `r` holds at most `size_limit` entries.
+    /// Evicts from the tail while slot `r` holds more than `size_limit` entries or
+    /// more bytes than its `max_bytes`.
     pub fn enforce_size_limit(&self, r: SlotRef, size_limit: u64, now: i64) {
         let s = self.slot(r.index);
-        while s.list.entries.load(Ordering::Relaxed) > size_limit {
+        let over = || {
+            let max_bytes = s.list.max_bytes.load(Ordering::Relaxed);
+            s.list.entries.load(Ordering::Relaxed) > size_limit
+                || (max_bytes > 0 && s.list.bytes.load(Ordering::Relaxed) > max_bytes)
+        };
+        while over() {
             match self.pop_tail(r.index, PopReason::Evict, now) {
                 Some(v) => self.reap(v),
                 None => break,
@@ -1558,7 +1676,9 @@ impl<'a, L: Locks> Store<'a, L> {
 
     /// Looks (slot, key) up under a shared partition lock; on a hit marks the entry
     /// used and returns `read(value_len, copy)` where `copy` fills a buffer of
-    /// `value_len` bytes. `now` is called only for entries with a TTL.
+    /// `value_len` bytes. `now` is called only for entries with a TTL; `at` (a recent
+    /// time, such as the statement's start, read without a system call) stamps an
+    /// entry that moves in its LRU list.
     ///
     /// A lookup never sees half of a commit: it takes no commit lock but checks the
     /// cache's commit sequence before and after, and starts over (at last under the
@@ -1569,6 +1689,7 @@ impl<'a, L: Locks> Store<'a, L> {
         r: SlotRef,
         key: &[u8],
         hash: u64,
+        at: i64,
         now: impl Fn() -> i64,
         mut read: impl FnMut(usize, &dyn Fn(&mut [u8])) -> T,
     ) -> Lookup<T> {
@@ -1576,7 +1697,7 @@ impl<'a, L: Locks> Store<'a, L> {
         for _ in 0..OPTIMISTIC_LOOKUPS {
             let seq = s.commit_seq.load(Ordering::Acquire);
             if seq % 2 == 0 {
-                let found = self.lookup_once(r, key, hash, &now, &mut read);
+                let found = self.lookup_once(r, key, hash, at, &now, &mut read);
                 // If this lookup saw a write of a commit, it took the partition lock
                 // after that commit released it, so it sees the commit's first bump.
                 if s.commit_seq.load(Ordering::Acquire) == seq {
@@ -1587,7 +1708,7 @@ impl<'a, L: Locks> Store<'a, L> {
         }
         self.locks.lock_cache(r.index, Mode::Shared);
         let _c = CacheReadGuard { locks: self.locks, slot: r.index };
-        self.lookup_once(r, key, hash, &now, &mut read)
+        self.lookup_once(r, key, hash, at, &now, &mut read)
     }
 
     fn lookup_once<T>(
@@ -1595,6 +1716,7 @@ impl<'a, L: Locks> Store<'a, L> {
         r: SlotRef,
         key: &[u8],
         hash: u64,
+        at: i64,
         now: &impl Fn() -> i64,
         read: &mut impl FnMut(usize, &dyn Fn(&mut [u8])) -> T,
     ) -> Lookup<T> {
@@ -1618,7 +1740,7 @@ impl<'a, L: Locks> Store<'a, L> {
                 if h.expires_at != NO_EXPIRY && now() >= h.expires_at {
                     return Lookup::Expired;
                 }
-                self.touch(s, e);
+                self.touch(s, e, at);
                 let copy = |out: &mut [u8]| self.copy_value(e, out);
                 return Lookup::Hit(read(h.value_len as usize, &copy));
             }
@@ -1634,22 +1756,30 @@ impl<'a, L: Locks> Store<'a, L> {
     /// the older half, where eviction happens. When another backend holds the list
     /// lock, the move is skipped rather than waited for (as memcached does) and the
     /// entry stamped as if moved.
-    fn touch(&self, s: &CacheSlot, e: u32) {
+    fn touch(&self, s: &CacheSlot, e: u32, at: i64) {
         // SAFETY: e is on a chain we hold shared, hence allocated.
         let h = unsafe { &*self.head(e) };
-        let pushes_since = s.list.tick.load(Ordering::Relaxed).wrapping_sub(h.last_used.load(Ordering::Relaxed));
-        if pushes_since <= s.list.entries.load(Ordering::Relaxed) / 2 {
+        let pushes_since = (s.list.tick.load(Ordering::Relaxed) as u32).wrapping_sub(h.pushed_at.load(Ordering::Relaxed));
+        if pushes_since as u64 <= s.list.entries.load(Ordering::Relaxed) / 2 {
+            // Not moved, but its use is kept to the second, so that eviction across
+            // caches sees it used: at most one write of its line per second, so hot
+            // entries read on every core do not bounce it.
+            let (at, used) = (ms(at), h.used_at.load(Ordering::Relaxed));
+            if at.wrapping_sub(used) as i32 >= 1000 {
+                h.used_at.store(at, Ordering::Relaxed);
+            }
             return;
         }
+        h.used_at.store(ms(at), Ordering::Relaxed);
         let Some(_g) = self.try_lock_list(s) else {
             // Busy: count this hit as a move, so that the next hits do not retry it.
-            h.last_used.store(s.list.tick.load(Ordering::Relaxed), Ordering::Relaxed);
+            h.pushed_at.store(s.list.tick.load(Ordering::Relaxed) as u32, Ordering::Relaxed);
             return;
         };
         if h.state.load(Ordering::Acquire) == ENTRY_LIVE {
             self.lru_unlink(s, e);
             self.lru_push_head(s, e);
-            h.last_used.store(s.list.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+            h.pushed_at.store(s.list.tick.fetch_add(1, Ordering::Relaxed) as u32, Ordering::Relaxed);
         }
     }
 
@@ -1699,7 +1829,12 @@ impl<'a, L: Locks> Store<'a, L> {
             freed += 1;
         }
         let _dir = self.lock_directory(Mode::Exclusive);
-        if s.state.load(Ordering::Acquire) == SLOT_DROPPING && s.list.lru_tail.load(Ordering::Acquire) == NIL {
+        // A slot a commit still pins (its prepared entries are counted there) is freed
+        // by a later pass of the worker.
+        if s.state.load(Ordering::Acquire) == SLOT_DROPPING
+            && s.list.lru_tail.load(Ordering::Acquire) == NIL
+            && s.pins.load(Ordering::SeqCst) == 0
+        {
             s.incarnation.fetch_add(1, Ordering::Release);
             s.name_len.store(0, Ordering::Release);
             s.state.store(SLOT_FREE, Ordering::Release);

@@ -59,6 +59,7 @@ impl<L: Locks> Store<'_, L> {
         for c in [&s.list.entries, &s.list.bytes, &s.list.sets, &s.list.deletes, &s.list.evictions, &s.list.expirations, &s.list.stale_sets] {
             c.store(0, Ordering::Relaxed);
         }
+        s.list.max_bytes.store(config.max_bytes, Ordering::Relaxed);
         self.reset_read_counts(index);
         // A database-wide clear or drop before this slot existed counts as its clear
         // (for cache_last_clear; fills are fenced by the database fence anyway).

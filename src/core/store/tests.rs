@@ -53,6 +53,14 @@ fn region(bytes: usize, slots: u32) -> Region {
     Region { _mem: mem, store }
 }
 
+/// A second handle on the same region (to set options such as the database share).
+fn unsafe_reattach<'a>(s: &Store<'a, NoLocks>) -> Store<'a, NoLocks> {
+    static LOCKS: NoLocks = NoLocks;
+    // SAFETY: the region stays alive as long as the `Region` the original came from,
+    // which the tests keep until they end; one thread uses it.
+    unsafe { Store::attach(s.base_for_tests(), s.geometry(), &LOCKS) }
+}
+
 fn set(s: &Store<NoLocks>, r: SlotRef, key: &str, value: &[u8], limit: u64) {
     set_at(s, r, key, value, NO_EXPIRY, limit, 0);
 }
@@ -65,7 +73,7 @@ fn set_at(s: &Store<NoLocks>, r: SlotRef, key: &str, value: &[u8], expires: i64,
 
 fn get_at(s: &Store<NoLocks>, r: SlotRef, key: &str, now: i64) -> Lookup<Vec<u8>> {
     let h = hash(r.index, key.as_bytes());
-    s.lookup(r, key.as_bytes(), h, || now, |len, copy| {
+    s.lookup(r, key.as_bytes(), h, now, || now, |len, copy| {
         let mut v = vec![0u8; len];
         copy(&mut v);
         v
@@ -251,7 +259,7 @@ fn clear_hides_old_entries_and_keeps_new_ones() {
     let st = s.stats(r, String::new());
     assert_eq!((st.entries, st.last_clear), (1, Some(42)));
     // The stale entry of "a" is reclaimed before any live entry when memory runs out.
-    assert!(s.evict_one(0));
+    assert!(s.evict_one(0, 1));
     assert_eq!(get(s, r, "b"), Some(b"3".to_vec()));
     assert_eq!(s.stats(r, String::new()).evictions, 0);
 }
@@ -335,7 +343,7 @@ fn allocator_survives_fragmentation() {
     for (k, v) in &model {
         if let Some(got) = get(s, r, k) {
             assert_eq!(&got, v, "{k}");
-            held_blocks += Store::<NoLocks>::blocks_for(k.len() + v.len());
+            held_blocks += blocks_for(k.len() + v.len());
         }
     }
     let st = s.stats(r, String::new());
@@ -394,6 +402,95 @@ fn unused_slots_are_reclaimed_but_never_declared_held_or_pinned_ones() {
     set(s, more, "k", b"1", 10);
     s.commit(more, 5).clear();
     assert_eq!(s.find_or_create_slot(3, "x", &CacheConfig::default(), u32::MAX), Err(StoreError::DirectoryFull));
+}
+
+#[test]
+fn under_memory_pressure_the_entry_used_longest_ago_goes_first_across_caches() {
+    // A cache read in full after every batch of writes to another keeps its entries;
+    // a cache written once and never read loses its own. (Each list's push clock
+    // counts only its own pushes, so it cannot rank caches against each other.)
+    let reg = region(256 << 10, 4);
+    let s = &reg.store;
+    let (hot, cold, churn) = (new_cache(s, 1, "hot"), new_cache(s, 1, "cold"), new_cache(s, 1, "churn"));
+    let mut now = 1_000_000;
+    for i in 0..100 {
+        set_at(s, cold, &format!("c{i}"), &[1; 100], NO_EXPIRY, u64::MAX, now);
+    }
+    now += 1_000_000;
+    // A small hot cache: its own push clock advances slowly, which is what made
+    // per-list clocks rank it as old.
+    for i in 0..20 {
+        set_at(s, hot, &format!("h{i}"), &[2; 100], NO_EXPIRY, u64::MAX, now);
+    }
+    for batch in 0..30 {
+        now += 1_000_000;
+        for i in 0..100 {
+            set_at(s, churn, &format!("b{batch}-{i}"), &[3; 100], NO_EXPIRY, u64::MAX, now);
+        }
+        now += 1_000;
+        for i in 0..20 {
+            assert!(
+                matches!(get_at(s, hot, &format!("h{i}"), now), Lookup::Hit(_)),
+                "batch {batch}: hot entry h{i} was evicted"
+            );
+        }
+    }
+    let st = s.stats(cold, String::new());
+    assert!(st.evictions > 0 && st.entries < 100, "the cold cache gave way: {st:?}");
+}
+
+#[test]
+fn a_cache_keeps_to_its_byte_limit_by_evicting_its_own_entries() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let other = new_cache(s, 1, "other");
+    for i in 0..50 {
+        set(s, other, &format!("o{i}"), b"v", u64::MAX);
+    }
+    let config = CacheConfig { max_bytes: 10 * BLOCK_SIZE as u64, ..CacheConfig::default() };
+    let capped = s.find_or_create_slot(1, "capped", &config, u32::MAX).unwrap();
+    for i in 0..100 {
+        set(s, capped, &format!("c{i}"), b"v", u64::MAX);
+    }
+    let st = s.stats(capped, String::new());
+    assert_eq!((st.entries, st.bytes, st.evictions), (10, 10 * BLOCK_SIZE as u64, 90));
+    assert_eq!(get(s, capped, "c99"), Some(b"v".to_vec()), "the newest stay");
+    assert_eq!(s.stats(other, String::new()).entries, 50, "other caches are untouched");
+    // A redeclaration with a lower limit applies at once.
+    s.commit(capped, 0).set_config(&CacheConfig { max_bytes: 3 * BLOCK_SIZE as u64, ..CacheConfig::default() }, u64::MAX);
+    assert_eq!(s.stats(capped, String::new()).entries, 3);
+}
+
+#[test]
+fn when_memory_is_full_a_database_over_its_share_gives_way_first() {
+    let reg = region(256 << 10, 4);
+    let shared = unsafe_reattach(&reg.store).with_database_share(50);
+    let s = &shared;
+    let quiet = new_cache(s, 1, "quiet");
+    // About a third of the pool, used long ago and never read again: by age alone
+    // these would go first.
+    let third = s.geometry().blocks as usize / 3 / 2;
+    for i in 0..third {
+        set_at(s, quiet, &format!("q{i}"), &[1; 100], NO_EXPIRY, u64::MAX, 1_000_000);
+    }
+    let noisy = new_cache(s, 2, "noisy");
+    for i in 0..5 * third {
+        set_at(s, noisy, &format!("n{i}"), &[2; 100], NO_EXPIRY, u64::MAX, 2_000_000 + i as i64 * 1000);
+    }
+    assert_eq!(s.stats(quiet, String::new()).entries, third as u64, "the quiet database kept everything");
+    assert!(s.stats(noisy, String::new()).evictions > 0);
+    // One transaction prepares all its entries before installing any: prepared
+    // entries count toward its database's share too.
+    let mut prepared = Vec::new();
+    for i in 0..2 * third {
+        let key = format!("p{i}");
+        let h = hash(noisy.index, key.as_bytes());
+        prepared.push(s.prepare(None, noisy, key.as_bytes(), &[3; 100], h, NO_EXPIRY, 9_000_000).unwrap().expect("room"));
+    }
+    assert_eq!(s.stats(quiet, String::new()).entries, third as u64, "still kept while a transaction prepares");
+    for p in prepared {
+        s.discard(p);
+    }
 }
 
 #[test]

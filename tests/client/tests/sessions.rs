@@ -109,8 +109,9 @@ fn prepare_transaction_with_pending_writes_fails_and_applies_nothing() {
     let mut a = connect("postgres");
     a.batch_execute("BEGIN; SELECT cache_set('twophase', 'k', '1')").unwrap();
     let err = a.batch_execute("PREPARE TRANSACTION 'pg_cache_t1'").unwrap_err();
-    let message = err.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
-    assert!(message.contains("pending pg_cache writes"), "{err}");
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "0A000", "{db:?}");
+    assert!(db.message().contains("pending pg_cache writes"), "{err}");
     let mut b = connect("postgres");
     assert_eq!(get(&mut b, "twophase", "k"), None);
     // Without pending writes, two-phase commit works.
