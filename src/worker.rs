@@ -77,6 +77,7 @@ pub extern "C-unwind" fn pg_cache_worker_main(_arg: pg_sys::Datum) {
             }
         }
         store.finish_drops();
+        store.advance_clock(now());
         let changes = store.changes();
         if pacer.changes == Some(changes) && now() < pacer.next_expiry {
             continue;

@@ -152,12 +152,6 @@ pub fn now() -> i64 {
     unsafe { pg_sys::GetCurrentTimestamp() }
 }
 
-/// When the current statement started: a plain variable read, no system call.
-pub fn statement_start() -> i64 {
-    // SAFETY: no preconditions; set when the statement started.
-    unsafe { pg_sys::GetCurrentStatementStartTimestamp() }
-}
-
 /// The database this backend is connected to.
 pub fn database() -> u32 {
     // SAFETY: MyDatabaseId is set for the whole life of a backend connected to a database.
@@ -199,7 +193,8 @@ fn unpin_all() {
 /// Reserves room for `n` more items, or raises 53200: PRE_COMMIT may fail, the
 /// process may not abort.
 fn reserve<T>(v: &mut Vec<T>, n: usize) {
-    if v.try_reserve_exact(n).is_err() {
+    // Amortized (doubling): the commit plan grows a write at a time.
+    if v.try_reserve(n).is_err() {
         errors::out_of_memory("preparing the commit of pg_cache writes");
     }
 }
@@ -212,6 +207,8 @@ struct Resolved {
     declare: Option<CacheConfig>,
     clear: bool,
     writes: Vec<usize>,
+    /// Room for what phase 2 makes of `writes`, reserved in phase 1.
+    out: Vec<CommitWrite>,
 }
 
 /// PRE_COMMIT: do everything that can fail.
@@ -234,7 +231,7 @@ fn prepare_commit() {
             if index.try_reserve(1).is_err() {
                 errors::out_of_memory("planning the commit of pg_cache writes");
             }
-            caches.push(Resolved { slot, config, declare: None, clear: false, writes: Vec::new() });
+            caches.push(Resolved { slot, config, declare: None, clear: false, writes: Vec::new(), out: Vec::new() });
             index.insert(name, caches.len() - 1);
             caches.len() - 1
         }
@@ -265,12 +262,9 @@ fn prepare_commit() {
         }
     }
     reserve(&mut plan.caches, resolved.len());
-    let mut lists: Vec<Vec<CommitWrite>> = Vec::new();
-    reserve(&mut lists, resolved.len());
-    for r in &resolved {
-        let mut writes = Vec::new();
-        reserve(&mut writes, r.writes.len());
-        lists.push(writes);
+    let mut resolved = resolved;
+    for r in &mut resolved {
+        reserve(&mut r.out, r.writes.len());
     }
     // Keys and values move from the write set to the commit plan; nothing reads the
     // write set after PRE_COMMIT.
@@ -279,7 +273,8 @@ fn prepare_commit() {
     // shared memory evicts instead of failing.
     let store = shmem::store();
     let now = now();
-    for (r, mut writes) in resolved.into_iter().zip(lists) {
+    for r in resolved {
+        let mut writes = r.out;
         for op in r.writes {
             match ops.take_op(op) {
                 Op::Delete { key, .. } => {

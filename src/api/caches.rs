@@ -244,6 +244,22 @@ pub fn check_positive(what: &str, interval: Interval) -> i64 {
     us as i64
 }
 
+thread_local! {
+    /// Set once this backend has seen recovery over: it never starts again for a
+    /// running backend, and asking PostgreSQL is an FFI call on every write.
+    static RECOVERY_OVER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn in_recovery() -> bool {
+    if RECOVERY_OVER.get() {
+        return false;
+    }
+    // SAFETY: no preconditions.
+    let in_recovery = unsafe { pg_sys::RecoveryInProgress() };
+    RECOVERY_OVER.set(!in_recovery);
+    in_recovery
+}
+
 /// Writes belong to the leader's transaction: a parallel worker (or a leader in
 /// parallel mode) could only lose them. PostgreSQL refuses its own writes there too.
 /// A hot standby refuses them as well: its caches are its own, and a write there
@@ -257,8 +273,7 @@ pub fn check_writable(function: &str) {
             "Functions that call it must be marked PARALLEL UNSAFE.",
         );
     }
-    // SAFETY: no preconditions.
-    if unsafe { pg_sys::RecoveryInProgress() } {
+    if in_recovery() {
         errors::raise(
             PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
             format!("cannot call {function} during recovery"),

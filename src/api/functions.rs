@@ -15,7 +15,7 @@ use crate::core::key;
 use crate::core::store::{CacheConfig, RoleList, MAX_ROLES};
 use crate::core::store::Lookup;
 use crate::core::writeset::{try_copy, try_string, Op, Pending};
-use crate::xact::{now, statement_start};
+use crate::xact::now;
 use crate::{shmem, xact};
 
 /// A copy of a cache name for the write set; 53200 rather than an abort when memory is out.
@@ -60,7 +60,7 @@ fn cache_get(cache: Option<&str>, key: Option<&str>, default: default!(Option<Ra
     }
     let store = shmem::store();
     let hash = key::hash(slot.index, &stored);
-    match store.lookup(slot, &stored, hash, statement_start(), now, |len, copy| RawJsonb::build(len, copy)) {
+    match store.lookup(slot, &stored, hash, now, |len, copy| RawJsonb::build(len, copy)) {
         Lookup::Hit(v) => {
             store.count_hit(slot, caches::stripe());
             Some(v)
@@ -93,7 +93,7 @@ fn cache_delete(cache: Option<&str>, key: Option<&str>) -> bool {
     });
     let existed = own.unwrap_or_else(|| {
         let hash = key::hash(slot.index, &stored);
-        matches!(shmem::store().lookup(slot, &stored, hash, statement_start(), now, |_, _| ()), Lookup::Hit(()))
+        matches!(shmem::store().lookup(slot, &stored, hash, now, |_, _| ()), Lookup::Hit(()))
     });
     xact::push(Op::Delete { cache: owned(name), key: stored });
     existed

@@ -211,6 +211,11 @@ struct Header {
     /// Bumped by whatever may leave entries for the worker to reclaim (a clear, an
     /// install with a TTL, a drop), so that its sweep can skip an idle region.
     changes: Line<AtomicU64>,
+    /// A coarse shared clock in milliseconds (see [`ms`]) for stamping entries that
+    /// a read uses: advanced by installs (at most every 100 ms, so that commits do
+    /// not all write this line) and by the worker on each pass. A hit reads it
+    /// instead of asking the system clock.
+    clock: Line<AtomicU32>,
     /// Blocks held in backends' [`Reserve`]s, by stripe: free, but off the free list.
     reserved: [Line<AtomicU32>; STRIPES],
 }
@@ -307,9 +312,10 @@ struct EntryHead {
     /// The list's push clock when this entry was last pushed to its head (truncated:
     /// only distances up to the list's length matter), for the "older half" rule.
     pushed_at: AtomicU32,
-    /// When the entry was last pushed to its head, in milliseconds of the commit or
-    /// statement time (wrapping, see [`ms`]): comparable across caches, so that
-    /// eviction under memory pressure takes the entry used longest ago anywhere.
+    /// When the entry was last used, in milliseconds (wrapping, see [`ms`]): the
+    /// commit time when installed, the shared clock when read: comparable across
+    /// caches, so that eviction under memory pressure takes the entry used longest
+    /// ago anywhere.
     used_at: AtomicU32,
 }
 
@@ -1402,6 +1408,14 @@ impl<'a, L: Locks> Store<'a, L> {
         self.free_entry(p.block);
     }
 
+    /// Moves the shared clock to `now` if it is 100 ms or more behind.
+    pub fn advance_clock(&self, now: i64) {
+        let clock = &self.hdr().clock;
+        if ms(now).wrapping_sub(clock.load(Ordering::Relaxed)) as i32 >= 100 {
+            clock.store(ms(now), Ordering::Relaxed);
+        }
+    }
+
     /// Takes a prepared entry out of its slot's `pending_bytes`, once.
     fn settle(&self, p: Prepared) {
         // SAFETY: the entry is ours until installed or freed; nobody else reads `pending`.
@@ -1483,6 +1497,7 @@ impl<'a, L: Locks> Store<'a, L> {
     ) -> bool {
         let s = self.slot(r.index);
         self.settle(p);
+        self.advance_clock(now);
         let bucket = self.bucket_of(p.hash);
         let replaced;
         let installed = {
@@ -1676,9 +1691,7 @@ impl<'a, L: Locks> Store<'a, L> {
 
     /// Looks (slot, key) up under a shared partition lock; on a hit marks the entry
     /// used and returns `read(value_len, copy)` where `copy` fills a buffer of
-    /// `value_len` bytes. `now` is called only for entries with a TTL; `at` (a recent
-    /// time, such as the statement's start, read without a system call) stamps an
-    /// entry that moves in its LRU list.
+    /// `value_len` bytes. `now` is called only for entries with a TTL.
     ///
     /// A lookup never sees half of a commit: it takes no commit lock but checks the
     /// cache's commit sequence before and after, and starts over (at last under the
@@ -1689,7 +1702,6 @@ impl<'a, L: Locks> Store<'a, L> {
         r: SlotRef,
         key: &[u8],
         hash: u64,
-        at: i64,
         now: impl Fn() -> i64,
         mut read: impl FnMut(usize, &dyn Fn(&mut [u8])) -> T,
     ) -> Lookup<T> {
@@ -1697,7 +1709,7 @@ impl<'a, L: Locks> Store<'a, L> {
         for _ in 0..OPTIMISTIC_LOOKUPS {
             let seq = s.commit_seq.load(Ordering::Acquire);
             if seq % 2 == 0 {
-                let found = self.lookup_once(r, key, hash, at, &now, &mut read);
+                let found = self.lookup_once(r, key, hash, &now, &mut read);
                 // If this lookup saw a write of a commit, it took the partition lock
                 // after that commit released it, so it sees the commit's first bump.
                 if s.commit_seq.load(Ordering::Acquire) == seq {
@@ -1708,7 +1720,7 @@ impl<'a, L: Locks> Store<'a, L> {
         }
         self.locks.lock_cache(r.index, Mode::Shared);
         let _c = CacheReadGuard { locks: self.locks, slot: r.index };
-        self.lookup_once(r, key, hash, at, &now, &mut read)
+        self.lookup_once(r, key, hash, &now, &mut read)
     }
 
     fn lookup_once<T>(
@@ -1716,7 +1728,6 @@ impl<'a, L: Locks> Store<'a, L> {
         r: SlotRef,
         key: &[u8],
         hash: u64,
-        at: i64,
         now: &impl Fn() -> i64,
         read: &mut impl FnMut(usize, &dyn Fn(&mut [u8])) -> T,
     ) -> Lookup<T> {
@@ -1740,7 +1751,7 @@ impl<'a, L: Locks> Store<'a, L> {
                 if h.expires_at != NO_EXPIRY && now() >= h.expires_at {
                     return Lookup::Expired;
                 }
-                self.touch(s, e, at);
+                self.touch(s, e);
                 let copy = |out: &mut [u8]| self.copy_value(e, out);
                 return Lookup::Hit(read(h.value_len as usize, &copy));
             }
@@ -1756,7 +1767,7 @@ impl<'a, L: Locks> Store<'a, L> {
     /// the older half, where eviction happens. When another backend holds the list
     /// lock, the move is skipped rather than waited for (as memcached does) and the
     /// entry stamped as if moved.
-    fn touch(&self, s: &CacheSlot, e: u32, at: i64) {
+    fn touch(&self, s: &CacheSlot, e: u32) {
         // SAFETY: e is on a chain we hold shared, hence allocated.
         let h = unsafe { &*self.head(e) };
         let pushes_since = (s.list.tick.load(Ordering::Relaxed) as u32).wrapping_sub(h.pushed_at.load(Ordering::Relaxed));
@@ -1764,13 +1775,13 @@ impl<'a, L: Locks> Store<'a, L> {
             // Not moved, but its use is kept to the second, so that eviction across
             // caches sees it used: at most one write of its line per second, so hot
             // entries read on every core do not bounce it.
-            let (at, used) = (ms(at), h.used_at.load(Ordering::Relaxed));
+            let (at, used) = (self.hdr().clock.load(Ordering::Relaxed), h.used_at.load(Ordering::Relaxed));
             if at.wrapping_sub(used) as i32 >= 1000 {
                 h.used_at.store(at, Ordering::Relaxed);
             }
             return;
         }
-        h.used_at.store(ms(at), Ordering::Relaxed);
+        h.used_at.store(self.hdr().clock.load(Ordering::Relaxed), Ordering::Relaxed);
         let Some(_g) = self.try_lock_list(s) else {
             // Busy: count this hit as a move, so that the next hits do not retry it.
             h.pushed_at.store(s.list.tick.load(Ordering::Relaxed) as u32, Ordering::Relaxed);

@@ -73,7 +73,8 @@ fn set_at(s: &Store<NoLocks>, r: SlotRef, key: &str, value: &[u8], expires: i64,
 
 fn get_at(s: &Store<NoLocks>, r: SlotRef, key: &str, now: i64) -> Lookup<Vec<u8>> {
     let h = hash(r.index, key.as_bytes());
-    s.lookup(r, key.as_bytes(), h, now, || now, |len, copy| {
+    s.advance_clock(now);
+    s.lookup(r, key.as_bytes(), h, || now, |len, copy| {
         let mut v = vec![0u8; len];
         copy(&mut v);
         v
