@@ -158,7 +158,9 @@ pub struct Declaration {
 /// Writes the declaration row; the shared slot follows at commit. The row is
 /// written as the table's owner (as PostgreSQL runs its own internal queries), so
 /// that callers need no privilege on the table and cannot write it directly.
-pub fn write(name: &str, d: Declaration) {
+/// `false` when a row of another owner than `d.owner` is there (another role's first
+/// declaration committed after the caller looked): nothing was written.
+pub fn write(name: &str, d: &Declaration) -> bool {
     let Some((relid, _)) = table() else {
         errors::raise(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -178,15 +180,18 @@ pub fn write(name: &str, d: Declaration) {
     };
     // Every name is qualified and every operator is pg_catalog's, so the caller's
     // search_path cannot substitute a function of its own. The owner column keeps
-    // the first declarer: a redeclaration does not take the cache over.
+    // the first declarer: a redeclaration does not take the cache over, and one that
+    // raced with another role's first declaration (both saw no row) updates nothing.
     let query = format!(
-        "INSERT INTO {qualified} (cache, size_limit, duration, context, context_ignored_keys, owner, readers, writers, \
-         max_bytes) VALUES ($1, $2, $3, $4, $5, $6::pg_catalog.oid::pg_catalog.regrole, \
+        "INSERT INTO {qualified} AS d (cache, size_limit, duration, context, context_ignored_keys, owner, readers, \
+         writers, max_bytes) VALUES ($1, $2, $3, $4, $5, $6::pg_catalog.oid::pg_catalog.regrole, \
          $7::pg_catalog.oid[]::pg_catalog.regrole[], $8::pg_catalog.oid[]::pg_catalog.regrole[], $9) \
          ON CONFLICT (cache) DO UPDATE SET size_limit = EXCLUDED.size_limit, \
          duration = EXCLUDED.duration, context = EXCLUDED.context, \
          context_ignored_keys = EXCLUDED.context_ignored_keys, readers = EXCLUDED.readers, \
-         writers = EXCLUDED.writers, max_bytes = EXCLUDED.max_bytes, declared_at = pg_catalog.now()"
+         writers = EXCLUDED.writers, max_bytes = EXCLUDED.max_bytes, declared_at = pg_catalog.now() \
+         WHERE d.owner::pg_catalog.oid OPERATOR(pg_catalog.=) EXCLUDED.owner::pg_catalog.oid \
+         RETURNING d.cache"
     );
     let (mut caller, mut context) = (pg_sys::InvalidOid, 0);
     // SAFETY: saves and switches the current user the way PostgreSQL's own internal
@@ -199,21 +204,20 @@ pub fn write(name: &str, d: Declaration) {
             context | (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32,
         );
     }
-    Spi::run_with_args(
-        &query,
-        &[
-            name.into(),
-            d.size_limit.into(),
-            d.duration.into(),
-            d.context.into(),
-            d.ignored.into(),
-            d.owner.into(),
-            d.readers.into(),
-            d.writers.into(),
-            d.max_bytes.into(),
-        ],
-    )
-    .unwrap_or_else(|e| error!("pg_cache: writing pg_cache_declarations failed: {e}"));
+    let args = [
+        name.into(),
+        d.size_limit.into(),
+        d.duration.into(),
+        d.context.into(),
+        d.ignored.clone().into(),
+        d.owner.into(),
+        d.readers.clone().into(),
+        d.writers.clone().into(),
+        d.max_bytes.into(),
+    ];
+    let written = Spi::connect_mut(|c| c.update(query.as_str(), None, &args).map(|rows| rows.len()))
+        .unwrap_or_else(|e| error!("pg_cache: writing pg_cache_declarations failed: {e}"));
     // SAFETY: restores what was saved above.
     unsafe { pg_sys::SetUserIdAndSecContext(caller, context) };
+    written > 0
 }

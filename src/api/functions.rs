@@ -204,33 +204,47 @@ fn cache_create_v3(
     let (reader_oids, readers) = role_list("readers", readers);
     let (writer_oids, writers) = role_list("writers", writers);
     shmem::store();
-    let previous = declarations::read(name);
+    let mut previous = declarations::read(name);
     // SAFETY: no preconditions inside a transaction.
     let caller = unsafe { pg_sys::GetUserId() };
-    let owner = match &previous {
-        Some(p) if p.owner != 0 => {
-            caches::check_redeclare(name, p.owner);
-            pg_sys::Oid::from(p.owner)
-        }
-        _ => caller,
-    };
-    config.owner = owner.to_u32();
     config.readers = readers;
     config.writers = writers;
     config.max_bytes = max_bytes.map_or(0, |n| n as u64);
-    declarations::write(
-        name,
-        declarations::Declaration {
-            size_limit,
-            duration,
-            context,
-            ignored,
-            owner,
-            readers: reader_oids,
-            writers: writer_oids,
-            max_bytes,
-        },
-    );
+    let mut declaration = declarations::Declaration {
+        size_limit,
+        duration,
+        context,
+        ignored,
+        owner: caller,
+        readers: reader_oids,
+        writers: writer_oids,
+        max_bytes,
+    };
+    // Twice at most: a first declaration by another role may commit between the
+    // read and the write; then it is a redeclaration of that role's cache.
+    let mut written = false;
+    for _ in 0..2 {
+        declaration.owner = match &previous {
+            Some(p) if p.owner != 0 => {
+                caches::check_redeclare(name, p.owner);
+                pg_sys::Oid::from(p.owner)
+            }
+            _ => caller,
+        };
+        written = declarations::write(name, &declaration);
+        if written {
+            break;
+        }
+        previous = declarations::read(name);
+    }
+    if !written {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+            format!("could not declare cache \"{name}\": its declaration changed owner meanwhile"),
+            "Retry the transaction.",
+        );
+    }
+    config.owner = declaration.owner.to_u32();
     xact::push(Op::Declare { cache: owned(name), config: Box::new(config), previous: previous.map(Box::new) });
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use postgres::Client;
 
 mod common;
-use common::{connect, fresh_database, get, stat};
+use common::{connect, ensure_roles, fresh_database, get, stat};
 
 /// The README's trigger pattern with writers that read their own row back through
 /// the cache (a miss: their own delete) and fill it before COMMIT, while readers
@@ -150,14 +150,10 @@ fn a_parallel_plan_may_be_the_first_to_use_a_cache_name() {
 fn no_search_path_can_substitute_internal_functions() {
     fresh_database("pg_cache_hijack");
     let mut admin = connect("pg_cache_hijack");
+    ensure_roles(&mut admin, &["cache_attacker"]);
     admin
         .batch_execute(
-            "DO $$ BEGIN
-               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'cache_attacker') THEN
-                 CREATE ROLE cache_attacker;
-               END IF;
-             END $$;
-             CREATE SCHEMA hostile AUTHORIZATION cache_attacker;
+            "CREATE SCHEMA hostile AUTHORIZATION cache_attacker;
              CREATE TABLE hostile.called (who text, what text);
              ALTER TABLE hostile.called OWNER TO cache_attacker;
              GRANT ALL ON hostile.called TO PUBLIC;

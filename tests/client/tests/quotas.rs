@@ -2,28 +2,12 @@
 //! `max_bytes` and the per-database share keep one writer from evicting everyone
 //! else's entries. Its own test binary: it fills the cluster's memory.
 
-use std::time::{Duration, Instant};
-
 use postgres::Client;
 
 mod common;
-use common::{connect_to, stat};
+use common::{connect_to, fresh_database_on, reload_setting, stat};
 
 const PORT: &str = "PG_CACHE_TEST_SMALL_PORT";
-
-fn set_share(admin: &mut Client, percent: Option<u32>) {
-    match percent {
-        Some(p) => admin.batch_execute(&format!("ALTER SYSTEM SET pg_cache.database_share = {p}")).unwrap(),
-        None => admin.batch_execute("ALTER SYSTEM RESET pg_cache.database_share").unwrap(),
-    }
-    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
-    let want = percent.unwrap_or(100).to_string();
-    let start = Instant::now();
-    while connect_to(PORT, "postgres").query_one("SHOW pg_cache.database_share", &[]).unwrap().get::<_, String>(0) != want {
-        assert!(start.elapsed() < Duration::from_secs(10), "the reload did not apply");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn write_many(c: &mut Client, cache: &str, n: i32) {
     for batch in 0..n / 2000 {
@@ -56,11 +40,9 @@ fn a_byte_limit_and_a_database_share_keep_one_writer_from_evicting_the_rest() {
 
     // The database share: a database over it gives way first when memory is full.
     for db in ["pg_cache_quota_quiet", "pg_cache_quota_noisy"] {
-        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).unwrap();
-        admin.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
-        connect_to(PORT, db).batch_execute("CREATE EXTENSION pg_cache").unwrap();
+        fresh_database_on(PORT, db);
     }
-    set_share(&mut admin, Some(50));
+    reload_setting(PORT, "pg_cache.database_share", Some("50"), "50");
     let mut quiet = connect_to(PORT, "pg_cache_quota_quiet");
     quiet
         .batch_execute(
@@ -74,7 +56,7 @@ fn a_byte_limit_and_a_database_share_keep_one_writer_from_evicting_the_rest() {
     assert_eq!(stat(&mut quiet, "kept", "entries"), 2500, "the quiet database kept every entry");
     assert!(stat(&mut noisy, "flood", "evictions") > 0, "memory was full");
     drop((quiet, noisy));
-    set_share(&mut admin, None);
+    reload_setting(PORT, "pg_cache.database_share", None, "100");
     for db in ["pg_cache_quota_quiet", "pg_cache_quota_noisy"] {
         admin.batch_execute(&format!("SELECT cache_drop('{db}')")).unwrap();
         admin.batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)")).unwrap();

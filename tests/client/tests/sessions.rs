@@ -6,7 +6,7 @@ use std::time::Duration;
 use postgres::Client;
 
 mod common;
-use common::{connect, connect_to, get, stat};
+use common::{connect, connect_to, ensure_roles, get, stat};
 
 #[test]
 fn a_committed_set_is_seen_by_another_session_and_nothing_before() {
@@ -57,13 +57,10 @@ fn databases_are_isolated() {
 #[test]
 fn roles_are_isolated_with_context_and_share_without() {
     let mut admin = connect("postgres");
+    ensure_roles(&mut admin, &["cache_alice", "cache_bob"]);
     admin
         .batch_execute(
-            "DO $$ BEGIN
-               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'cache_alice') THEN CREATE ROLE cache_alice; END IF;
-               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'cache_bob') THEN CREATE ROLE cache_bob; END IF;
-             END $$;
-             SELECT cache_create('per_role');
+            "SELECT cache_create('per_role');
              SELECT cache_create('shared', context => false);",
         )
         .unwrap();

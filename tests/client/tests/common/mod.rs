@@ -36,3 +36,47 @@ pub fn stat(c: &mut Client, cache: &str, column: &str) -> i64 {
         .unwrap()
         .get(0)
 }
+
+/// Creates each role that does not exist yet (roles are cluster-wide; tests run in
+/// parallel and again against the same cluster, so another may create it first).
+pub fn ensure_roles(c: &mut Client, roles: &[&str]) {
+    for role in roles {
+        c.batch_execute(&format!(
+            "DO $$ BEGIN CREATE ROLE {role};
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+        ))
+        .unwrap();
+    }
+}
+
+/// "ok", or the SQLSTATE of the error `sql` raised.
+pub fn sqlstate(c: &mut Client, sql: &str) -> String {
+    match c.batch_execute(sql) {
+        Ok(()) => "ok".into(),
+        Err(e) => e.as_db_error().map(|d| d.code().code().to_owned()).unwrap_or_else(|| e.to_string()),
+    }
+}
+
+/// A fresh database with pg_cache on the cluster of port variable `var`.
+pub fn fresh_database_on(var: &str, name: &str) {
+    let mut admin = connect_to(var, "postgres");
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    connect_to(var, name).batch_execute("CREATE EXTENSION pg_cache").unwrap();
+}
+
+/// Sets a reloadable setting with ALTER SYSTEM (`None`: resets it), reloads, and
+/// waits until new sessions see `expect`.
+pub fn reload_setting(var: &str, name: &str, value: Option<&str>, expect: &str) {
+    let mut admin = connect_to(var, "postgres");
+    match value {
+        Some(v) => admin.batch_execute(&format!("ALTER SYSTEM SET {name} = '{v}'")).unwrap(),
+        None => admin.batch_execute(&format!("ALTER SYSTEM RESET {name}")).unwrap(),
+    }
+    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let start = std::time::Instant::now();
+    while connect_to(var, "postgres").query_one(&format!("SHOW {name}"), &[]).unwrap().get::<_, String>(0) != expect {
+        assert!(start.elapsed() < std::time::Duration::from_secs(10), "the reload of {name} did not apply");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
