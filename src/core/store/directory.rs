@@ -82,7 +82,7 @@ impl<L: Locks> Store<'_, L> {
     pub(super) fn reclaim_locked(&self, index: u16) -> bool {
         let s = self.slot(index);
         let unused = |s: &super::CacheSlot| {
-            s.pins.load(Ordering::SeqCst) == 0 && s.list.lru_tail.load(Ordering::Acquire) == NIL
+            s.list.pins.load(Ordering::SeqCst) == 0 && s.list.lru_tail.load(Ordering::Acquire) == NIL
         };
         if s.state.load(Ordering::Acquire) != SLOT_ACTIVE || !unused(s) || self.config(SlotRef { index, incarnation: s.incarnation.load(Ordering::Acquire) }).owner != 0 {
             return false;
@@ -103,15 +103,15 @@ impl<L: Locks> Store<'_, L> {
     /// or reclaimed): resolve the name again.
     pub fn pin(&self, r: SlotRef) -> bool {
         let s = self.slot(r.index);
-        s.pins.fetch_add(1, Ordering::SeqCst);
+        s.list.pins.fetch_add(1, Ordering::SeqCst);
         let live = s.state.load(Ordering::SeqCst) == SLOT_ACTIVE && s.incarnation.load(Ordering::SeqCst) == r.incarnation;
         if !live {
-            s.pins.fetch_sub(1, Ordering::SeqCst);
+            s.list.pins.fetch_sub(1, Ordering::SeqCst);
         }
         live
     }
 
     pub fn unpin(&self, r: SlotRef) {
-        self.slot(r.index).pins.fetch_sub(1, Ordering::Release);
+        self.slot(r.index).list.pins.fetch_sub(1, Ordering::Release);
     }
 }
