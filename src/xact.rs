@@ -173,7 +173,7 @@ fn resolve_pinned(name: &str) -> (SlotRef, std::rc::Rc<CacheConfig>) {
         if PINNED.with_borrow_mut(|p| p.try_reserve(1)).is_err() {
             errors::out_of_memory("planning the commit of pg_cache writes");
         }
-        if store.pin(slot) {
+        if store.pin(slot, caches::stripe()) {
             PINNED.with_borrow_mut(|p| p.push(slot));
             return (slot, config);
         }
@@ -183,9 +183,10 @@ fn resolve_pinned(name: &str) -> (SlotRef, std::rc::Rc<CacheConfig>) {
 /// Unpins what [`resolve_pinned`] pinned; at COMMIT and ABORT, so it cannot fail.
 fn unpin_all() {
     let store = shmem::store();
+    let stripe = caches::stripe();
     PINNED.with_borrow_mut(|p| {
         for slot in p.drain(..) {
-            store.unpin(slot);
+            store.unpin(slot, stripe);
         }
     });
 }

@@ -266,11 +266,6 @@ struct SlotList {
     /// The cache's byte limit (its declaration's `max_bytes`; 0: none), kept here so
     /// that an install reads it from the line it writes anyway.
     max_bytes: AtomicU64,
-    /// Commits between PRE_COMMIT and the end of COMMIT (or ABORT) that hold entries
-    /// prepared for this slot: a pinned slot is never reclaimed. On this line, which
-    /// commits write anyway, not on the slot's first line, which every read reads:
-    /// with 8 clients writing one cache, pins there cost every reader a miss.
-    pins: AtomicU32,
     /// Bytes of entries prepared for this cache and not yet installed or freed,
     /// counted only while a database share is set: a transaction prepares all its
     /// entries before installing any, so without them a database could fill memory
@@ -280,10 +275,16 @@ struct SlotList {
 
 /// Hits and misses of one cache, counted per stripe of backends so that readers on
 /// different cores do not write one cache line; statistics add the stripes up.
+/// Also the stripe's pins of the slot (commits between PRE_COMMIT and the end of
+/// COMMIT or ABORT holding entries prepared for it; a pinned slot is never
+/// reclaimed): striped so that writers of one cache do not all write one line
+/// twice per commit, and kept off the slot's first line, which every read reads.
 #[repr(C)]
 struct ReadCounts {
     hits: AtomicU64,
     misses: AtomicU64,
+    pins: AtomicU32,
+    _pad: u32,
 }
 
 /// Stripes of [`ReadCounts`]; a backend counts in stripe `backend % STRIPES`.
@@ -978,6 +979,11 @@ impl<'a, L: Locks> Store<'a, L> {
         (0..STRIPES).map(|st| self.read_counts(index, st)).fold((0, 0), |(h, m), c| {
             (h + c.hits.load(Ordering::Relaxed), m + c.misses.load(Ordering::Relaxed))
         })
+    }
+
+    /// Every stripe's pins of slot `index` added up.
+    fn pins_of(&self, index: u16) -> u32 {
+        (0..STRIPES).map(|st| self.read_counts(index, st).pins.load(Ordering::SeqCst)).sum()
     }
 
     fn reset_read_counts(&self, index: u16) {
@@ -1846,7 +1852,7 @@ impl<'a, L: Locks> Store<'a, L> {
         // by a later pass of the worker.
         if s.state.load(Ordering::Acquire) == SLOT_DROPPING
             && s.list.lru_tail.load(Ordering::Acquire) == NIL
-            && s.list.pins.load(Ordering::SeqCst) == 0
+            && self.pins_of(index) == 0
         {
             s.incarnation.fetch_add(1, Ordering::Release);
             s.name_len.store(0, Ordering::Release);

@@ -81,9 +81,7 @@ impl<L: Locks> Store<'_, L> {
     /// the slot is free or active again.
     pub(super) fn reclaim_locked(&self, index: u16) -> bool {
         let s = self.slot(index);
-        let unused = |s: &super::CacheSlot| {
-            s.list.pins.load(Ordering::SeqCst) == 0 && s.list.lru_tail.load(Ordering::Acquire) == NIL
-        };
+        let unused = |s: &super::CacheSlot| self.pins_of(index) == 0 && s.list.lru_tail.load(Ordering::Acquire) == NIL;
         if s.state.load(Ordering::Acquire) != SLOT_ACTIVE || !unused(s) || self.config(SlotRef { index, incarnation: s.incarnation.load(Ordering::Acquire) }).owner != 0 {
             return false;
         }
@@ -99,19 +97,20 @@ impl<L: Locks> Store<'_, L> {
     }
 
     /// Keeps slot `r` from being reclaimed until [`Store::unpin`]: a commit pins the
-    /// slots it prepared entries for. `false` when the slot is no longer `r` (dropped
-    /// or reclaimed): resolve the name again.
-    pub fn pin(&self, r: SlotRef) -> bool {
+    /// slots it prepared entries for, in its backend's `stripe`. `false` when the slot
+    /// is no longer `r` (dropped or reclaimed): resolve the name again.
+    pub fn pin(&self, r: SlotRef, stripe: usize) -> bool {
         let s = self.slot(r.index);
-        s.list.pins.fetch_add(1, Ordering::SeqCst);
+        let pins = &self.read_counts(r.index, stripe).pins;
+        pins.fetch_add(1, Ordering::SeqCst);
         let live = s.state.load(Ordering::SeqCst) == SLOT_ACTIVE && s.incarnation.load(Ordering::SeqCst) == r.incarnation;
         if !live {
-            s.list.pins.fetch_sub(1, Ordering::SeqCst);
+            pins.fetch_sub(1, Ordering::SeqCst);
         }
         live
     }
 
-    pub fn unpin(&self, r: SlotRef) {
-        self.slot(r.index).list.pins.fetch_sub(1, Ordering::Release);
+    pub fn unpin(&self, r: SlotRef, stripe: usize) {
+        self.read_counts(r.index, stripe).pins.fetch_sub(1, Ordering::Release);
     }
 }

@@ -385,18 +385,18 @@ fn unused_slots_are_reclaimed_but_never_declared_held_or_pinned_ones() {
     let held = new_cache(s, 1, "held");
     set(s, held, "k", b"1", 10);
     let pinned = new_cache(s, 1, "pinned");
-    assert!(s.pin(pinned));
+    assert!(s.pin(pinned, 3));
     let empty = new_cache(s, 1, "empty");
     // The directory is full: the empty, undeclared, unpinned slot is the one reused.
     let fresh = new_cache(s, 2, "fresh");
     assert_eq!(fresh.index, empty.index);
     assert!(!s.is_valid(empty));
-    assert!(!s.pin(empty), "a commit that resolved the old slot must resolve again");
+    assert!(!s.pin(empty, 3), "a commit that resolved the old slot must resolve again");
     assert!(s.is_valid(d) && s.is_valid(held) && s.is_valid(pinned));
     set(s, fresh, "k", b"1", 10);
     // Nothing else is reclaimable now: the pinned slot stays until unpinned.
     assert_eq!(s.find_or_create_slot(2, "more", &CacheConfig::default(), u32::MAX), Err(StoreError::DirectoryFull));
-    s.unpin(pinned);
+    s.unpin(pinned, 3);
     let more = new_cache(s, 2, "more");
     assert_eq!(more.index, pinned.index);
     // Hidden entries (a clear not yet reaped) still hold a slot.
