@@ -315,10 +315,10 @@ struct EntryHead {
     /// The list's push clock when this entry was last pushed to its head (truncated:
     /// only distances up to the list's length matter), for the "older half" rule.
     pushed_at: AtomicU32,
-    /// When the entry was last used, in milliseconds (wrapping, see [`ms`]): the
-    /// commit time when installed, the shared clock when read: comparable across
-    /// caches, so that eviction under memory pressure takes the entry used longest
-    /// ago anywhere.
+    /// When the entry was last pushed to its list's head, in milliseconds (wrapping,
+    /// see [`ms`]): the commit time when installed, the shared clock when a hit
+    /// moves it. Comparable across caches, so that eviction under memory pressure
+    /// takes the tail used longest ago anywhere.
     used_at: AtomicU32,
 }
 
@@ -1780,13 +1780,11 @@ impl<'a, L: Locks> Store<'a, L> {
         let h = unsafe { &*self.head(e) };
         let pushes_since = (s.list.tick.load(Ordering::Relaxed) as u32).wrapping_sub(h.pushed_at.load(Ordering::Relaxed));
         if pushes_since as u64 <= s.list.entries.load(Ordering::Relaxed) / 2 {
-            // Not moved, but its use is kept to the second, so that eviction across
-            // caches sees it used: at most one write of its line per second, so hot
-            // entries read on every core do not bounce it.
-            let (at, used) = (self.hdr().clock.load(Ordering::Relaxed), h.used_at.load(Ordering::Relaxed));
-            if at.wrapping_sub(used) as i32 >= 1000 {
-                h.used_at.store(at, Ordering::Relaxed);
-            }
+            // Not moved and not stamped: a hit in the newer half writes nothing. An
+            // entry read again and again crosses into the older half as others are
+            // pushed, and is moved and stamped then, so a tail's stamp is at most
+            // two passes of reading old. (Stamping here, even once a second, would
+            // dirty the line of a hit that otherwise writes nothing.)
             return;
         }
         h.used_at.store(self.hdr().clock.load(Ordering::Relaxed), Ordering::Relaxed);
