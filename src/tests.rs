@@ -264,6 +264,12 @@ mod tests {
         Spi::run("SELECT cache_sync_since('c', NULL)").unwrap();
     }
 
+    /// The five characters of an error code, as clients see it (MAKE_SQLSTATE packs
+    /// each in six bits, from '0').
+    fn sqlstate(code: pg_sys::errcodes::PgSqlErrorCode) -> String {
+        (0..5).map(|i| ((((code as i32) >> (6 * i)) & 0x3F) as u8 + b'0') as char).collect()
+    }
+
     /// The SQLSTATE and message of the ERROR `sql` raises (the transaction goes on:
     /// PgTryBuilder rolls back to a subtransaction).
     fn error_of(sql: &str) -> (String, String) {
@@ -274,7 +280,7 @@ mod tests {
         })
         .catch_others(|e| match e {
             CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) | CaughtError::RustPanic { ereport: r, .. } => {
-                (format!("{:?}", r.sql_error_code()), r.message().to_string())
+                (sqlstate(r.sql_error_code()), r.message().to_string())
             }
         })
         .execute()
@@ -308,7 +314,7 @@ mod tests {
         Spi::run("SET pg_cache.max_value_size = '64MB'").unwrap();
         Spi::run("SELECT cache_set('t', 'k', '\"kept\"')").unwrap();
         let (code, message) = error_of("SELECT cache_set('t', 'k', to_jsonb(repeat('v', 9000000)))");
-        assert_eq!(code, "ERRCODE_PROGRAM_LIMIT_EXCEEDED");
+        assert_eq!(code, "54000");
         let limit = crate::shmem::store().max_payload();
         assert!(limit < 8 << 20 && limit > 7 << 20, "about half of 16 MB: {limit}");
         assert!(message.ends_with(&format!("more than the {limit} bytes one entry can hold")), "{message}");
@@ -422,22 +428,22 @@ mod tests {
         Spi::run("CREATE ROLE cache_test_stranger").unwrap();
         Spi::run("SELECT cache_create('guarded_t', readers => '{}', writers => '{}')").unwrap();
         let cases = [
-            ("SELECT cache_get(NULL, 'k')", "ERRCODE_NULL_VALUE_NOT_ALLOWED"),
-            ("SELECT cache_set('t', NULL, '1')", "ERRCODE_NULL_VALUE_NOT_ALLOWED"),
-            ("SELECT cache_create('t', context_ignored_keys => NULL)", "ERRCODE_NULL_VALUE_NOT_ALLOWED"),
-            ("SELECT cache_drop(NULL)", "ERRCODE_NULL_VALUE_NOT_ALLOWED"),
-            ("SELECT cache_get('', 'k')", "ERRCODE_INVALID_PARAMETER_VALUE"),
-            ("SELECT cache_set('t', 'k', '1', '0 seconds')", "ERRCODE_INVALID_PARAMETER_VALUE"),
-            ("SELECT cache_create('t', duration => '-1 day')", "ERRCODE_INVALID_PARAMETER_VALUE"),
-            ("SELECT cache_create('t', duration => '10001 years')", "ERRCODE_INVALID_PARAMETER_VALUE"),
-            ("SELECT cache_create('t', size_limit => 0)", "ERRCODE_INVALID_PARAMETER_VALUE"),
-            ("SELECT cache_create('t', max_bytes => 0)", "ERRCODE_INVALID_PARAMETER_VALUE"),
-            ("SELECT cache_get('*', 'k')", "ERRCODE_INVALID_PARAMETER_VALUE"),
-            ("SELECT cache_get(repeat('n', 64), 'k')", "ERRCODE_NAME_TOO_LONG"),
-            ("SELECT cache_get('t', repeat('k', 1025))", "ERRCODE_PROGRAM_LIMIT_EXCEEDED"),
-            ("SELECT cache_set('t', 'k', to_jsonb(repeat('v', 2000000)))", "ERRCODE_PROGRAM_LIMIT_EXCEEDED"),
-            ("SELECT cache_create('t', readers => ARRAY(SELECT 'r' || g FROM generate_series(1, 9) g))", "ERRCODE_UNDEFINED_OBJECT"),
-            ("SELECT cache_drop('no_such_database')", "ERRCODE_INVALID_CATALOG_NAME"),
+            ("SELECT cache_get(NULL, 'k')", "22004"),
+            ("SELECT cache_set('t', NULL, '1')", "22004"),
+            ("SELECT cache_create('t', context_ignored_keys => NULL)", "22004"),
+            ("SELECT cache_drop(NULL)", "22004"),
+            ("SELECT cache_get('', 'k')", "22023"),
+            ("SELECT cache_set('t', 'k', '1', '0 seconds')", "22023"),
+            ("SELECT cache_create('t', duration => '-1 day')", "22023"),
+            ("SELECT cache_create('t', duration => '10001 years')", "22023"),
+            ("SELECT cache_create('t', size_limit => 0)", "22023"),
+            ("SELECT cache_create('t', max_bytes => 0)", "22023"),
+            ("SELECT cache_get('*', 'k')", "22023"),
+            ("SELECT cache_get(repeat('n', 64), 'k')", "42622"),
+            ("SELECT cache_get('t', repeat('k', 1025))", "54000"),
+            ("SELECT cache_set('t', 'k', to_jsonb(repeat('v', 2000000)))", "54000"),
+            ("SELECT cache_create('t', readers => ARRAY(SELECT 'r' || g FROM generate_series(1, 9) g))", "42704"),
+            ("SELECT cache_drop('no_such_database')", "3D000"),
         ];
         for (sql, want) in cases {
             assert_eq!(error_of(sql).0, want, "{sql}");
@@ -451,7 +457,7 @@ mod tests {
             "SELECT cache_set('guarded_t', 'k', '1')",
             "SELECT cache_create('guarded_t')",
         ] {
-            assert_eq!(error_of(sql).0, "ERRCODE_INSUFFICIENT_PRIVILEGE", "{sql}");
+            assert_eq!(error_of(sql).0, "42501", "{sql}");
         }
     }
 }

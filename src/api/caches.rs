@@ -325,22 +325,20 @@ fn role_names(roles: &RoleList) -> String {
 /// Raises 42501 unless the current user may read `name` (`cache_get`, its sync
 /// functions).
 pub fn check_read(name: &str, config: &CacheConfig) {
-    if !may(config, &config.readers) {
-        errors::raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("permission denied to read cache \"{name}\""),
-            &format!("Its declaration lets its owner and members of {} read it.", role_names(&config.readers)),
-        );
-    }
+    check_may(name, config, &config.readers, "read");
 }
 
 /// Raises 42501 unless the current user may write `name` (set, delete, clear).
 pub fn check_write(name: &str, config: &CacheConfig) {
-    if !may(config, &config.writers) {
+    check_may(name, config, &config.writers, "write");
+}
+
+fn check_may(name: &str, config: &CacheConfig, allowed: &RoleList, verb: &str) {
+    if !may(config, allowed) {
         errors::raise(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("permission denied to write cache \"{name}\""),
-            &format!("Its declaration lets its owner and members of {} write it.", role_names(&config.writers)),
+            format!("permission denied to {verb} cache \"{name}\""),
+            &format!("Its declaration lets its owner and members of {} {verb} it.", role_names(allowed)),
         );
     }
 }
