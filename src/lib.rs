@@ -6,7 +6,11 @@
 use pgrx::prelude::*;
 
 mod api;
-pub mod core;
+mod errors;
+mod pending;
+mod pg;
+mod privileges;
+mod registry;
 mod gucs;
 mod shmem;
 mod worker;
@@ -20,9 +24,9 @@ extension_sql_file!("../sql/bootstrap.sql", bootstrap);
 pub extern "C-unwind" fn _PG_init() {
     // SAFETY: a flag PostgreSQL sets while it loads shared_preload_libraries.
     if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
-        api::errors::not_preloaded();
+        errors::not_preloaded();
     }
-    api::errors::no_backtraces_in_reports();
+    errors::no_backtraces_in_reports();
     gucs::init();
     shmem::install_hooks();
     xact::register();

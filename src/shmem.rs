@@ -8,7 +8,7 @@ use std::ptr::null_mut;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::core::store::{Geometry, Locks, Mode, Store, PARTITIONS};
+use pg_cache_core::store::{Geometry, Locks, Mode, Store, PARTITIONS};
 use crate::gucs;
 
 const NAME: &CStr = c"pg_cache";
@@ -169,7 +169,7 @@ pub fn store() -> Store<'static, PgLocks> {
             Some(geo) if !REGION.is_null() && !LOCKS.is_null() => {
                 Store::attach(REGION, geo, &PG_LOCKS).with_database_share(gucs::database_share())
             }
-            _ => crate::api::errors::not_preloaded(),
+            _ => crate::errors::not_preloaded(),
         }
     }
 }

@@ -299,11 +299,11 @@ mod tests {
     #[pg_test]
     fn a_year_is_the_same_length_when_declared_and_when_read_back() {
         Spi::run("SELECT cache_create('yearly', duration => '1 year 1 month')").unwrap();
-        let read_back = crate::api::declarations::read("yearly").expect("declared").duration_us;
+        let read_back = crate::registry::declarations::read("yearly").expect("declared").duration_us;
         let epoch = Spi::get_one::<f64>("SELECT extract(epoch FROM interval '1 year 1 month')::float8").unwrap().unwrap();
         assert_eq!(read_back, (epoch * 1e6) as i64, "as extract(epoch FROM interval) counts it");
         // The transaction's own declaration (what cache_create checked) says the same.
-        let declared = crate::xact::declared("yearly").expect("pending").duration_us;
+        let declared = crate::pending::declared("yearly").expect("pending").duration_us;
         assert_eq!(declared, read_back);
     }
 

@@ -14,8 +14,8 @@ use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::core::store::{Store, Sweep, NO_EXPIRY, PARTITIONS};
-use crate::xact::now;
+use pg_cache_core::store::{Store, Sweep, NO_EXPIRY, PARTITIONS};
+use crate::pg::now;
 use crate::{gucs, shmem};
 
 pub const WORKER_TYPE: &str = "pg_cache worker";

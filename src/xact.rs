@@ -14,11 +14,16 @@ use pgrx::pg_sys;
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
-use crate::api::{caches, errors};
-use crate::core::key;
-use crate::core::store::{CacheConfig, Prepared, Reserve, SlotRef, NO_EXPIRY};
-use crate::core::writeset::{Op, Pending, WriteSet};
-use crate::shmem;
+use crate::errors;
+use crate::privileges;
+use crate::registry;
+use pg_cache_core::invalidation::Invalidation;
+use pg_cache_core::key;
+use pg_cache_core::store::{CacheConfig, NewEntry, Prepared, Reserve, SlotRef, NO_EXPIRY};
+use pg_cache_core::value::ValueKind;
+use pg_cache_core::writeset::Op;
+use crate::pg::{self, database, nest_level, now, transaction_start};
+use crate::{pending, shmem};
 
 /// Keys are kept from PRE_COMMIT on, so that COMMIT allocates nothing.
 enum CommitWrite {
@@ -39,16 +44,17 @@ struct CommitPlan {
     /// When the transaction started: its fills are judged against later invalidations.
     start: i64,
     clear_all: bool,
-    /// With `clear_all`: caches of the database the caller may not write, which
-    /// `cache_clear_all` leaves alone (judged at PRE_COMMIT, where a catalog
-    /// lookup may fail).
-    not_clearable: Vec<SlotRef>,
+    /// With `clear_all`: the caches it leaves alone, namely those the caller may not
+    /// write (judged at PRE_COMMIT, where a catalog lookup may fail) and those this
+    /// plan writes, which their own commit clears before installing.
+    /// The first `not_writable` are those the caller may not write.
+    not_cleared: Vec<SlotRef>,
+    not_writable: usize,
     caches: Vec<CacheWrites>,
 }
 
 #[derive(Default)]
 struct Txn {
-    writes: WriteSet,
     commit: Option<CommitPlan>,
     /// Databases this transaction drops (`DROP DATABASE`), detached at its commit.
     dropped_databases: Vec<u32>,
@@ -70,7 +76,7 @@ thread_local! {
         // SAFETY: registers a callback for this backend's exit, once (this runs on
         // the reserve's first use); it runs before the backend leaves shared memory.
         unsafe { pg_sys::on_shmem_exit(Some(release_reserve), pg_sys::Datum::from(0)) };
-        Reserve::new(caches::stripe())
+        Reserve::new(pg::stripe())
     };
 }
 
@@ -119,61 +125,17 @@ unsafe extern "C-unwind" fn object_access(
     }
 }
 
-fn nest_level() -> u32 {
-    // SAFETY: no preconditions.
-    unsafe { pg_sys::GetCurrentTransactionNestLevel() as u32 }
-}
-
-/// Logs a write; 53200 when the write set cannot grow (it is then as it was).
-pub fn push(op: Op) {
-    errors::arm_parachute();
-    let level = nest_level();
-    if TXN.with_borrow_mut(|t| t.writes.push(level, op)).is_err() {
-        errors::out_of_memory("queuing a pg_cache write");
-    }
-}
-
-/// Calls `f` with what this transaction's own writes say about (cache, key).
-pub fn lookup<R>(cache: &str, key: &[u8], f: impl FnOnce(Pending<'_>) -> R) -> R {
-    TXN.with_borrow(|t| if t.writes.is_empty() { f(Pending::Unknown) } else { f(t.writes.lookup(cache, key)) })
-}
-
-pub fn declared(cache: &str) -> Option<CacheConfig> {
-    TXN.with_borrow(|t| t.writes.declared(cache).copied())
-}
-
-pub fn declared_before(cache: &str) -> Option<Option<CacheConfig>> {
-    TXN.with_borrow(|t| t.writes.declared_before(cache))
-}
-
-/// The current time as PostgreSQL's `TimestampTz`.
-pub fn now() -> i64 {
-    // SAFETY: no preconditions.
-    unsafe { pg_sys::GetCurrentTimestamp() }
-}
-
-/// The database this backend is connected to.
-pub fn database() -> u32 {
-    // SAFETY: MyDatabaseId is set for the whole life of a backend connected to a database.
-    unsafe { pg_sys::MyDatabaseId.to_u32() }
-}
-
-fn transaction_start() -> i64 {
-    // SAFETY: no preconditions; set when the transaction started.
-    unsafe { pg_sys::GetCurrentTransactionStartTimestamp() }
-}
-
 /// Resolves `name` and pins its slot until this transaction ends, so that it is not
 /// reclaimed while entries are prepared for it. A slot reclaimed between the two is
 /// resolved again.
 fn resolve_pinned(name: &str) -> (SlotRef, std::rc::Rc<CacheConfig>) {
     let store = shmem::store();
     loop {
-        let (slot, config) = caches::resolve(name);
+        let (slot, config) = registry::resolve(name);
         if PINNED.with_borrow_mut(|p| p.try_reserve(1)).is_err() {
             errors::out_of_memory("planning the commit of pg_cache writes");
         }
-        if store.pin(slot, caches::stripe()) {
+        if store.pin(slot, pg::stripe()) {
             PINNED.with_borrow_mut(|p| p.push(slot));
             return (slot, config);
         }
@@ -183,7 +145,7 @@ fn resolve_pinned(name: &str) -> (SlotRef, std::rc::Rc<CacheConfig>) {
 /// Unpins what [`resolve_pinned`] pinned; at COMMIT and ABORT, so it cannot fail.
 fn unpin_all() {
     let store = shmem::store();
-    let stripe = caches::stripe();
+    let stripe = pg::stripe();
     PINNED.with_borrow_mut(|p| {
         for slot in p.drain(..) {
             store.unpin(slot, stripe);
@@ -218,8 +180,8 @@ fn prepare_commit() {
     // memory. Slots are resolved while the write set is in place (resolving consults
     // this transaction's declarations); writes are grouped by cache as operation
     // indexes, and every list phase 2 fills is reserved here.
-    let (clear_all, resolved) = TXN.with_borrow(|t| {
-        let plan = t.writes.plan().unwrap_or_else(|_| errors::out_of_memory("planning the commit of pg_cache writes"));
+    let (clear_all, resolved) = pending::with(|writes| {
+        let plan = writes.plan().unwrap_or_else(|_| errors::out_of_memory("planning the commit of pg_cache writes"));
         let mut caches: Vec<Resolved> = Vec::new();
         let mut index: HashMap<&str, usize> = HashMap::new();
         // The index in `caches` of `name`'s group, resolved and pinned on first sight.
@@ -251,16 +213,19 @@ fn prepare_commit() {
         }
         (plan.clear_all, caches)
     });
-    let mut plan = CommitPlan { start: transaction_start(), clear_all, not_clearable: Vec::new(), caches: Vec::new() };
+    let mut plan = CommitPlan { start: transaction_start(), clear_all, not_cleared: Vec::new(), not_writable: 0, caches: Vec::new() };
     if clear_all {
         let store = shmem::store();
         for (slot, _) in store.slots_of(database()) {
             let config = store.config(slot);
-            if !caches::may(&config, &config.writers) {
-                reserve(&mut plan.not_clearable, 1);
-                plan.not_clearable.push(slot);
+            if !privileges::may(&config, &config.writers) {
+                reserve(&mut plan.not_cleared, 1);
+                plan.not_cleared.push(slot);
             }
         }
+        plan.not_writable = plan.not_cleared.len();
+        reserve(&mut plan.not_cleared, resolved.len());
+        plan.not_cleared.extend(resolved.iter().map(|r| r.slot));
     }
     reserve(&mut plan.caches, resolved.len());
     let mut resolved = resolved;
@@ -269,7 +234,7 @@ fn prepare_commit() {
     }
     // Keys and values move from the write set to the commit plan; nothing reads the
     // write set after PRE_COMMIT.
-    let mut ops = TXN.with_borrow_mut(|t| std::mem::take(&mut t.writes));
+    let mut ops = pending::take();
     // Phase 2 cannot ERROR: it pushes only into reserved room, and allocation in
     // shared memory evicts instead of failing.
     let store = shmem::store();
@@ -285,12 +250,13 @@ fn prepare_commit() {
                 Op::Set { key, value, ttl_us, .. } => {
                     let hash = key::hash(r.slot.index, &key);
                     let expires_at =
-                        ttl_us.or_else(|| caches::duration_us(&r.config)).map_or(NO_EXPIRY, |d| now.saturating_add(d));
+                        ttl_us.or_else(|| registry::duration_us(&r.config)).map_or(NO_EXPIRY, |d| now.saturating_add(d));
                     // A write that finds no room at all is lost like an entry evicted at
                     // once (counted so by the store), but its key is still invalidated:
                     // the transaction meant to replace whatever was there. (Too large
                     // cannot happen: cache_set checked the store's limit.)
-                    match RESERVE.with(|res| store.prepare(Some(res), r.slot, &key, &value, hash, expires_at, now)) {
+                    let entry = NewEntry { key: &key, value: &value, kind: ValueKind::Jsonb, hash, expires_at };
+                    match RESERVE.with(|res| store.prepare(Some(res), r.slot, &entry, now)) {
                         Ok(Some(entry)) => writes.push(CommitWrite::Set { entry, key, hash, stale: false }),
                         Ok(None) | Err(_) => writes.push(CommitWrite::Delete { key, hash }),
                     }
@@ -298,7 +264,7 @@ fn prepare_commit() {
                 _ => unreachable!("the plan's writes are sets and deletes"),
             }
         }
-        let size_limit = caches::size_limit(&r.config);
+        let size_limit = registry::size_limit(&r.config);
         plan.caches.push(CacheWrites { slot: r.slot, declare: r.declare, clear: r.clear, size_limit, writes });
     }
     TXN.with_borrow_mut(|t| t.commit = Some(plan));
@@ -308,22 +274,19 @@ fn prepare_commit() {
 /// Runs after the transaction became visible to new snapshots, so `now` is later than
 /// any snapshot that missed its changes.
 fn apply_commit() {
-    let plan = TXN.with_borrow_mut(|t| {
-        t.writes.reset();
-        t.commit.take()
-    });
+    pending::reset();
+    let plan = TXN.with_borrow_mut(|t| t.commit.take());
     let (dropped, dropped_extension) =
         TXN.with_borrow_mut(|t| (std::mem::take(&mut t.dropped_databases), std::mem::take(&mut t.dropped_extension)));
     let store = shmem::store();
     let now = now();
     for db in dropped {
-        store.detach_database(db);
+        store.invalidate(&Invalidation::DropCaches { db, fence: false }, now);
     }
     if dropped_extension {
         // Sessions still connected may be filling: their fills are fenced like
         // after cache_clear_all.
-        store.raise_db_fence(database(), now);
-        store.detach_database(database());
+        store.invalidate(&Invalidation::DropCaches { db: database(), fence: true }, now);
     }
     let Some(mut plan) = plan else {
         unpin_all();
@@ -355,7 +318,7 @@ fn apply_commit() {
         if let Some(config) = &cache.declare {
             commit.set_config(config, cache.size_limit);
         }
-        if cache.clear || (plan.clear_all && !plan.not_clearable.contains(&cache.slot)) {
+        if cache.clear || (plan.clear_all && !plan.not_cleared[..plan.not_writable].contains(&cache.slot)) {
             commit.clear();
         }
         for w in &cache.writes {
@@ -371,16 +334,14 @@ fn apply_commit() {
         }
     }
     if plan.clear_all {
-        store.clear_database(database(), now, |slot| {
-            plan.caches.iter().any(|c| c.slot == slot) || plan.not_clearable.contains(&slot)
-        });
+        store.invalidate(&Invalidation::Database { db: database(), except: &plan.not_cleared }, now);
     }
     unpin_all();
 }
 
 fn abort() {
+    pending::reset();
     let plan = TXN.with_borrow_mut(|t| {
-        t.writes.reset();
         t.dropped_databases.clear();
         t.dropped_extension = false;
         t.commit.take()
@@ -397,8 +358,9 @@ fn abort() {
 }
 
 fn has_writes() -> bool {
-    TXN.with_borrow(|t| {
-        !t.writes.is_empty() || t.commit.is_some() || !t.dropped_databases.is_empty() || t.dropped_extension
+    !pending::is_empty()
+        || TXN.with_borrow(|t| {
+            t.commit.is_some() || !t.dropped_databases.is_empty() || t.dropped_extension
     })
 }
 
@@ -446,12 +408,10 @@ pub(crate) unsafe extern "C-unwind" fn subxact_callback(
     use pg_sys::SubXactEvent::*;
     match event {
         SUBXACT_EVENT_ABORT_SUB => {
-            let level = nest_level();
-            TXN.with_borrow_mut(|t| t.writes.rollback_to(level));
+            pending::rollback_to(nest_level());
         }
         SUBXACT_EVENT_COMMIT_SUB => {
-            let level = nest_level();
-            TXN.with_borrow_mut(|t| t.writes.commit_sub(level));
+            pending::commit_sub(nest_level());
         }
         _ => {}
     }

@@ -8,15 +8,18 @@ use pgrx::pg_sys;
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
-use super::caches::{self, check_admin, check_key, check_name, check_writable, check_positive, check_value_size};
-use super::{declarations, errors};
+use super::args::{self, check_admin, check_key, check_name, check_writable, check_positive, check_value_size};
+use crate::registry::{self, declarations};
+use crate::errors;
 use super::jsonb::RawJsonb;
-use crate::core::key;
-use crate::core::store::{CacheConfig, RoleList, MAX_ROLES};
-use crate::core::store::Lookup;
-use crate::core::writeset::{try_copy, try_string, Op, Pending};
-use crate::xact::now;
-use crate::{shmem, xact};
+use pg_cache_core::invalidation::Invalidation;
+use pg_cache_core::key;
+use pg_cache_core::value::ValueKind;
+use pg_cache_core::store::{CacheConfig, RoleList, MAX_ROLES};
+use pg_cache_core::store::Lookup;
+use pg_cache_core::writeset::{try_copy, try_string, Op, Pending};
+use crate::pg::{self, now};
+use crate::{pending, shmem};
 
 /// A copy of a cache name for the write set; 53200 rather than an abort when memory is out.
 fn owned(name: &str) -> String {
@@ -32,14 +35,14 @@ fn cache_set(cache: Option<&str>, key: Option<&str>, value: Option<RawJsonb>, tt
     let value = value.unwrap_or_else(|| errors::null_argument("value"));
     check_value_size(value.bytes().len());
     let ttl_us = ttl.map(|t| check_positive("ttl", t));
-    let (slot, config) = caches::resolve(name);
-    caches::check_write(name, &config);
-    let stored = caches::stored_key(&config, key);
-    caches::check_entry_size(&config, stored.len(), value.bytes().len());
+    let (slot, config) = registry::resolve(name);
+    args::check_write(name, &config);
+    let stored = registry::stored_key(&config, key);
+    args::check_entry_size(&config, stored.len(), value.bytes().len());
     // The install reads this bucket at COMMIT: start loading it now.
     shmem::store().prefetch_bucket(key::hash(slot.index, &stored));
     let value = try_copy(value.bytes()).unwrap_or_else(|_| errors::out_of_memory("copying a value"));
-    xact::push(Op::Set { cache: owned(name), key: stored, value, ttl_us });
+    pending::push(Op::Set { cache: owned(name), key: stored, value, ttl_us });
 }
 
 /// The value of `key`, or `default` when it is missing or expired.
@@ -47,10 +50,10 @@ fn cache_set(cache: Option<&str>, key: Option<&str>, value: Option<RawJsonb>, tt
 fn cache_get(cache: Option<&str>, key: Option<&str>, default: default!(Option<RawJsonb>, "NULL")) -> Option<RawJsonb> {
     let name = check_name(cache);
     let key = check_key(key);
-    let (slot, config) = caches::resolve(name);
-    caches::check_read(name, &config);
-    let stored = caches::stored_key(&config, key);
-    let own = xact::lookup(name, &stored, |p| match p {
+    let (slot, config) = registry::resolve(name);
+    args::check_read(name, &config);
+    let stored = registry::stored_key(&config, key);
+    let own = pending::lookup(name, &stored, |p| match p {
         Pending::Value(v) => Some(Some(RawJsonb::build(v.len(), |out| out.copy_from_slice(v)))),
         Pending::Deleted | Pending::Cleared => Some(None),
         Pending::Unknown => None,
@@ -60,20 +63,29 @@ fn cache_get(cache: Option<&str>, key: Option<&str>, default: default!(Option<Ra
     }
     let store = shmem::store();
     let hash = key::hash(slot.index, &stored);
-    match store.lookup(slot, &stored, hash, now, |len, copy| RawJsonb::build(len, copy)) {
+    match store.lookup(slot, &stored, hash, ValueKind::Jsonb, now, |len, copy| RawJsonb::build(len, copy)) {
         Lookup::Hit(v) => {
-            store.count_hit(slot, caches::stripe());
+            store.count_hit(slot, pg::stripe());
             Some(v)
         }
         Lookup::Miss => {
-            store.count_miss(slot, caches::stripe());
+            store.count_miss(slot, pg::stripe());
             default
         }
         Lookup::Expired => {
-            store.count_miss(slot, caches::stripe());
+            store.count_miss(slot, pg::stripe());
             store.remove_expired(slot, &stored, hash, now());
             default
         }
+        // Only jsonb is stored yet: the seam for the value kinds to come.
+        Lookup::OtherKind(kind) => errors::raise(
+            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            format!(
+                "cache \"{name}\" holds a {} value under this key, not jsonb",
+                kind.map_or("unknown", ValueKind::name)
+            ),
+            "Read it with the function for its kind.",
+        ),
     }
 }
 
@@ -83,19 +95,22 @@ fn cache_delete(cache: Option<&str>, key: Option<&str>) -> bool {
     check_writable("cache_delete");
     let name = check_name(cache);
     let key = check_key(key);
-    let (slot, config) = caches::resolve(name);
-    caches::check_write(name, &config);
-    let stored = caches::stored_key(&config, key);
-    let own = xact::lookup(name, &stored, |p| match p {
+    let (slot, config) = registry::resolve(name);
+    args::check_write(name, &config);
+    let stored = registry::stored_key(&config, key);
+    let own = pending::lookup(name, &stored, |p| match p {
         Pending::Value(_) => Some(true),
         Pending::Deleted | Pending::Cleared => Some(false),
         Pending::Unknown => None,
     });
     let existed = own.unwrap_or_else(|| {
         let hash = key::hash(slot.index, &stored);
-        matches!(shmem::store().lookup(slot, &stored, hash, now, |_, _| ()), Lookup::Hit(()))
+        matches!(
+            shmem::store().lookup(slot, &stored, hash, ValueKind::Jsonb, now, |_, _| ()),
+            Lookup::Hit(()) | Lookup::OtherKind(_)
+        )
     });
-    xact::push(Op::Delete { cache: owned(name), key: stored });
+    pending::push(Op::Delete { cache: owned(name), key: stored });
     existed
 }
 
@@ -105,9 +120,9 @@ fn cache_delete(cache: Option<&str>, key: Option<&str>) -> bool {
 fn cache_clear(cache: Option<&str>) {
     check_writable("cache_clear");
     let name = check_name(cache);
-    let (_, config) = caches::resolve(name);
-    caches::check_write(name, &config);
-    xact::push(Op::Clear { cache: owned(name) });
+    let (_, config) = registry::resolve(name);
+    args::check_write(name, &config);
+    pending::push(Op::Clear { cache: owned(name) });
     notify(name);
 }
 
@@ -131,7 +146,7 @@ fn notify(payload: &str) {
 fn cache_clear_all() {
     check_writable("cache_clear_all");
     shmem::store();
-    xact::push(Op::ClearAll);
+    pending::push(Op::ClearAll);
     notify("*");
 }
 
@@ -226,7 +241,7 @@ fn cache_create_v3(
     for _ in 0..2 {
         declaration.owner = match &previous {
             Some(p) if p.owner != 0 => {
-                caches::check_redeclare(name, p.owner);
+                args::check_redeclare(name, p.owner);
                 pg_sys::Oid::from(p.owner)
             }
             _ => caller,
@@ -245,7 +260,7 @@ fn cache_create_v3(
         );
     }
     config.owner = declaration.owner.to_u32();
-    xact::push(Op::Declare { cache: owned(name), config: Box::new(config), previous: previous.map(Box::new) });
+    pending::push(Op::Declare { cache: owned(name), config: Box::new(config), previous: previous.map(Box::new) });
 }
 
 /// The C symbol of the 0.2.0 `cache_create` (five arguments). A database still on
@@ -280,9 +295,9 @@ fn cache_drop(dbname: Option<&str>) {
         errors::raise(PgSqlErrorCode::ERRCODE_INVALID_CATALOG_NAME, format!("database \"{dbname}\" does not exist"), "");
     }
     let store = shmem::store();
-    // Fills of transactions running now are dropped at their commit, like after a clear.
-    store.raise_db_fence(db.to_u32(), now());
-    for (slot, _) in store.slots_of(db.to_u32()) {
-        store.drop_slot(slot);
-    }
+    // Fills of transactions running now are dropped at their commit, like after a
+    // clear. The caches vanish at once; their memory is freed here rather than left
+    // to the worker (a cache a commit still pins is left to it).
+    store.invalidate(&Invalidation::DropCaches { db: db.to_u32(), fence: true }, now());
+    store.finish_drops();
 }

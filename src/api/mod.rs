@@ -1,8 +1,6 @@
 //! Everything SQL-facing: the functions, argument checks, errors, the jsonb bridge.
 
-pub mod caches;
-pub mod declarations;
-pub mod errors;
+pub mod args;
 mod functions;
 pub mod jsonb;
 mod stats;

@@ -6,10 +6,10 @@ use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use super::caches::{self, check_admin, check_name};
-use super::errors;
-use crate::shmem;
-use crate::xact::database;
+use super::args::{self, check_admin, check_name};
+use crate::errors;
+use crate::{registry, shmem};
+use crate::pg::database;
 
 fn timestamptz(t: i64) -> Option<TimestampWithTimeZone> {
     TimestampWithTimeZone::try_from(t).ok()
@@ -57,8 +57,8 @@ fn cache_stats_v2() -> TableIterator<
                 s.evictions as i64,
                 s.expirations as i64,
                 s.stale_sets as i64,
-                caches::size_limit(&s.config) as i64,
-                caches::duration_us(&s.config).map(Interval::from_micros),
+                registry::size_limit(&s.config) as i64,
+                registry::duration_us(&s.config).map(Interval::from_micros),
                 s.last_clear.and_then(timestamptz),
             )
         })
@@ -94,8 +94,8 @@ fn cache_memory() -> TableIterator<
 #[pg_extern(volatile, parallel_restricted)]
 fn cache_last_clear(cache: Option<&str>) -> Option<TimestampWithTimeZone> {
     let name = check_name(cache);
-    let (slot, config) = caches::resolve(name);
-    caches::check_read(name, &config);
+    let (slot, config) = registry::resolve(name);
+    args::check_read(name, &config);
     shmem::store().last_clear(slot).and_then(timestamptz)
 }
 
@@ -105,7 +105,7 @@ fn cache_last_clear(cache: Option<&str>) -> Option<TimestampWithTimeZone> {
 fn cache_sync_since(cache: Option<&str>, since: Option<TimestampWithTimeZone>) -> bool {
     let name = check_name(cache);
     let since = pg_sys::TimestampTz::from(since.unwrap_or_else(|| errors::null_argument("since")));
-    let (slot, config) = caches::resolve(name);
-    caches::check_read(name, &config);
+    let (slot, config) = registry::resolve(name);
+    args::check_read(name, &config);
     shmem::store().last_clear(slot).is_some_and(|t| t > since)
 }

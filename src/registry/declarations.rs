@@ -12,9 +12,17 @@ use pgrx::pg_sys;
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
-use super::caches::interval_micros;
-use super::errors;
-use crate::core::store::{CacheConfig, RoleList, MAX_ROLES};
+use crate::errors;
+use pg_cache_core::store::{CacheConfig, RoleList, MAX_ROLES};
+
+/// An interval in microseconds, counted as `extract(epoch FROM interval)` does (a
+/// year is 365.25 days, a month of a partial year 30 days): the one conversion used
+/// for `ttl`, for `duration` when declared and when read back from the table.
+pub fn interval_micros(i: &Interval) -> i128 {
+    const DAY: i128 = 86_400_000_000;
+    let months = i.months() as i128;
+    i.micros() as i128 + i.days() as i128 * DAY + months / 12 * (DAY * 1461 / 4) + months % 12 * 30 * DAY
+}
 
 const TABLE: &CStr = c"pg_cache_declarations";
 const PRIMARY_KEY: &CStr = c"pg_cache_declarations_pkey";

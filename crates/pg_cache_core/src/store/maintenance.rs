@@ -4,10 +4,8 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{
-    Locks, MemoryStats, Mode, SlotRef, Store, BLOCK_SIZE, ENTRY_LIVE, NIL, NO_EXPIRY, PARTITIONS, SLOT_ACTIVE,
-    SLOT_DROPPING,
-};
+use super::chain::Step;
+use super::*;
 
 /// What sweeps found, summed over slices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,44 +53,31 @@ impl<L: Locks> Store<'_, L> {
     }
 
     fn sweep_bucket_locked(&self, bucket: u32, now: i64, out: &mut Sweep) {
-        let mut prev = NIL;
-        // The chain is stable under the exclusive partition lock.
-        let mut e = self.bucket_head(bucket).load(Ordering::Relaxed);
-        while e != NIL {
-            // SAFETY: entries on a chain are allocated.
-            let h = unsafe { &*self.head(e) };
-            let next = h.chain_next;
+        let unlinked = self.walk_chain(bucket, |e, h| {
             let s = self.slot(h.slot);
-            let reclaim = {
-                let _g = self.lock_list(s);
-                if h.state.load(Ordering::Acquire) != ENTRY_LIVE {
-                    false // popped by an evictor, which unlinks it when it gets this lock
-                } else {
-                    let hidden = h.gen != s.gen.load(Ordering::Relaxed) || s.state.load(Ordering::Acquire) != SLOT_ACTIVE;
-                    let expired = self.is_expired(e, now);
-                    if hidden {
-                        out.hidden += 1;
-                    } else if expired {
-                        out.expired += 1;
-                        s.list.expirations.fetch_add(1, Ordering::Relaxed);
-                    } else if h.expires_at != NO_EXPIRY {
-                        out.ttl_left += 1;
-                        out.next_expiry = out.next_expiry.min(h.expires_at);
-                    }
-                    if hidden || expired {
-                        self.retire(s, e);
-                    }
-                    hidden || expired
-                }
-            };
-            if reclaim {
-                self.chain_unlink(bucket, prev, e);
-                self.free_entry(e);
-            } else {
-                prev = e;
+            let _g = self.lock_list(s);
+            if h.state.load(Ordering::Acquire) != ENTRY_LIVE {
+                return Step::Next; // popped by an evictor, which unlinks it when it gets this lock
             }
-            e = next;
-        }
+            let hidden = h.gen != s.gen.load(Ordering::Relaxed) || s.state.load(Ordering::Acquire) != SLOT_ACTIVE;
+            let expired = self.is_expired(e, now);
+            if hidden {
+                out.hidden += 1;
+            } else if expired {
+                out.expired += 1;
+                s.list.expirations.fetch_add(1, Ordering::Relaxed);
+            } else if h.expires_at != NO_EXPIRY {
+                out.ttl_left += 1;
+                out.next_expiry = out.next_expiry.min(h.expires_at);
+            }
+            if hidden || expired {
+                self.retire(s, e);
+                Step::Unlink
+            } else {
+                Step::Next
+            }
+        });
+        self.free_unlinked(None, unlinked.first);
     }
 
     /// Frees the entries of every dropping cache, then the caches; how many entries.
@@ -102,19 +87,6 @@ impl<L: Locks> Store<'_, L> {
             .filter(|&i| self.slot(i).state.load(Ordering::Acquire) == SLOT_DROPPING)
             .map(|i| self.finish_drop(i))
             .sum()
-    }
-
-    /// `DROP DATABASE db` (or `DROP EXTENSION pg_cache` in it) committed: its caches
-    /// vanish at once (the worker frees their memory). O(caches), allocates nothing:
-    /// this runs at COMMIT.
-    pub fn detach_database(&self, db: u32) {
-        // No fence: nobody is connected to a database being dropped, so no fill of
-        // it is in flight, and a database created later with the same OID must not
-        // report this as a clear of its own.
-        let _dir = self.lock_directory(Mode::Exclusive);
-        for (r, _) in self.active_slots_of(db) {
-            self.begin_drop_locked(r.index);
-        }
     }
 
     /// Zeroes the event counters of cache `r` (hits, misses, sets, deletes,

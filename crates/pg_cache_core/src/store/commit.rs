@@ -1,0 +1,328 @@
+//! The commit path: entries prepared at PRE_COMMIT (everything that may fail), then
+//! linked in at COMMIT under the cache's commit lock (nothing that may fail).
+
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+
+use super::*;
+use crate::invalidation::Invalidation;
+use crate::value::ValueKind;
+
+
+/// An allocated, filled entry not yet linked into the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prepared {
+    pub(super) block: u32,
+    pub(super) hash: u64,
+}
+
+/// What a write stores: `value` of `kind` under the stored `key` (whose hash is
+/// `hash`), until `expires_at` ([`NO_EXPIRY`]: until evicted or invalidated).
+#[derive(Debug, Clone, Copy)]
+pub struct NewEntry<'a> {
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    pub kind: ValueKind,
+    pub hash: u64,
+    pub expires_at: i64,
+}
+
+/// A commit of several writes, a clear or a declaration to one cache, holding its
+/// commit lock exclusively ([`Store::commit`]): lookups see all of it or none of it
+/// (they start over when they overlap one). `now` is the commit time, taken after the
+/// transaction became visible to new snapshots; fences raised here carry it.
+pub struct CacheCommit<'s, 'a, L: Locks> {
+    store: &'s Store<'a, L>,
+    r: SlotRef,
+    now: i64,
+}
+
+/// A commit of one key's set or delete, holding its cache's commit lock shared
+/// ([`Store::commit_one`]): one key is visible atomically under its partition lock
+/// anyway, so such commits run side by side and wait only for [`CacheCommit`]s.
+pub struct KeyCommit<'s, 'a, L: Locks> {
+    store: &'s Store<'a, L>,
+    r: SlotRef,
+    now: i64,
+}
+
+impl<L: Locks> Drop for CacheCommit<'_, '_, L> {
+    fn drop(&mut self) {
+        self.store.slot(self.r.index).commit_seq.fetch_add(1, Ordering::Release);
+        self.store.locks.unlock_cache(self.r.index);
+    }
+}
+
+impl<L: Locks> Drop for KeyCommit<'_, '_, L> {
+    fn drop(&mut self) {
+        self.store.locks.unlock_cache(self.r.index);
+    }
+}
+
+impl<L: Locks> CacheCommit<'_, '_, L> {
+    /// Whether a fill of the key with `hash` by a transaction that started at `start`
+    /// is stale: its key, its cache or its database was invalidated by a commit at or
+    /// after `start`. Ask before this commit raises fences of its own.
+    pub fn is_stale(&self, hash: u64, start: i64) -> bool {
+        let st = self.store;
+        let _p = st.lock_bucket(st.bucket_of(hash), Mode::Shared);
+        st.fenced_locked(st.slot(self.r.index), hash, start)
+    }
+
+    /// Applies an invalidation of this cache (a key of it, or all of it).
+    pub fn apply(&self, inv: &Invalidation) -> bool {
+        debug_assert!(matches!(*inv, Invalidation::Key { cache, .. } | Invalidation::Cache { cache } if cache == self.r));
+        self.store.apply_locked(inv, self.now)
+    }
+
+    /// Empties the cache (a generation bump) and fences every fill older than now.
+    pub fn clear(&self) {
+        self.apply(&Invalidation::Cache { cache: self.r });
+    }
+
+    /// Links a prepared entry for `key` in place of any entry with the same key,
+    /// fences older fills of that key, then evicts while the cache holds more than
+    /// `size_limit`. The entry it replaces goes to `reserve` if that can take it.
+    pub fn install(&self, reserve: Option<&Reserve>, p: Prepared, key: &[u8], size_limit: u64) {
+        self.store.install_locked(reserve, self.r, p, key, size_limit, self.now, None);
+    }
+
+    /// Frees a prepared entry found stale by [`CacheCommit::is_stale`] and counts it;
+    /// its key is invalidated all the same (entries removed, fence raised), as the
+    /// write meant to replace whatever value was there: a dropped fill never leaves
+    /// an older value behind.
+    pub fn drop_stale(&self, p: Prepared, key: &[u8]) {
+        self.store.slot(self.r.index).list.stale_sets.fetch_add(1, Ordering::Relaxed);
+        self.store.settle(p);
+        self.store.free_entry(p.block);
+        self.apply(&Invalidation::Key { cache: self.r, key, hash: p.hash });
+    }
+
+    /// Deletes the key and fences older fills of it; whether a visible entry was there.
+    pub fn delete(&self, key: &[u8], hash: u64) -> bool {
+        self.store.delete_locked(self.r, key, hash, self.now)
+    }
+
+    /// Publishes a declaration. One that changes how keys are stored (`context`, its
+    /// ignored keys) also clears the cache: entries stored under the old encoding
+    /// would otherwise come back, deletes made meanwhile notwithstanding, when the
+    /// cache is switched back.
+    pub fn set_config(&self, config: &CacheConfig, size_limit: u64) {
+        let old = self.store.config(self.r);
+        self.store.set_config(self.r, config);
+        if old.context != config.context || old.ignored() != config.ignored() {
+            self.clear();
+        }
+        self.store.enforce_size_limit(self.r, size_limit, self.now);
+    }
+}
+
+impl<L: Locks> KeyCommit<'_, '_, L> {
+    /// Applies an invalidation of one key of this cache.
+    pub fn apply(&self, inv: &Invalidation) -> bool {
+        debug_assert!(matches!(*inv, Invalidation::Key { cache, .. } if cache == self.r));
+        self.store.apply_locked(inv, self.now)
+    }
+
+    /// Links a prepared entry as [`CacheCommit::install`] does, unless the fill is
+    /// stale for a transaction that started at `start`: then it is freed and counted,
+    /// and its key invalidated instead (as [`CacheCommit::drop_stale`] does). Judged
+    /// under the same partition lock hold as the install, so that concurrent commits
+    /// of the same key cannot both pass. Whether it was installed.
+    pub fn install_if_fresh(&self, reserve: Option<&Reserve>, p: Prepared, key: &[u8], size_limit: u64, start: i64) -> bool {
+        self.store.install_locked(reserve, self.r, p, key, size_limit, self.now, Some(start))
+    }
+
+    /// Deletes the key and fences older fills of it; whether a visible entry was there.
+    pub fn delete(&self, key: &[u8], hash: u64) -> bool {
+        self.store.delete_locked(self.r, key, hash, self.now)
+    }
+}
+
+impl<'a, L: Locks> Store<'a, L> {
+    /// Allocates and fills an entry for (slot, key) → value, evicting as needed.
+    /// Takes no partition lock while it allocates. `Ok(None)`: no room could be made
+    /// (every block is held by entries other transactions are about to install).
+    pub fn prepare(&self, reserve: Option<&Reserve>, r: SlotRef, entry: &NewEntry, now: i64) -> Result<Option<Prepared>, StoreError> {
+        let NewEntry { key, value, kind, hash, expires_at } = *entry;
+        if key.len() + value.len() > self.max_payload() {
+            return Err(StoreError::TooLarge);
+        }
+        let n = blocks_for(key.len() + value.len());
+        self.prefetch_install(hash);
+        let reserved = self.take_reserve(reserve, n as u32);
+        let (first, last) = match reserved {
+            Some(got) => got,
+            None => loop {
+                if let Some(got) = self.alloc(n as u32) {
+                    break got;
+                }
+                if !self.evict_one(now, self.slot(r.index).db.load(Ordering::Relaxed)) {
+                    // The write is lost like an entry evicted at once: count it so.
+                    self.slot(r.index).list.evictions.fetch_add(1, Ordering::Relaxed);
+                    return Ok(None);
+                }
+            },
+        };
+        let counted = self.database_share != u64::MAX;
+        if counted {
+            self.slot(r.index).list.pending_bytes.fetch_add((n * BLOCK_SIZE) as u64, Ordering::Relaxed);
+        }
+        // SAFETY: the blocks are ours until installed or discarded.
+        unsafe {
+            let h = self.head(first);
+            let next = (*h).next_block;
+            std::ptr::write(
+                h,
+                EntryHead {
+                    next_block: next,
+                    chain_next: NIL,
+                    lru_prev: NIL,
+                    lru_next: NIL,
+                    hash: hash as u32,
+                    serial: self.hdr().serial.fetch_add(1, Ordering::Relaxed),
+                    slot: r.index,
+                    state: AtomicU8::new(ENTRY_LIVE),
+                    flags: kind as u8 | if counted { PENDING } else { 0 },
+                    gen: 0,
+                    key_len: key.len() as u32,
+                    value_len: value.len() as u32,
+                    last_block: last,
+                    n_blocks: n as u32,
+                    expires_at,
+                    pushed_at: AtomicU32::new(0),
+                    used_at: AtomicU32::new(ms(now)),
+                },
+            );
+        }
+        self.write_payload(first, key, value);
+        Ok(Some(Prepared { block: first, hash }))
+    }
+
+    /// Starts loading the bucket head of `hash`: a write calls this when it is made,
+    /// so that at PRE_COMMIT, microseconds later, `prefetch_install` finds it in cache.
+    pub fn prefetch_bucket(&self, hash: u64) {
+        prefetch(self.bucket_head(self.bucket_of(hash)) as *const AtomicU32 as *const u8);
+    }
+
+    /// Starts loading the lines the install of `hash` reads first (its fence bucket
+    /// and the first entry of its chain, random in a large region), so that at
+    /// COMMIT, under the partition lock, they are in cache.
+    pub(super) fn prefetch_install(&self, hash: u64) {
+        prefetch(self.fence_of(hash) as *const u8);
+        // Unlocked, so possibly stale: only a hint, and checked to lie in the pool.
+        let first = self.bucket_head(self.bucket_of(hash)).load(Ordering::Relaxed);
+        if first < self.geo.blocks {
+            prefetch(self.head(first) as *const u8);
+        }
+    }
+
+    /// Frees an entry that will not be installed (its transaction aborted).
+    pub fn discard(&self, p: Prepared) {
+        self.settle(p);
+        self.free_entry(p.block);
+    }
+
+    /// Moves the shared clock to `now` if it is 100 ms or more behind.
+    pub fn advance_clock(&self, now: i64) {
+        let clock = &self.hdr().clock;
+        if ms(now).wrapping_sub(clock.load(Ordering::Relaxed)) as i32 >= 100 {
+            clock.store(ms(now), Ordering::Relaxed);
+        }
+    }
+
+    /// Takes a prepared entry out of its slot's `pending_bytes`, once.
+    pub(super) fn settle(&self, p: Prepared) {
+        // SAFETY: the entry is ours until installed or freed; nobody else reads its flags.
+        unsafe {
+            let h = self.head(p.block);
+            if (*h).flags & PENDING != 0 {
+                (*h).flags &= !PENDING;
+                let bytes = blocks_for(((*h).key_len + (*h).value_len) as usize) * BLOCK_SIZE;
+                self.slot((*h).slot).list.pending_bytes.fetch_sub(bytes as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Opens a commit to cache `r` at commit time `now`: takes its commit lock.
+    pub fn commit(&self, r: SlotRef, now: i64) -> CacheCommit<'_, 'a, L> {
+        self.locks.lock_cache(r.index, Mode::Exclusive);
+        self.slot(r.index).commit_seq.fetch_add(1, Ordering::AcqRel);
+        CacheCommit { store: self, r, now }
+    }
+
+    /// Opens a commit of a single set or delete to cache `r`: takes its commit lock
+    /// shared.
+    pub fn commit_one(&self, r: SlotRef, now: i64) -> KeyCommit<'_, 'a, L> {
+        self.locks.lock_cache(r.index, Mode::Shared);
+        KeyCommit { store: self, r, now }
+    }
+
+    /// Cannot fail and allocates nothing: this is what runs at COMMIT. Commit lock held.
+    /// With `fresh_since`, a fill stale for a transaction that started then is freed
+    /// instead (see [`CacheCommit::is_stale`]); whether the entry was installed.
+    ///
+    /// The entry it replaces leaves the LRU list in the same slot lock hold that adds
+    /// the new one, and both partition and slot lock are released before any block
+    /// goes back to the allocator.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn install_locked(
+        &self,
+        reserve: Option<&Reserve>,
+        r: SlotRef,
+        p: Prepared,
+        key: &[u8],
+        size_limit: u64,
+        now: i64,
+        fresh_since: Option<i64>,
+    ) -> bool {
+        let s = self.slot(r.index);
+        self.settle(p);
+        self.advance_clock(now);
+        let bucket = self.bucket_of(p.hash);
+        let replaced;
+        let installed = {
+            let _p = self.lock_bucket(bucket, Mode::Exclusive);
+            // Clears take the commit lock exclusively, so last_clear cannot move while
+            // we hold it shared; same-key commits wait for this partition lock.
+            let stale = fresh_since.is_some_and(|start| self.fenced_locked(s, p.hash, start));
+            // A stale fill still invalidates its key: whatever the transaction meant
+            // to replace must not outlive it.
+            let unlinked = self.unlink_key_locked(r, bucket, p.hash, key);
+            replaced = unlinked.first;
+            // SAFETY: the fence bucket is guarded by the partition lock we hold.
+            unsafe { (*self.fence_of(p.hash)).raise(p.hash, now) };
+            let _g = self.lock_list(s);
+            self.retire_unlinked(s, replaced, now);
+            let live = s.state.load(Ordering::Acquire) == SLOT_ACTIVE
+                && s.incarnation.load(Ordering::Acquire) == r.incarnation;
+            if stale {
+                s.list.stale_sets.fetch_add(1, Ordering::Relaxed);
+                false
+            } else if live {
+                // SAFETY: we own the entry and hold the partition lock and the list lock.
+                unsafe {
+                    let h = self.head(p.block);
+                    if (*h).expires_at != NO_EXPIRY {
+                        self.hdr().changes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    (*h).gen = s.gen.load(Ordering::Relaxed);
+                    self.admit(s, p.block, now);
+                    s.list.entries.fetch_add(1, Ordering::Relaxed);
+                    s.list.bytes.fetch_add((*h).n_blocks as u64 * BLOCK_SIZE as u64, Ordering::Relaxed);
+                    s.list.sets.fetch_add(1, Ordering::Relaxed);
+                    self.chain_insert_after(bucket, unlinked.insert_after, p.block);
+                }
+                true
+            } else {
+                false
+            }
+        };
+        self.free_unlinked(reserve, replaced);
+        if !installed {
+            self.keep_or_free(reserve, p.block);
+            return false;
+        }
+        self.enforce_size_limit(r, size_limit, now);
+        true
+    }
+}

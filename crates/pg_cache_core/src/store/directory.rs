@@ -1,0 +1,275 @@
+//! The directory of cache slots: finding or creating the slot of (database, name),
+//! reclaiming slots nobody needs, and pinning a slot for a commit in flight.
+//!
+//! A slot that holds no entry, is not declared and is not pinned by a commit in
+//! flight can be reclaimed when a new cache needs a slot: reads of many names (each
+//! creates a slot, so that its misses are counted) cannot use up the directory. One
+//! database may hold at most `per_database` slots, so that it cannot take every slot
+//! of the server either.
+
+use std::sync::atomic::Ordering;
+
+use super::*;
+
+impl<L: Locks> Store<'_, L> {
+    /// Finds the slot of (db, name) or creates it with `config`, reclaiming an unused
+    /// slot when none is free or when `db` already holds `per_database` slots.
+    pub fn find_or_create_slot(
+        &self,
+        db: u32,
+        name: &str,
+        config: &CacheConfig,
+        per_database: u32,
+    ) -> Result<SlotRef, StoreError> {
+        assert!(name.len() <= MAX_NAME);
+        let _dir = self.lock_directory(Mode::Exclusive);
+        if let Some(found) = self.find_locked(db, name) {
+            return Ok(found);
+        }
+        let h = self.hdr();
+        let used = h.used_slots.load(Ordering::Relaxed);
+        let of_db = self.active_slots_of(db).count() as u32;
+        let index = if of_db >= per_database {
+            // Over its share: only one of its own unused slots will do.
+            match (0..used as u16).find(|&i| self.slot(i).db.load(Ordering::Relaxed) == db && self.reclaim_locked(i)) {
+                Some(i) => i,
+                None => return Err(StoreError::DatabaseFull { per_database }),
+            }
+        } else {
+            match (0..used as u16).find(|&i| self.slot(i).state.load(Ordering::Acquire) == SLOT_FREE) {
+                Some(i) => i,
+                None if used < self.geo.slots && used < u16::MAX as u32 => used as u16,
+                None => match (0..used as u16).find(|&i| self.reclaim_locked(i)) {
+                    Some(i) => i,
+                    None => return Err(StoreError::DirectoryFull),
+                },
+            }
+        };
+        let s = self.slot(index);
+        s.db.store(db, Ordering::Relaxed);
+        // SAFETY: the slot is free and we hold the directory lock exclusively.
+        unsafe {
+            (&mut *s.name.get())[..name.len()].copy_from_slice(name.as_bytes());
+            *s.config.get() = *config;
+        }
+        s.name_len.store(name.len() as u32, Ordering::Release);
+        s.config_version.fetch_add(1, Ordering::Release);
+        s.list.lru_head.store(NIL, Ordering::Relaxed);
+        s.list.lru_tail.store(NIL, Ordering::Relaxed);
+        for c in [&s.list.entries, &s.list.bytes, &s.list.sets, &s.list.deletes, &s.list.evictions, &s.list.expirations, &s.list.stale_sets] {
+            c.store(0, Ordering::Relaxed);
+        }
+        s.list.max_bytes.store(config.max_bytes, Ordering::Relaxed);
+        s.list.policy.store(config.policy as u8, Ordering::Relaxed);
+        self.reset_read_counts(index);
+        // A database-wide clear or drop before this slot existed counts as its clear
+        // (for cache_last_clear; fills are fenced by the database fence anyway).
+        s.last_clear.store(self.db_fence(db), Ordering::Relaxed);
+        s.state.store(SLOT_ACTIVE, Ordering::Release);
+        if index as u32 == used {
+            h.used_slots.store(used + 1, Ordering::Release);
+        }
+        Ok(SlotRef { index, incarnation: s.incarnation.load(Ordering::Acquire) })
+    }
+
+    /// Frees slot `index` if it holds no entry (hidden ones included), is not declared
+    /// and no commit has pinned it; whether it did. Directory lock held exclusively.
+    ///
+    /// Against [`Store::pin`], which raises the pin count and then checks the slot's
+    /// state, this marks the slot dropping and then checks the pin count (both
+    /// sequentially consistent): one of the two sees the other. A pinner that saw it
+    /// dropping resolves the name again, which waits for the directory lock, by when
+    /// the slot is free or active again.
+    pub(super) fn reclaim_locked(&self, index: u16) -> bool {
+        let s = self.slot(index);
+        let unused = |s: &super::CacheSlot| self.pins_of(index) == 0 && s.list.lru_tail.load(Ordering::Acquire) == NIL;
+        if s.state.load(Ordering::Acquire) != SLOT_ACTIVE || !unused(s) || self.config(SlotRef { index, incarnation: s.incarnation.load(Ordering::Acquire) }).owner != 0 {
+            return false;
+        }
+        s.state.store(SLOT_DROPPING, Ordering::SeqCst);
+        if !unused(s) {
+            s.state.store(SLOT_ACTIVE, Ordering::SeqCst);
+            return false;
+        }
+        s.incarnation.fetch_add(1, Ordering::Release);
+        s.name_len.store(0, Ordering::Release);
+        s.state.store(SLOT_FREE, Ordering::Release);
+        true
+    }
+
+    /// Keeps slot `r` from being reclaimed until [`Store::unpin`]: a commit pins the
+    /// slots it prepared entries for, in its backend's `stripe`. `false` when the slot
+    /// is no longer `r` (dropped or reclaimed): resolve the name again.
+    pub fn pin(&self, r: SlotRef, stripe: usize) -> bool {
+        let s = self.slot(r.index);
+        let pins = &self.read_counts(r.index, stripe).pins;
+        pins.fetch_add(1, Ordering::SeqCst);
+        let live = s.state.load(Ordering::SeqCst) == SLOT_ACTIVE && s.incarnation.load(Ordering::SeqCst) == r.incarnation;
+        if !live {
+            pins.fetch_sub(1, Ordering::SeqCst);
+        }
+        live
+    }
+
+    pub fn unpin(&self, r: SlotRef, stripe: usize) {
+        self.read_counts(r.index, stripe).pins.fetch_sub(1, Ordering::Release);
+    }
+
+    pub(super) fn slot_name(&self, s: &CacheSlot) -> &[u8] {
+        let len = s.name_len.load(Ordering::Acquire) as usize;
+        // SAFETY: the name is written only while the slot is free, under the
+        // directory lock held exclusively; readers hold it shared.
+        unsafe { &(&*s.name.get())[..len] }
+    }
+
+    pub(super) fn find_locked(&self, db: u32, name: &str) -> Option<SlotRef> {
+        let used = self.hdr().used_slots.load(Ordering::Acquire);
+        (0..used as u16).find_map(|i| {
+            let s = self.slot(i);
+            (s.state.load(Ordering::Acquire) == SLOT_ACTIVE
+                && s.db.load(Ordering::Relaxed) == db
+                && self.slot_name(s) == name.as_bytes())
+            .then(|| SlotRef { index: i, incarnation: s.incarnation.load(Ordering::Acquire) })
+        })
+    }
+
+    pub fn find_slot(&self, db: u32, name: &str) -> Option<SlotRef> {
+        let _dir = self.lock_directory(Mode::Shared);
+        self.find_locked(db, name)
+    }
+
+    /// Whether `r` still names a live slot (no drop happened since it was resolved).
+    pub fn is_valid(&self, r: SlotRef) -> bool {
+        let s = self.slot(r.index);
+        s.state.load(Ordering::Acquire) == SLOT_ACTIVE && s.incarnation.load(Ordering::Acquire) == r.incarnation
+    }
+
+    /// The slot's settings version: changes whenever `set_config` runs.
+    pub fn config_version(&self, r: SlotRef) -> u32 {
+        self.slot(r.index).config_version.load(Ordering::Acquire)
+    }
+
+    pub fn config(&self, r: SlotRef) -> CacheConfig {
+        let s = self.slot(r.index);
+        let _g = self.lock_list(s);
+        // SAFETY: config is written only under the slot's list lock.
+        unsafe { *s.config.get() }
+    }
+
+    pub fn set_config(&self, r: SlotRef, config: &CacheConfig) {
+        let s = self.slot(r.index);
+        let _g = self.lock_list(s);
+        if s.incarnation.load(Ordering::Acquire) != r.incarnation {
+            return; // dropped meanwhile: the slot may belong to another cache now
+        }
+        // SAFETY: config is written only under the slot's list lock.
+        unsafe { *s.config.get() = *config };
+        s.list.max_bytes.store(config.max_bytes, Ordering::Relaxed);
+        s.list.policy.store(config.policy as u8, Ordering::Relaxed);
+        s.config_version.fetch_add(1, Ordering::Release);
+    }
+
+    /// The live slots of database `db`; the caller holds the directory lock.
+    pub(super) fn active_slots_of(&self, db: u32) -> impl Iterator<Item = (SlotRef, &CacheSlot)> + '_ {
+        let used = self.hdr().used_slots.load(Ordering::Acquire);
+        (0..used as u16).filter_map(move |i| {
+            let s = self.slot(i);
+            (s.state.load(Ordering::Acquire) == SLOT_ACTIVE && s.db.load(Ordering::Relaxed) == db)
+                .then(|| (SlotRef { index: i, incarnation: s.incarnation.load(Ordering::Acquire) }, s))
+        })
+    }
+
+    /// The slots of database `db` with their cache names.
+    pub fn slots_of(&self, db: u32) -> Vec<(SlotRef, String)> {
+        let _dir = self.lock_directory(Mode::Shared);
+        self.active_slots_of(db).map(|(r, s)| (r, String::from_utf8_lossy(self.slot_name(s)).into_owned())).collect()
+    }
+
+    pub fn stats(&self, r: SlotRef, name: String) -> SlotStats {
+        let s = self.slot(r.index);
+        let last = s.last_clear.load(Ordering::Relaxed);
+        let (hits, misses) = self.read_totals(r.index);
+        SlotStats {
+            name,
+            slot: Some(r),
+            entries: s.list.entries.load(Ordering::Relaxed),
+            bytes: s.list.bytes.load(Ordering::Relaxed),
+            hits,
+            misses,
+            sets: s.list.sets.load(Ordering::Relaxed),
+            deletes: s.list.deletes.load(Ordering::Relaxed),
+            evictions: s.list.evictions.load(Ordering::Relaxed),
+            expirations: s.list.expirations.load(Ordering::Relaxed),
+            stale_sets: s.list.stale_sets.load(Ordering::Relaxed),
+            last_clear: (last != NEVER).then_some(last),
+            config: self.config(r),
+        }
+    }
+
+    /// When the cache was last cleared by a committed transaction.
+    pub fn last_clear(&self, r: SlotRef) -> Option<i64> {
+        let t = self.slot(r.index).last_clear.load(Ordering::Acquire);
+        (t != NEVER).then_some(t)
+    }
+
+    /// Counts a hit in the stripe of the calling backend.
+    pub fn count_hit(&self, r: SlotRef, stripe: usize) {
+        self.read_counts(r.index, stripe).hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_miss(&self, r: SlotRef, stripe: usize) {
+        self.read_counts(r.index, stripe).misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Hits and misses of slot `index`, all stripes added up.
+    pub(super) fn read_totals(&self, index: u16) -> (u64, u64) {
+        (0..STRIPES).map(|st| self.read_counts(index, st)).fold((0, 0), |(h, m), c| {
+            (h + c.hits.load(Ordering::Relaxed), m + c.misses.load(Ordering::Relaxed))
+        })
+    }
+
+    /// Every stripe's pins of slot `index` added up.
+    pub(super) fn pins_of(&self, index: u16) -> u32 {
+        (0..STRIPES).map(|st| self.read_counts(index, st).pins.load(Ordering::SeqCst)).sum()
+    }
+
+    pub(super) fn reset_read_counts(&self, index: u16) {
+        for st in 0..STRIPES {
+            let c = self.read_counts(index, st);
+            c.hits.store(0, Ordering::Relaxed);
+            c.misses.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Makes slot `index` invisible at once (lookups, installs and new slots of the
+    /// same name no longer see it); its entries stay until `finish_drop`. Directory
+    /// lock held exclusively.
+    pub(super) fn begin_drop_locked(&self, index: u16) {
+        let s = self.slot(index);
+        let _g = self.lock_list(s);
+        s.state.store(SLOT_DROPPING, Ordering::Release);
+        self.hdr().changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Frees the entries of dropping slot `index`, one per lock hold, then the slot.
+    pub(super) fn finish_drop(&self, index: u16) -> u64 {
+        let s = self.slot(index);
+        let mut freed = 0;
+        while let Some(v) = self.pop_victim(index, PopReason::Drop, 0) {
+            self.reap(v);
+            freed += 1;
+        }
+        let _dir = self.lock_directory(Mode::Exclusive);
+        // A slot a commit still pins (its prepared entries are counted there) is freed
+        // by a later pass of the worker.
+        if s.state.load(Ordering::Acquire) == SLOT_DROPPING
+            && s.list.lru_tail.load(Ordering::Acquire) == NIL
+            && self.pins_of(index) == 0
+        {
+            s.incarnation.fetch_add(1, Ordering::Release);
+            s.name_len.store(0, Ordering::Release);
+            s.state.store(SLOT_FREE, Ordering::Release);
+        }
+        freed
+    }
+}

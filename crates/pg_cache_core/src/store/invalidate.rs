@@ -1,0 +1,137 @@
+//! Invalidation: removing a key's entries, clearing a cache, fencing a database,
+//! and judging whether a fill is older than a committed invalidation.
+
+use std::sync::atomic::Ordering;
+
+use super::*;
+use crate::invalidation::Invalidation;
+
+impl<'a, L: Locks> Store<'a, L> {
+    /// Whether the key with `hash` in cache `s`, its cache or its database was
+    /// invalidated at or after `start`. The key's partition lock is held.
+    pub(super) fn fenced_locked(&self, s: &CacheSlot, hash: u64, start: i64) -> bool {
+        s.last_clear.load(Ordering::Acquire) >= start
+            || self.db_fence(s.db.load(Ordering::Relaxed)) >= start
+            // SAFETY: the fence bucket is guarded by the partition lock the caller holds.
+            || unsafe { (*self.fence_of(hash)).fences(hash, start) }
+    }
+
+    pub(super) fn db_fence(&self, db: u32) -> i64 {
+        self.hdr().db_fences.get(db)
+    }
+
+    /// Applies `inv`, committed at `now`, taking the locks it needs: the entry point
+    /// for invalidations made outside a cache's commit (`cache_drop`, `DROP
+    /// DATABASE`, `cache_clear_all`; a standby's redo later). Allocates nothing and
+    /// cannot fail: this runs at COMMIT. Whether a visible entry was removed (keys only).
+    pub fn invalidate(&self, inv: &Invalidation, now: i64) -> bool {
+        match *inv {
+            Invalidation::Key { cache, .. } => self.commit_one(cache, now).apply(inv),
+            Invalidation::Cache { cache } => self.commit(cache, now).apply(inv),
+            Invalidation::Database { .. } | Invalidation::DropCaches { .. } => self.apply_locked(inv, now),
+        }
+    }
+
+    /// The one place an invalidation is applied. `Key`: that cache's commit lock held
+    /// (shared or exclusive); `Cache`: held exclusively; the others: no commit lock
+    /// held (they take each cache's in turn). Whether a visible entry was removed.
+    pub(super) fn apply_locked(&self, inv: &Invalidation, now: i64) -> bool {
+        match *inv {
+            Invalidation::Key { cache, key, hash } => self.invalidate_key_locked(cache, key, hash, now),
+            Invalidation::Cache { cache } => {
+                self.clear_locked(cache, now);
+                false
+            }
+            Invalidation::Database { db, except } => {
+                self.raise_db_fence(db, now);
+                let _dir = self.lock_directory(Mode::Shared);
+                for (r, _) in self.active_slots_of(db) {
+                    if !except.contains(&r) {
+                        self.commit(r, now).apply(&Invalidation::Cache { cache: r });
+                    }
+                }
+                false
+            }
+            Invalidation::DropCaches { db, fence } => {
+                if fence {
+                    self.raise_db_fence(db, now);
+                }
+                let _dir = self.lock_directory(Mode::Exclusive);
+                for (r, _) in self.active_slots_of(db) {
+                    self.begin_drop_locked(r.index);
+                }
+                false
+            }
+        }
+    }
+
+    /// Fences every fill into database `db` by transactions that started at or before
+    /// `now`. Raised before the database's caches are cleared, so that a cache
+    /// created meanwhile is covered too.
+    pub(super) fn raise_db_fence(&self, db: u32, now: i64) {
+        let _dir = self.lock_directory(Mode::Exclusive);
+        self.hdr().db_fences.raise_locked(db, now);
+    }
+
+    /// Takes the entries of an `unlink_key_locked` list that are still on slot `s`'s
+    /// LRU list off it (eviction may have taken some first); its list lock held.
+    /// Whether one of them was visible (current generation, unexpired).
+    pub(super) fn retire_unlinked(&self, s: &CacheSlot, mut e: u32, now: i64) -> bool {
+        let mut visible = false;
+        while e != NIL {
+            // SAFETY: unlinked entries stay allocated until `free_unlinked`.
+            let h = unsafe { &*self.head(e) };
+            if h.state.load(Ordering::Acquire) == ENTRY_LIVE {
+                visible |= h.gen == s.gen.load(Ordering::Relaxed) && !self.is_expired(e, now);
+                self.retire(s, e);
+            }
+            e = h.chain_next;
+        }
+        visible
+    }
+
+    /// Deletes (slot, key); whether a visible entry was there. Commit lock held.
+    pub(super) fn delete_locked(&self, r: SlotRef, key: &[u8], hash: u64, now: i64) -> bool {
+        let visible = self.apply_locked(&Invalidation::Key { cache: r, key, hash }, now);
+        if visible {
+            self.slot(r.index).list.deletes.fetch_add(1, Ordering::Relaxed);
+        }
+        visible
+    }
+
+    /// Removes every entry of (slot, key) and raises the key's fence, so that fills
+    /// older than `now` are dropped; whether a visible entry was there. Counts
+    /// nothing: the caller says why. Commit lock held.
+    fn invalidate_key_locked(&self, r: SlotRef, key: &[u8], hash: u64, now: i64) -> bool {
+        let s = self.slot(r.index);
+        let bucket = self.bucket_of(hash);
+        let (unlinked, visible) = {
+            let _p = self.lock_bucket(bucket, Mode::Exclusive);
+            // SAFETY: the fence bucket is guarded by the partition lock we hold.
+            unsafe { (*self.fence_of(hash)).raise(hash, now) };
+            let unlinked = self.unlink_key_locked(r, bucket, hash, key).first;
+            let visible = unlinked != NIL && {
+                let _g = self.lock_list(s);
+                self.retire_unlinked(s, unlinked, now)
+            };
+            (unlinked, visible)
+        };
+        self.free_unlinked(None, unlinked);
+        visible
+    }
+
+    /// Clears a cache in O(1): later lookups miss every entry installed before.
+    /// Commit lock held.
+    pub(super) fn clear_locked(&self, r: SlotRef, now: i64) {
+        let s = self.slot(r.index);
+        let _g = self.lock_list(s);
+        if s.incarnation.load(Ordering::Acquire) != r.incarnation {
+            return;
+        }
+        s.gen.fetch_add(1, Ordering::Release);
+        s.list.entries.store(0, Ordering::Relaxed);
+        s.list.bytes.store(0, Ordering::Relaxed);
+        s.last_clear.fetch_max(now, Ordering::Release);
+        self.hdr().changes.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,436 @@
+//! The region's layout: header, cache slots, striped counters, bucket heads, fence
+//! buckets and 128-byte blocks; the entry head. The only file that computes
+//! addresses inside the region: everything else reaches it through the accessors
+//! here.
+
+use std::cell::UnsafeCell;
+use std::mem::size_of;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8};
+
+use super::fences::{DbFences, FenceBucket};
+use super::*;
+use crate::value::ValueKind;
+
+pub const BLOCK_SIZE: usize = 128;
+pub(super) const HEAD_SIZE: usize = 64;
+pub(super) const FIRST_PAYLOAD: usize = BLOCK_SIZE - HEAD_SIZE;
+pub(super) const LINK_SIZE: usize = 4;
+pub(super) const NEXT_PAYLOAD: usize = BLOCK_SIZE - LINK_SIZE;
+pub(super) const MAGIC: u64 = 0x7067_5f63_6163_6865; // "pg_cache"
+
+/// Keeps `T` on cache lines of its own, so that writers of it do not slow down the
+/// readers of its neighbours (false sharing).
+#[repr(C, align(64))]
+pub(super) struct Line<T>(pub(super) T);
+
+impl<T> std::ops::Deref for Line<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// Allocator state, under the allocator lock.
+#[repr(C)]
+pub(super) struct AllocState {
+    pub(super) free_head: UnsafeCell<u32>,
+    pub(super) free_blocks: UnsafeCell<u32>,
+    pub(super) bump: UnsafeCell<u32>,
+}
+
+#[repr(C)]
+pub(super) struct Header {
+    pub(super) magic: u64,
+    /// Slots `0..used_slots` have ever been used; scans stop there.
+    pub(super) used_slots: AtomicU32,
+    /// Last database-wide invalidation of each database; written under the
+    /// directory lock.
+    pub(super) db_fences: DbFences,
+    // Each written often by different writers, so each on its own line.
+    pub(super) alloc: Line<AllocState>,
+    pub(super) serial: Line<AtomicU32>,
+    /// Bumped by whatever may leave entries for the worker to reclaim (a clear, an
+    /// install with a TTL, a drop), so that its sweep can skip an idle region.
+    pub(super) changes: Line<AtomicU64>,
+    /// A coarse shared clock in milliseconds (see [`ms`]) for stamping entries that
+    /// a read uses: advanced by installs (at most every 100 ms, so that commits do
+    /// not all write this line) and by the worker on each pass. A hit reads it
+    /// instead of asking the system clock.
+    pub(super) clock: Line<AtomicU32>,
+    /// Blocks held in backends' [`Reserve`]s, by stripe: free, but off the free list.
+    pub(super) reserved: [Line<AtomicU32>; STRIPES],
+}
+
+pub(super) const SLOT_FREE: u32 = 0;
+pub(super) const SLOT_ACTIVE: u32 = 1;
+pub(super) const SLOT_DROPPING: u32 = 2;
+
+#[repr(C)]
+pub struct CacheSlot {
+    // Read by every lookup; written only when the cache is created, dropped, cleared
+    // or declared, and by commits of several writes.
+    pub(super) state: AtomicU32,
+    pub(super) incarnation: AtomicU32,
+    pub(super) db: AtomicU32,
+    pub(super) name_len: AtomicU32,
+    pub(super) gen: AtomicU32,
+    pub(super) config_version: AtomicU32,
+    /// Odd while a commit holding the commit lock exclusively applies its writes:
+    /// lookups that overlap one start over, so none sees half of it (a seqlock).
+    pub(super) commit_seq: AtomicU32,
+    /// Commit time of the last committed clear: also this cache's fence.
+    pub(super) last_clear: AtomicI64,
+    pub(super) name: UnsafeCell<[u8; MAX_NAME + 1]>,
+    pub(super) config: UnsafeCell<CacheConfig>,
+    /// Written by installs, evictions and LRU moves: kept off the lines above.
+    pub(super) list: Line<SlotList>,
+}
+
+/// A cache's LRU list (head = most recent) and the counters that change with it,
+/// under the slot's list lock; atomics so that eviction can peek and statistics can
+/// read.
+#[repr(C)]
+pub(super) struct SlotList {
+    pub(super) lru_head: AtomicU32,
+    pub(super) lru_tail: AtomicU32,
+    /// A logical clock of this list's pushes (installs and moves): how far an entry
+    /// has drifted from the head is at most `tick` minus its stamp. Per list, on the
+    /// line an install writes anyway, so writes to other caches do not age it.
+    pub(super) tick: AtomicU64,
+    pub(super) entries: AtomicU64,
+    pub(super) bytes: AtomicU64,
+    pub(super) sets: AtomicU64,
+    pub(super) deletes: AtomicU64,
+    pub(super) evictions: AtomicU64,
+    pub(super) expirations: AtomicU64,
+    pub(super) stale_sets: AtomicU64,
+    /// The cache's byte limit (its declaration's `max_bytes`; 0: none), kept here so
+    /// that an install reads it from the line it writes anyway.
+    pub(super) max_bytes: AtomicU64,
+    /// Bytes of entries prepared for this cache and not yet installed or freed,
+    /// counted only while a database share is set: a transaction prepares all its
+    /// entries before installing any, so without them a database could fill memory
+    /// while its installed bytes still look under its share.
+    pub(super) pending_bytes: AtomicU64,
+    /// The cache's [`Policy`] as a byte (its declaration's), kept here so that a hit
+    /// reads it from the line it reads anyway.
+    pub(super) policy: AtomicU8,
+}
+
+/// Hits and misses of one cache, counted per stripe of backends so that readers on
+/// different cores do not write one cache line; statistics add the stripes up.
+/// Also the stripe's pins of the slot (commits between PRE_COMMIT and the end of
+/// COMMIT or ABORT holding entries prepared for it; a pinned slot is never
+/// reclaimed): striped so that writers of one cache do not all write one line
+/// twice per commit, and kept off the slot's first line, which every read reads.
+#[repr(C)]
+pub(super) struct ReadCounts {
+    pub(super) hits: AtomicU64,
+    pub(super) misses: AtomicU64,
+    pub(super) pins: AtomicU32,
+    pub(super) _pad: u32,
+}
+
+/// Stripes of [`ReadCounts`]; a backend counts in stripe `backend % STRIPES`.
+pub const STRIPES: usize = 8;
+
+pub(super) const ENTRY_LIVE: u8 = 1;
+pub(super) const ENTRY_DEAD: u8 = 2;
+/// The bit of [`EntryHead::flags`] that marks a prepared entry counted as pending.
+pub(super) const PENDING: u8 = 0x80;
+
+impl EntryHead {
+    /// The kind of the value stored in this entry.
+    pub(super) fn kind(&self) -> Option<ValueKind> {
+        ValueKind::from_byte(self.flags & !PENDING)
+    }
+}
+
+/// The first 64 bytes of an entry's first block.
+#[repr(C)]
+pub(super) struct EntryHead {
+    pub(super) next_block: u32,
+    pub(super) chain_next: u32,
+    pub(super) lru_prev: u32,
+    pub(super) lru_next: u32,
+    pub(super) hash: u32,
+    pub(super) serial: u32,
+    pub(super) slot: u16,
+    pub(super) state: AtomicU8,
+    /// The value's [`ValueKind`] in the low bits; [`PENDING`] while the entry is
+    /// prepared and counted in its slot's `pending_bytes` (cleared before it is
+    /// linked in, so readers only ever see the kind).
+    pub(super) flags: u8,
+    pub(super) gen: u32,
+    pub(super) key_len: u32,
+    pub(super) value_len: u32,
+    pub(super) last_block: u32,
+    pub(super) n_blocks: u32,
+    pub(super) expires_at: i64,
+    /// The list's push clock when this entry was last pushed to its head (truncated:
+    /// only distances up to the list's length matter), for the "older half" rule.
+    pub(super) pushed_at: AtomicU32,
+    /// When the entry was last pushed to its list's head, in milliseconds (wrapping,
+    /// see [`ms`]): the commit time when installed, the shared clock when a hit
+    /// moves it. Comparable across caches, so that eviction under memory pressure
+    /// takes the tail used longest ago anywhere.
+    pub(super) used_at: AtomicU32,
+}
+
+const _: () = assert!(size_of::<EntryHead>() == HEAD_SIZE);
+
+/// Where each part of the region starts and how many of each there are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub slots: u32,
+    pub buckets: u32,
+    pub fence_buckets: u32,
+    pub blocks: u32,
+    pub(super) slots_off: usize,
+    pub(super) counters_off: usize,
+    pub(super) buckets_off: usize,
+    pub(super) fences_off: usize,
+    pub(super) blocks_off: usize,
+    pub total: usize,
+}
+
+/// The bytes of `pg_cache.memory` an entry with `payload` bytes of stored key and
+/// value takes (whole blocks): what `bytes` and `max_bytes` count.
+pub fn entry_bytes(payload: usize) -> usize {
+    blocks_for(payload) * BLOCK_SIZE
+}
+
+/// The blocks an entry with `payload` bytes of stored key and value takes.
+pub fn blocks_for(payload: usize) -> usize {
+    if payload <= FIRST_PAYLOAD {
+        1
+    } else {
+        1 + (payload - FIRST_PAYLOAD).div_ceil(NEXT_PAYLOAD)
+    }
+}
+
+/// A time in microseconds as the wrapping milliseconds of [`EntryHead::used_at`]:
+/// ages up to 24 days compare correctly, which is all LRU ranking needs.
+pub fn ms(us: i64) -> u32 {
+    (us / 1000) as u32
+}
+
+/// A hint to start loading the cache line at `p`; it never faults.
+pub(super) fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint and cannot fault, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+pub(super) fn align64(n: usize) -> usize {
+    (n + 63) & !63
+}
+
+impl Geometry {
+    /// Lay out `memory` bytes for `max_caches` slots; `None` when it is too small.
+    pub fn new(memory: usize, max_caches: u32) -> Option<Geometry> {
+        let slots_off = align64(size_of::<Header>());
+        let counters_off = align64(slots_off + max_caches as usize * size_of::<CacheSlot>());
+        let buckets_off = align64(counters_off + STRIPES * max_caches as usize * size_of::<ReadCounts>());
+        let rest = memory.checked_sub(buckets_off)?;
+        // Between a half and one bucket per block: with memory full, a chain holds on
+        // average at most one entry of two blocks (two of one). Every entry a lookup
+        // passes on its chain is a cache miss, often a TLB miss too.
+        let mut buckets = (rest / (BLOCK_SIZE + 4)).next_power_of_two();
+        while buckets * (BLOCK_SIZE + 4) > rest && buckets > PARTITIONS {
+            buckets /= 2;
+        }
+        let buckets = buckets.max(PARTITIONS);
+        // Fence bucket i shares partition i % PARTITIONS with hash bucket i. A fence
+        // bucket remembers four keys; one per 32 hash buckets is plenty.
+        let fence_buckets = (buckets / 32).max(PARTITIONS);
+        let fences_off = align64(buckets_off + buckets * 4);
+        let blocks_off = align64(fences_off + fence_buckets * size_of::<FenceBucket>());
+        let blocks = memory.checked_sub(blocks_off)? / BLOCK_SIZE;
+        if blocks < 64 || blocks >= NIL as usize {
+            return None;
+        }
+        Some(Geometry {
+            slots: max_caches,
+            buckets: buckets as u32,
+            fence_buckets: fence_buckets as u32,
+            blocks: blocks as u32,
+            slots_off,
+            counters_off,
+            buckets_off,
+            fences_off,
+            blocks_off,
+            total: memory,
+        })
+    }
+}
+
+
+impl<'a, L: Locks> Store<'a, L> {
+    #[cfg(test)]
+    pub(super) fn base_for_tests(&self) -> *mut u8 {
+        self.base
+    }
+
+    pub(super) fn header(&self) -> *mut Header {
+        self.base as *mut Header
+    }
+
+    pub(super) fn hdr(&self) -> &Header {
+        // SAFETY: the header lies inside the region and is only mutated through atomics
+        // or UnsafeCells under the allocator lock.
+        unsafe { &*self.header() }
+    }
+
+    pub(super) fn slot(&self, index: u16) -> &CacheSlot {
+        debug_assert!((index as u32) < self.geo.slots);
+        // SAFETY: index < slots, inside the directory array.
+        unsafe { &*(self.base.add(self.geo.slots_off) as *const CacheSlot).add(index as usize) }
+    }
+
+    pub(super) fn fence_bucket(&self, f: u32) -> *mut FenceBucket {
+        debug_assert!(f < self.geo.fence_buckets);
+        // SAFETY: f < fence_buckets, inside the fence table.
+        unsafe { (self.base.add(self.geo.fences_off) as *mut FenceBucket).add(f as usize) }
+    }
+
+    /// The fence bucket of `hash`; guarded by the same partition lock as its hash bucket.
+    pub(super) fn fence_of(&self, hash: u64) -> *mut FenceBucket {
+        self.fence_bucket((hash as u32) & (self.geo.fence_buckets - 1))
+    }
+
+    /// The first entry of a bucket's chain. Atomic (plain moves on x86) because a
+    /// prefetch hint reads it without the partition lock; changed only under it.
+    pub(super) fn bucket_head(&self, bucket: u32) -> &AtomicU32 {
+        // SAFETY: callers pass bucket < geo.buckets; the array is 4-byte aligned.
+        unsafe { &*(self.base.add(self.geo.buckets_off) as *const AtomicU32).add(bucket as usize) }
+    }
+
+    pub(super) fn block(&self, b: u32) -> *mut u8 {
+        debug_assert!(b < self.geo.blocks);
+        // SAFETY: b < blocks, inside the block pool.
+        unsafe { self.base.add(self.geo.blocks_off + b as usize * BLOCK_SIZE) }
+    }
+
+    pub(super) fn head(&self, b: u32) -> *mut EntryHead {
+        self.block(b) as *mut EntryHead
+    }
+
+    pub(super) fn next_of(&self, b: u32) -> u32 {
+        // SAFETY: every block starts with its 4-byte link.
+        unsafe { *(self.block(b) as *const u32) }
+    }
+
+    pub(super) fn set_next(&self, b: u32, next: u32) {
+        // SAFETY: as in `next_of`; the caller owns block b.
+        unsafe { *(self.block(b) as *mut u32) = next }
+    }
+
+    pub(super) fn bucket_of(&self, hash: u64) -> u32 {
+        (hash as u32) & (self.geo.buckets - 1)
+    }
+
+    pub(super) fn index_of(&self, s: &CacheSlot) -> u16 {
+        let first = self.slot(0) as *const CacheSlot;
+        // SAFETY: `s` is an element of the directory array that starts at `first`.
+        unsafe { (s as *const CacheSlot).offset_from(first) as u16 }
+    }
+
+    /// The read counters of slot `index` in `stripe`.
+    pub(super) fn read_counts(&self, index: u16, stripe: usize) -> &ReadCounts {
+        debug_assert!((index as u32) < self.geo.slots);
+        let at = (stripe % STRIPES) * self.geo.slots as usize + index as usize;
+        // SAFETY: at < STRIPES * slots, inside the counter array.
+        unsafe { &*(self.base.add(self.geo.counters_off) as *const ReadCounts).add(at) }
+    }
+
+    /// The most payload bytes (stored key + value) one entry can hold: an entry may
+    /// take at most half of the blocks, so that eviction can always make room for it.
+    pub fn max_payload(&self) -> usize {
+        let blocks = self.geo.blocks as usize / 2;
+        if blocks == 0 { 0 } else { FIRST_PAYLOAD + (blocks - 1) * NEXT_PAYLOAD }
+    }
+
+    /// Calls `f` on each piece of an entry's payload, in order.
+    pub(super) fn for_each_payload_chunk(&self, first: u32, mut f: impl FnMut(&[u8]) -> bool) {
+        // SAFETY: `first` is an allocated entry the caller keeps alive.
+        let total = unsafe { ((*self.head(first)).key_len + (*self.head(first)).value_len) as usize };
+        let mut left = total;
+        let mut b = first;
+        let mut start = HEAD_SIZE;
+        while left > 0 && b != NIL {
+            let n = left.min(BLOCK_SIZE - start);
+            // SAFETY: [start, start + n) lies inside block b.
+            let chunk = unsafe { std::slice::from_raw_parts(self.block(b).add(start), n) };
+            if !f(chunk) {
+                return;
+            }
+            left -= n;
+            b = self.next_of(b);
+            start = LINK_SIZE;
+        }
+    }
+
+    pub(super) fn key_equals(&self, first: u32, key: &[u8]) -> bool {
+        // SAFETY: `first` is an allocated entry the caller keeps alive.
+        if unsafe { (*self.head(first)).key_len } as usize != key.len() {
+            return false;
+        }
+        let mut pos = 0usize;
+        let mut equal = true;
+        self.for_each_payload_chunk(first, |chunk| {
+            let n = chunk.len().min(key.len() - pos);
+            if chunk[..n] != key[pos..pos + n] {
+                equal = false;
+                return false;
+            }
+            pos += n;
+            pos < key.len()
+        });
+        equal && pos == key.len()
+    }
+
+    /// Copies the value of entry `first` into `out` (which has `value_len` bytes).
+    pub(super) fn copy_value(&self, first: u32, out: &mut [u8]) {
+        // SAFETY: `first` is an allocated entry the caller keeps alive.
+        let key_len = unsafe { (*self.head(first)).key_len } as usize;
+        let mut pos = 0usize; // position in the payload stream
+        let mut written = 0usize;
+        self.for_each_payload_chunk(first, |chunk| {
+            let end = pos + chunk.len();
+            if end > key_len {
+                let from = key_len.saturating_sub(pos);
+                let n = chunk.len() - from;
+                out[written..written + n].copy_from_slice(&chunk[from..]);
+                written += n;
+            }
+            pos = end;
+            true
+        });
+    }
+
+    /// Writes `key` then `value` into the blocks of entry `first`, block by block,
+    /// with whole-slice copies. The entry is the caller's alone (not yet linked in).
+    pub(super) fn write_payload(&self, first: u32, key: &[u8], value: &[u8]) {
+        let mut b = first;
+        let mut start = HEAD_SIZE;
+        for mut src in [key, value] {
+            while !src.is_empty() {
+                if start == BLOCK_SIZE {
+                    b = self.next_of(b);
+                    start = LINK_SIZE;
+                }
+                let n = (BLOCK_SIZE - start).min(src.len());
+                // SAFETY: [start, start + n) lies inside block b, which the caller owns.
+                let dst = unsafe { std::slice::from_raw_parts_mut(self.block(b).add(start), n) };
+                dst.copy_from_slice(&src[..n]);
+                src = &src[n..];
+                start += n;
+            }
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Eviction: which entry goes when a cache is over its limits or memory is full,
+//! across caches and databases. Each cache keeps its entries in the order of its
+//! [`Policy`]; the functions here ask the policy for its next victim and for how
+//! long ago that victim was used (comparable across caches and policies: the
+//! wrapping milliseconds of [`EntryHead::used_at`]). `lru` is the first policy.
+
+mod lru;
+
+use std::sync::atomic::Ordering;
+
+use super::*;
+
+/// An entry taken off an LRU list, to be unlinked from its bucket and freed.
+#[derive(Clone, Copy)]
+pub(super) struct Victim {
+    pub(super) block: u32,
+    pub(super) serial: u32,
+    pub(super) hash: u32,
+}
+
+#[derive(Clone, Copy)]
+pub(super) enum PopReason {
+    /// Memory pressure or size limit: counted as eviction (or expiration if expired).
+    Evict,
+    /// The cache is being dropped: counted nowhere.
+    Drop,
+}
+
+impl<'a, L: Locks> Store<'a, L> {
+    /// Takes an entry off its slot's list and its counts; the caller then frees it.
+    pub(super) fn retire(&self, s: &CacheSlot, e: u32) {
+        // SAFETY: e is a live entry of s; we hold the list lock.
+        unsafe {
+            match self.policy_of(s) {
+                Policy::Lru => self.lru_unlink(s, e),
+            }
+            let h = self.head(e);
+            (*h).state.store(ENTRY_DEAD, Ordering::Release);
+            if (*h).gen == s.gen.load(Ordering::Relaxed) {
+                s.list.entries.fetch_sub(1, Ordering::Relaxed);
+                s.list.bytes.fetch_sub((*h).n_blocks as u64 * BLOCK_SIZE as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub(super) fn is_expired(&self, e: u32, now: i64) -> bool {
+        // SAFETY: e is allocated while the caller holds a lock that keeps it so.
+        let exp = unsafe { (*self.head(e)).expires_at };
+        exp != NO_EXPIRY && now >= exp
+    }
+
+    /// The cache's policy, as its slot records it for readers that take no lock.
+    #[inline]
+    pub(super) fn policy_of(&self, s: &CacheSlot) -> Policy {
+        Policy::from_byte(s.list.policy.load(Ordering::Relaxed))
+    }
+
+    /// The entry slot `s`'s policy would evict next (NIL for none). The list lock
+    /// held, or a racy peek that the caller re-checks under it.
+    fn next_victim(&self, s: &CacheSlot) -> u32 {
+        match self.policy_of(s) {
+            Policy::Lru => s.list.lru_tail.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Marks entry `e` of slot `s` used by a hit (see the policy for what that costs).
+    #[inline]
+    pub(super) fn touch(&self, s: &CacheSlot, e: u32) {
+        match self.policy_of(s) {
+            Policy::Lru => self.lru_touch(s, e),
+        }
+    }
+
+    /// Adds a newly installed entry `e` to slot `s`'s order; list lock held.
+    pub(super) fn admit(&self, s: &CacheSlot, e: u32, now: i64) {
+        match self.policy_of(s) {
+            Policy::Lru => self.lru_admit(s, e, now),
+        }
+    }
+
+    /// Takes the entry slot `index`'s policy evicts next off its list.
+    pub(super) fn pop_victim(&self, index: u16, reason: PopReason, now: i64) -> Option<Victim> {
+        let s = self.slot(index);
+        let _g = self.lock_list(s);
+        let t = self.next_victim(s);
+        if t == NIL {
+            return None;
+        }
+        // SAFETY: t is on the list, hence allocated, and we hold the list lock.
+        let (stale, hash, serial) = unsafe {
+            let h = self.head(t);
+            ((*h).gen != s.gen.load(Ordering::Relaxed), (*h).hash, (*h).serial)
+        };
+        if let PopReason::Evict = reason {
+            if !stale {
+                if self.is_expired(t, now) {
+                    s.list.expirations.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    s.list.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.retire(s, t);
+        Some(Victim { block: t, serial, hash })
+    }
+
+    /// Frees memory by evicting one entry: stale or expired tails first, else the
+    /// tail used longest ago among all caches (ages are comparable across caches:
+    /// see [`EntryHead::used_at`]), taken from the database furthest over its share
+    /// when one is. `false` when nothing can be evicted.
+    pub(super) fn evict_one(&self, now: i64, for_db: u32) -> bool {
+        // A database over its share gives way first. When it has nothing installed
+        // left to evict (its own transactions hold more than its share), a write into
+        // it finds no room (it is lost like an entry evicted at once) and a write into
+        // another database evicts by age alone.
+        let mut over = self.database_over_share(self.hdr().used_slots.load(Ordering::Acquire));
+        for _attempt in 0..8 {
+            let used = self.hdr().used_slots.load(Ordering::Acquire);
+            // Ranked by age (older first); dead tails (dropped, cleared, expired) first of all.
+            let mut best: Option<(u16, u64)> = None;
+            for i in 0..used as u16 {
+                let s = self.slot(i);
+                let state = s.state.load(Ordering::Acquire);
+                if state == SLOT_FREE {
+                    continue;
+                }
+                let t = self.next_victim(s);
+                if t == NIL || t >= self.geo.blocks {
+                    continue;
+                }
+                // A racy peek used only to rank candidates; pop_tail re-reads under the lock.
+                // SAFETY: t < blocks, so the read stays inside the region.
+                let (gen, used_at) =
+                    unsafe { ((*self.head(t)).gen, (*self.head(t)).used_at.load(Ordering::Relaxed)) };
+                let dead = state == SLOT_DROPPING || gen != s.gen.load(Ordering::Relaxed) || self.is_expired(t, now);
+                if !dead && over.is_some_and(|db| s.db.load(Ordering::Relaxed) != db) {
+                    continue;
+                }
+                let age = if dead { u64::MAX } else { ms(now).wrapping_sub(used_at) as u64 };
+                if best.is_none_or(|(_, b)| age > b) {
+                    best = Some((i, age));
+                }
+                if dead {
+                    break;
+                }
+            }
+            let Some((index, _)) = best else {
+                match over {
+                    Some(db) if db != for_db => {
+                        over = None;
+                        continue;
+                    }
+                    _ => return false,
+                }
+            };
+            if let Some(v) = self.pop_victim(index, PopReason::Evict, now) {
+                self.reap(v);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The database holding the most bytes beyond its share, if any does. Racy sums
+    /// of the caches' counters, good enough to choose where to evict.
+    pub(super) fn database_over_share(&self, used: u32) -> Option<u32> {
+        if self.database_share == u64::MAX {
+            return None;
+        }
+        // Databases with caches are few; past 16 the rest are not judged.
+        let mut per_db = [(0u32, 0u64); 16];
+        for i in 0..used as u16 {
+            let s = self.slot(i);
+            if s.state.load(Ordering::Acquire) != SLOT_ACTIVE {
+                continue;
+            }
+            let bytes = s.list.bytes.load(Ordering::Relaxed) + s.list.pending_bytes.load(Ordering::Relaxed);
+            let db = s.db.load(Ordering::Relaxed);
+            if let Some(e) = per_db.iter_mut().find(|e| e.0 == db || e.0 == 0) {
+                *e = (db, e.1 + bytes);
+            }
+        }
+        per_db.iter().filter(|e| e.0 != 0 && e.1 > self.database_share).max_by_key(|e| e.1).map(|e| e.0)
+    }
+
+    /// Evicts from the tail while slot `r` holds more than `size_limit` entries or
+    /// more bytes than its `max_bytes`.
+    pub fn enforce_size_limit(&self, r: SlotRef, size_limit: u64, now: i64) {
+        let s = self.slot(r.index);
+        let over = || {
+            let max_bytes = s.list.max_bytes.load(Ordering::Relaxed);
+            s.list.entries.load(Ordering::Relaxed) > size_limit
+                || (max_bytes > 0 && s.list.bytes.load(Ordering::Relaxed) > max_bytes)
+        };
+        while over() {
+            match self.pop_victim(r.index, PopReason::Evict, now) {
+                Some(v) => self.reap(v),
+                None => break,
+            }
+        }
+    }
+
+}

@@ -1,0 +1,92 @@
+//! The read path: the seqlock against commits, chain order, value kinds.
+
+use super::*;
+
+#[test]
+fn a_lookup_waits_on_the_commit_lock_only_while_a_commit_of_several_writes_applies() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    set(s, r, "a", b"1", 10);
+    let locks = shared_commit_locks();
+    assert_eq!(get(s, r, "a"), Some(b"1".to_vec()));
+    assert_eq!(shared_commit_locks(), locks, "no commit applying: the lookup takes no commit lock");
+    let (p, _) = prepared(s, r, "b", b"2");
+    let commit = s.commit(r, 10);
+    commit.install(None, p, b"b", 10);
+    assert_eq!(get(s, r, "a"), Some(b"1".to_vec()));
+    assert_eq!(shared_commit_locks(), locks + 1, "a commit is applying: the lookup waits for it");
+    drop(commit);
+    assert_eq!(get(s, r, "b"), Some(b"2".to_vec()));
+    assert_eq!(shared_commit_locks(), locks + 1, "the commit is over");
+    let single = s.commit_one(r, 20);
+    assert_eq!(get(s, r, "b"), Some(b"2".to_vec()));
+    assert_eq!(shared_commit_locks(), locks + 2, "the single-key commit's own shared hold only");
+    drop(single);
+}
+
+/// Which of `keys` the entries on `bucket`'s chain hold, first to last.
+fn chain_keys<'k>(s: &Store<NoLocks>, bucket: u32, keys: &[&'k str]) -> Vec<&'k str> {
+    let mut found = Vec::new();
+    s.walk_chain(bucket, |e, _| {
+        found.push(*keys.iter().find(|k| s.key_equals(e, k.as_bytes())).expect("a known key"));
+        chain::Step::Next
+    });
+    found
+}
+
+#[test]
+fn chains_keep_the_order_in_which_keys_came() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    // Three keys of one bucket.
+    let bucket = s.bucket_of(hash(r.index, b"k0"));
+    let keys: Vec<String> = (1..)
+        .map(|i| format!("k{i}"))
+        .filter(|k| s.bucket_of(hash(r.index, k.as_bytes())) == bucket)
+        .take(2)
+        .collect();
+    let (a, b, c) = ("k0", keys[0].as_str(), keys[1].as_str());
+    let chain = || chain_keys(s, bucket, &[a, b, c]);
+    for k in [a, b, c] {
+        set(s, r, k, b"v", 100);
+    }
+    assert_eq!(chain(), [a, b, c], "new keys go to the end");
+    // An overwrite takes the place of the entry it replaces, a delete leaves a gap.
+    set(s, r, b, b"longer value", 100);
+    assert_eq!(chain(), [a, b, c]);
+    set(s, r, a, b"w", 100);
+    assert_eq!(chain(), [a, b, c]);
+    assert!(s.commit(r, 0).delete(b.as_bytes(), hash(r.index, b.as_bytes())));
+    assert_eq!(chain(), [a, c]);
+    set(s, r, b, b"v", 100);
+    assert_eq!(chain(), [a, c, b]);
+    for k in [a, b, c] {
+        assert!(get(s, r, k).is_some(), "{k} found");
+    }
+}
+
+#[test]
+fn a_lookup_returns_only_values_of_the_kind_asked_for() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    set(s, r, "k", b"v", 10);
+    let h = hash(r.index, b"k");
+    let found = |kind| s.lookup(r, b"k", h, kind, || 0, |len, copy| {
+        let mut v = vec![0; len];
+        copy(&mut v);
+        v
+    });
+    assert_eq!(found(ValueKind::Jsonb), Lookup::Hit(b"v".to_vec()));
+    // An entry whose head records another kind is not handed to a jsonb reader.
+    let mut e = NIL;
+    s.walk_chain(s.bucket_of(h), |b, _| {
+        e = b;
+        chain::Step::Stop
+    });
+    // SAFETY: single-threaded test; the entry is live.
+    unsafe { (*s.head(e)).flags = 0x7f };
+    assert_eq!(found(ValueKind::Jsonb), Lookup::OtherKind(None));
+}

@@ -1,0 +1,68 @@
+//! This transaction's pending writes (the write set), per backend: what the SQL
+//! functions log, what reads of the transaction's own writes consult, and what the
+//! commit in `xact` takes over at PRE_COMMIT. Below `registry` (which reads pending
+//! declarations) and `xact`; imports neither.
+
+use std::cell::RefCell;
+
+use crate::errors;
+use crate::pg::nest_level;
+use pg_cache_core::store::CacheConfig;
+use pg_cache_core::writeset::{Op, Pending, WriteSet};
+
+thread_local! {
+    static WRITES: RefCell<WriteSet> = RefCell::new(WriteSet::default());
+}
+
+/// Logs a write; 53200 when the write set cannot grow (it is then as it was).
+pub fn push(op: Op) {
+    errors::arm_parachute();
+    let level = nest_level();
+    if WRITES.with_borrow_mut(|w| w.push(level, op)).is_err() {
+        errors::out_of_memory("queuing a pg_cache write");
+    }
+}
+
+/// Calls `f` with what this transaction's own writes say about (cache, key).
+pub fn lookup<R>(cache: &str, key: &[u8], f: impl FnOnce(Pending<'_>) -> R) -> R {
+    WRITES.with_borrow(|w| if w.is_empty() { f(Pending::Unknown) } else { f(w.lookup(cache, key)) })
+}
+
+/// The declaration this transaction made of `cache`, if any.
+pub fn declared(cache: &str) -> Option<CacheConfig> {
+    WRITES.with_borrow(|w| w.declared(cache).copied())
+}
+
+/// What `cache` was declared as before this transaction's own declaration of it.
+pub fn declared_before(cache: &str) -> Option<Option<CacheConfig>> {
+    WRITES.with_borrow(|w| w.declared_before(cache))
+}
+
+pub fn is_empty() -> bool {
+    WRITES.with_borrow(|w| w.is_empty())
+}
+
+/// Calls `f` on the write set (PRE_COMMIT plans from it).
+pub fn with<R>(f: impl FnOnce(&WriteSet) -> R) -> R {
+    WRITES.with_borrow(f)
+}
+
+/// Takes the whole write set out (PRE_COMMIT moves keys and values to its plan).
+pub fn take() -> WriteSet {
+    WRITES.with_borrow_mut(std::mem::take)
+}
+
+/// Forgets every pending write (COMMIT and ABORT). Allocates nothing.
+pub fn reset() {
+    WRITES.with_borrow_mut(|w| w.reset());
+}
+
+/// `ROLLBACK TO SAVEPOINT` (or a failed subtransaction) at nesting `level`.
+pub fn rollback_to(level: u32) {
+    WRITES.with_borrow_mut(|w| w.rollback_to(level));
+}
+
+/// `RELEASE SAVEPOINT` at nesting `level`: its writes become the parent's.
+pub fn commit_sub(level: u32) {
+    WRITES.with_borrow_mut(|w| w.commit_sub(level));
+}

@@ -1,0 +1,66 @@
+//! Facts about the calling backend and its transaction, asked of PostgreSQL in one
+//! place: every layer above the core reads them from here.
+
+use std::cell::Cell;
+
+use pgrx::pg_sys;
+
+/// The current time as PostgreSQL's `TimestampTz` (microseconds since 2000).
+pub fn now() -> i64 {
+    // SAFETY: no preconditions.
+    unsafe { pg_sys::GetCurrentTimestamp() }
+}
+
+/// When the current transaction started: its fills are judged against invalidations
+/// committed at or after it.
+pub fn transaction_start() -> i64 {
+    // SAFETY: no preconditions; set when the transaction started.
+    unsafe { pg_sys::GetCurrentTransactionStartTimestamp() }
+}
+
+/// The database this backend is connected to.
+pub fn database() -> u32 {
+    // SAFETY: MyDatabaseId is set for the whole life of a backend connected to a database.
+    unsafe { pg_sys::MyDatabaseId.to_u32() }
+}
+
+/// The role whose privileges apply now (`current_user`).
+pub fn current_role() -> u32 {
+    // SAFETY: GetUserId has no preconditions inside a transaction.
+    unsafe { pg_sys::GetUserId() }.to_u32()
+}
+
+/// The (sub)transaction nesting level: 1 at top level, +1 per open savepoint.
+pub fn nest_level() -> u32 {
+    // SAFETY: no preconditions.
+    unsafe { pg_sys::GetCurrentTransactionNestLevel() as u32 }
+}
+
+/// This backend's stripe of the shared counters and pins.
+pub fn stripe() -> usize {
+    // SAFETY: MyProc is set up before any SQL function can run in a backend.
+    unsafe { (*pg_sys::MyProc).pgprocno as usize }
+}
+
+/// Whether this backend runs a parallel operation (as leader or worker).
+pub fn in_parallel_mode() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { pg_sys::IsInParallelMode() }
+}
+
+thread_local! {
+    /// Set once this backend has seen recovery over: it never starts again for a
+    /// running backend, and asking PostgreSQL is an FFI call on every write.
+    static RECOVERY_OVER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the server is a hot standby (or still replaying WAL at startup).
+pub fn in_recovery() -> bool {
+    if RECOVERY_OVER.get() {
+        return false;
+    }
+    // SAFETY: no preconditions.
+    let in_recovery = unsafe { pg_sys::RecoveryInProgress() };
+    RECOVERY_OVER.set(!in_recovery);
+    in_recovery
+}

@@ -1,0 +1,149 @@
+//! The registry: from a cache name to its shared slot and the settings this
+//! transaction sees for it, and from a user key to the stored key (context prefix
+//! included). Slots are remembered per backend and revalidated with two atomic
+//! loads, so the read path takes no directory lock. A new slot starts with the
+//! declaration in `pg_cache_declarations` (see `declarations`).
+//!
+//! Below `api` and `xact`, which both resolve names here; it reads the transaction's
+//! own declarations from `pending` and never imports either.
+
+pub mod declarations;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::rc::Rc;
+
+use pgrx::pg_sys;
+use pgrx::pg_sys::errcodes::PgSqlErrorCode;
+
+use crate::errors;
+use crate::pg::{self, database};
+use crate::{gucs, pending, shmem};
+use pg_cache_core::key::{self, Context};
+use pg_cache_core::store::{CacheConfig, SlotRef, StoreError};
+
+#[derive(Clone)]
+struct Known {
+    slot: SlotRef,
+    version: u32,
+    /// Shared, not copied: a configuration is a few hundred bytes.
+    config: Rc<CacheConfig>,
+}
+
+#[derive(Default)]
+struct KnownCaches {
+    by_name: HashMap<Rc<str>, Known>,
+    /// The cache resolved last: most calls name the same cache as the call before,
+    /// and comparing the name is cheaper than hashing it.
+    last: Option<(Rc<str>, Known)>,
+}
+
+thread_local! {
+    static KNOWN: RefCell<KnownCaches> = RefCell::new(KnownCaches::default());
+}
+
+/// The slot of `name` in the current database (created on first use) and the
+/// settings this transaction sees for it (its own pending `cache_create` first).
+pub fn resolve(name: &str) -> (SlotRef, Rc<CacheConfig>) {
+    let store = shmem::store();
+    let still_valid = |kn: &Known| store.is_valid(kn.slot) && store.config_version(kn.slot) == kn.version;
+    let known = KNOWN.with_borrow_mut(|k| {
+        if let Some((_, kn)) = k.last.as_ref().filter(|(n, kn)| &**n == name && still_valid(kn)) {
+            return Some((kn.slot, kn.config.clone()));
+        }
+        let (n, kn) = k.by_name.get_key_value(name).filter(|(_, kn)| still_valid(kn))?;
+        let found = (kn.slot, kn.config.clone());
+        k.last = Some((n.clone(), kn.clone()));
+        Some(found)
+    });
+    let (slot, config) = known.unwrap_or_else(|| {
+        let slot = match store.find_slot(database(), name) {
+            Some(s) => s,
+            None => {
+                let initial = initial_config(name);
+                let per_database = gucs::max_caches_per_database();
+                store.find_or_create_slot(database(), name, &initial, per_database).unwrap_or_else(|e| match e {
+                    StoreError::DirectoryFull => errors::raise(
+                        PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+                        format!("cannot create cache \"{name}\": all {} cache slots are in use", gucs::max_caches()),
+                        "Every slot holds entries or a declaration. Drop unused caches with cache_drop() or raise pg_cache.max_caches (needs a restart).",
+                    ),
+                    StoreError::DatabaseFull { per_database } => errors::raise(
+                        PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+                        format!("cannot create cache \"{name}\": this database already uses {per_database} cache slots"),
+                        "Raise pg_cache.max_caches_per_database, or let unused caches empty out.",
+                    ),
+                    StoreError::TooLarge => unreachable!(),
+                })
+            }
+        };
+        let known = Known { slot, version: store.config_version(slot), config: Rc::new(store.config(slot)) };
+        let name: Rc<str> = name.into();
+        KNOWN.with_borrow_mut(|k| {
+            k.by_name.insert(name.clone(), known.clone());
+            k.last = Some((name, known.clone()));
+        });
+        (slot, known.config)
+    });
+    match pending::declared(name) {
+        Some(declared) => (slot, Rc::new(declared)),
+        None => (slot, config),
+    }
+}
+
+/// The committed declaration a new slot starts with. A declaration this transaction
+/// made is not committed yet, so it must not reach shared memory.
+fn initial_config(name: &str) -> CacheConfig {
+    match pending::declared_before(name) {
+        Some(previous) => previous.unwrap_or_default(),
+        None => declarations::read(name).unwrap_or_default(),
+    }
+}
+
+/// The effective size limit and default time to live of a cache.
+pub fn size_limit(config: &CacheConfig) -> u64 {
+    if config.size_limit > 0 { config.size_limit as u64 } else { gucs::default_size_limit() }
+}
+
+pub fn duration_us(config: &CacheConfig) -> Option<i64> {
+    if config.duration_us > 0 { Some(config.duration_us) } else { gucs::default_duration_us() }
+}
+
+thread_local! {
+    /// `pg_cache.context_settings` as last seen, and its names, split once per change
+    /// rather than on every read.
+    static CONTEXT_NAMES: RefCell<(Option<CString>, Vec<CString>)> = const { RefCell::new((None, Vec::new())) };
+}
+
+/// The bytes `key` is stored under in a cache with `config`, in the caller's context.
+pub fn stored_key(config: &CacheConfig, key: &str) -> Vec<u8> {
+    if !config.context {
+        return key::encode(&Context::shared(), key.as_bytes()).unwrap_or_else(|_| errors::out_of_memory("encoding a key"));
+    }
+    let ignored = |name: &str| config.ignored().split(',').map(str::trim).any(|i| i == name);
+    let role = (!ignored("role")).then(pg::current_role);
+    CONTEXT_NAMES.with_borrow_mut(|(raw, names)| {
+        let current = gucs::context_settings();
+        if raw.as_deref() != current {
+            *raw = current.map(CStr::to_owned);
+            *names = current
+                .and_then(|s| s.to_str().ok())
+                .map(|s| s.split(',').map(str::trim).filter(|n| !n.is_empty()).filter_map(|n| CString::new(n).ok()).collect())
+                .unwrap_or_default();
+        }
+        let values: Vec<Option<&[u8]>> = names
+            .iter()
+            .filter(|n| !ignored(n.to_str().unwrap_or("")))
+            .map(|n| {
+                // SAFETY: a NUL-terminated name; missing_ok = true returns NULL for unknown
+                // settings; the returned string stays valid while no setting changes.
+                let v = unsafe { pg_sys::GetConfigOption(n.as_ptr(), true, false) };
+                // SAFETY: a non-NULL result is a NUL-terminated string (see above).
+                (!v.is_null()).then(|| unsafe { CStr::from_ptr(v) }.to_bytes())
+            })
+            .collect();
+        key::encode(&Context { role, settings: values }, key.as_bytes())
+    })
+    .unwrap_or_else(|_| errors::out_of_memory("encoding a key"))
+}
