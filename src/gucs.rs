@@ -115,6 +115,11 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    // A misspelt pg_cache.* setting is an error rather than a placeholder silently
+    // ignored (as pg_stat_statements does); ones already set in postgresql.conf are
+    // reported with a WARNING and removed.
+    // SAFETY: called from _PG_init, after this module defined its settings.
+    unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"pg_cache".as_ptr()) };
 }
 
 pub fn memory_bytes() -> usize {

@@ -286,6 +286,17 @@ mod tests {
         .execute()
     }
 
+    #[pg_test]
+    fn a_misspelt_pg_cache_setting_is_an_error_not_a_placeholder() {
+        let (code, message) = error_of("SET pg_cache.memroy = '1GB'");
+        assert_eq!(code, "42602", "{message}");
+        assert_eq!(message, "invalid configuration parameter name \"pg_cache.memroy\"");
+        let (code, _) = error_of("SELECT set_config('pg_cache.no_such_setting', 'x', false)");
+        assert_eq!(code, "42602");
+        // Real settings still work.
+        Spi::run("SET pg_cache.context_settings = 'app.lang'").unwrap();
+    }
+
     #[pg_test(error = "duration must be at most 10000 years, not 300000 years")]
     fn unrepresentable_duration() {
         Spi::run("SELECT cache_create('t', duration => '300000 years')").unwrap();
