@@ -1,7 +1,10 @@
 //! pg_cache: a transactional cache in PostgreSQL shared memory.
 //!
-//! `core` needs no PostgreSQL; `shmem`, `xact` and `worker` bind it to the server;
-//! `api` is what SQL sees.
+//! The store, write set and key encoding live in the `pg_cache_core` crate, which
+//! needs no PostgreSQL. Here, from the bottom up: `errors` and `pg` (backend facts);
+//! `gucs`, `shmem`, `privileges`, `pending` (the transaction's write set);
+//! `registry` (cache names to slots); `xact` and `worker`, which bind the store to
+//! the server; `api`, what SQL sees. A module uses only those before it in this list.
 
 use pgrx::prelude::*;
 

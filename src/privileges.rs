@@ -6,12 +6,13 @@ use std::ffi::CStr;
 
 use pgrx::pg_sys;
 
+use crate::pg;
 use pg_cache_core::store::{CacheConfig, RoleList};
 
 /// Whether the current user has the privileges of `role` (superusers have all).
 pub fn acts_as(role: u32) -> bool {
     // SAFETY: a catalog lookup inside a transaction; an unknown role is no member.
-    role != 0 && unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), pg_sys::Oid::from(role)) }
+    role != 0 && unsafe { pg_sys::has_privs_of_role(pg_sys::Oid::from(pg::current_role()), pg_sys::Oid::from(role)) }
 }
 
 /// Whether the current user is a superuser or has the privileges of `pgcache_admin`.
@@ -19,7 +20,7 @@ pub fn is_admin() -> bool {
     // SAFETY: catalog lookups inside a transaction.
     unsafe {
         let admin = pg_sys::get_role_oid(c"pgcache_admin".as_ptr(), true);
-        pg_sys::superuser() || (admin != pg_sys::InvalidOid && pg_sys::has_privs_of_role(pg_sys::GetUserId(), admin))
+        pg_sys::superuser() || (admin != pg_sys::InvalidOid && pg_sys::has_privs_of_role(pg_sys::Oid::from(pg::current_role()), admin))
     }
 }
 

@@ -220,8 +220,7 @@ fn cache_create_v3(
     let (writer_oids, writers) = role_list("writers", writers);
     shmem::store();
     let mut previous = declarations::read(name);
-    // SAFETY: no preconditions inside a transaction.
-    let caller = unsafe { pg_sys::GetUserId() };
+    let caller = pg_sys::Oid::from(pg::current_role());
     config.readers = readers;
     config.writers = writers;
     config.max_bytes = max_bytes.map_or(0, |n| n as u64);
