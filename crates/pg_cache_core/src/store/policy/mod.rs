@@ -128,7 +128,7 @@ impl<'a, L: Locks> Store<'a, L> {
                 if t == NIL || t >= self.geo.blocks {
                     continue;
                 }
-                // A racy peek used only to rank candidates; pop_tail re-reads under the lock.
+                // A racy peek used only to rank candidates; pop_victim re-reads under the lock.
                 // SAFETY: t < blocks, so the read stays inside the region.
                 let (gen, used_at) =
                     unsafe { ((*self.head(t)).gen, (*self.head(t)).used_at.load(Ordering::Relaxed)) };
