@@ -249,6 +249,7 @@ impl<L: Locks> Store<'_, L> {
         let _g = self.lock_list(s);
         s.state.store(SLOT_DROPPING, Ordering::Release);
         self.hdr().changes.fetch_add(1, Ordering::Relaxed);
+        self.hdr().hidden.fetch_add(1, Ordering::Release);
     }
 
     /// Frees the entries of dropping slot `index`, one per lock hold, then the slot.

@@ -52,6 +52,9 @@ pub(super) struct Header {
     /// Bumped by whatever may leave entries for the worker to reclaim (a clear, an
     /// install with a TTL, a drop), so that its sweep can skip an idle region.
     pub(super) changes: Line<AtomicU64>,
+    /// Bumped when a cache's entries become dead all at once (a clear, a drop), so
+    /// that evicting backends rank caches again and take those first.
+    pub(super) hidden: Line<AtomicU64>,
     /// A coarse shared clock in milliseconds (see [`ms`]) for stamping entries that
     /// a read uses: advanced by installs (at most every 100 ms, so that commits do
     /// not all write this line) and by the worker on each pass. A hit reads it

@@ -5,6 +5,9 @@
 //! wrapping milliseconds of [`EntryHead::used_at`]). `lru` is the first policy.
 
 mod lru;
+mod ranking;
+#[cfg(test)]
+pub(super) use ranking::TAILS_READ;
 
 use std::sync::atomic::Ordering;
 
@@ -57,7 +60,7 @@ impl<'a, L: Locks> Store<'a, L> {
 
     /// The entry slot `s`'s policy would evict next (NIL for none). The list lock
     /// held, or a racy peek that the caller re-checks under it.
-    fn next_victim(&self, s: &CacheSlot) -> u32 {
+    pub(super) fn next_victim(&self, s: &CacheSlot) -> u32 {
         match self.policy_of(s) {
             Policy::Lru => s.list.lru_tail.load(Ordering::Relaxed),
         }
@@ -104,69 +107,13 @@ impl<'a, L: Locks> Store<'a, L> {
         Some(Victim { block: t, serial, hash })
     }
 
-    /// Frees memory by evicting one entry: stale or expired tails first, else the
-    /// tail used longest ago among all caches (ages are comparable across caches:
-    /// see [`EntryHead::used_at`]), taken from the database furthest over its share
-    /// when one is. `false` when nothing can be evicted.
-    pub(super) fn evict_one(&self, now: i64, for_db: u32) -> bool {
-        // A database over its share gives way first. When it has nothing installed
-        // left to evict (its own transactions hold more than its share), a write into
-        // it finds no room (it is lost like an entry evicted at once) and a write into
-        // another database evicts by age alone.
-        let mut over = self.database_over_share(self.hdr().used_slots.load(Ordering::Acquire));
-        for _attempt in 0..8 {
-            let used = self.hdr().used_slots.load(Ordering::Acquire);
-            // Ranked by age (older first); dead tails (dropped, cleared, expired) first of all.
-            let mut best: Option<(u16, u64)> = None;
-            for i in 0..used as u16 {
-                let s = self.slot(i);
-                let state = s.state.load(Ordering::Acquire);
-                if state == SLOT_FREE {
-                    continue;
-                }
-                let t = self.next_victim(s);
-                if t == NIL || t >= self.geo.blocks {
-                    continue;
-                }
-                // A racy peek used only to rank candidates; pop_victim re-reads under the lock.
-                // SAFETY: t < blocks, so the read stays inside the region.
-                let (gen, used_at) =
-                    unsafe { ((*self.head(t)).gen, (*self.head(t)).used_at.load(Ordering::Relaxed)) };
-                let dead = state == SLOT_DROPPING || gen != s.gen.load(Ordering::Relaxed) || self.is_expired(t, now);
-                if !dead && over.is_some_and(|db| s.db.load(Ordering::Relaxed) != db) {
-                    continue;
-                }
-                let age = if dead { u64::MAX } else { ms(now).wrapping_sub(used_at) as u64 };
-                if best.is_none_or(|(_, b)| age > b) {
-                    best = Some((i, age));
-                }
-                if dead {
-                    break;
-                }
-            }
-            let Some((index, _)) = best else {
-                match over {
-                    Some(db) if db != for_db => {
-                        over = None;
-                        continue;
-                    }
-                    _ => return false,
-                }
-            };
-            if let Some(v) = self.pop_victim(index, PopReason::Evict, now) {
-                self.reap(v);
-                return true;
-            }
-        }
-        false
-    }
-
     /// The database holding the most bytes beyond its share, if any does. Racy sums
     /// of the caches' counters, good enough to choose where to evict.
-    pub(super) fn database_over_share(&self, used: u32) -> Option<u32> {
+    pub(super) fn database_over_share(&self) -> Option<u32> {
         if self.database_share == u64::MAX {
             return None;
         }
+        let used = self.hdr().used_slots.load(Ordering::Acquire);
         // Databases with caches are few; past 16 the rest are not judged.
         let mut per_db = [(0u32, 0u64); 16];
         for i in 0..used as u16 {
