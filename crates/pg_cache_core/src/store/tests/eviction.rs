@@ -162,7 +162,7 @@ fn with_a_thousand_caches_eviction_takes_the_oldest_entries_without_ranking_ever
     let key = |i: usize| format!("k{i}");
     let evictions = |s: &Store<NoLocks>| -> u64 { slots.iter().map(|&r| s.stats(r, String::new()).evictions).sum() };
     let mut now = 1_000_000_000;
-    let mut write = |i: usize, now: &mut i64| {
+    let write = |i: usize, now: &mut i64| {
         set_at(s, slots[i % caches as usize], &key(i), b"v", NO_EXPIRY, u64::MAX, *now);
         *now += 1000;
     };
