@@ -289,8 +289,7 @@ impl<'a, L: Locks> Store<'a, L> {
             // to replace must not outlive it.
             let unlinked = self.unlink_key_locked(r, bucket, p.hash, key);
             replaced = unlinked.first;
-            // SAFETY: the fence bucket is guarded by the partition lock we hold.
-            unsafe { (*self.fence_of(p.hash)).raise(p.hash, now) };
+            self.raise_key_fence_locked(s, p.hash, now);
             let _g = self.lock_list(s);
             self.retire_unlinked(s, replaced, now);
             let live = s.state.load(Ordering::Acquire) == SLOT_ACTIVE

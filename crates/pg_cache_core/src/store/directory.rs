@@ -59,6 +59,8 @@ impl<L: Locks> Store<'_, L> {
         for c in [&s.list.entries, &s.list.bytes, &s.list.sets, &s.list.deletes, &s.list.evictions, &s.list.expirations, &s.list.stale_sets] {
             c.store(0, Ordering::Relaxed);
         }
+        s.list.key_floor.store(NEVER, Ordering::Relaxed);
+        s.list.invalidated_at.store(NEVER, Ordering::Relaxed);
         s.list.max_bytes.store(config.max_bytes, Ordering::Relaxed);
         s.list.policy.store(config.policy as u8, Ordering::Relaxed);
         self.reset_read_counts(index);
@@ -91,9 +93,7 @@ impl<L: Locks> Store<'_, L> {
             s.state.store(SLOT_ACTIVE, Ordering::SeqCst);
             return false;
         }
-        s.incarnation.fetch_add(1, Ordering::Release);
-        s.name_len.store(0, Ordering::Release);
-        s.state.store(SLOT_FREE, Ordering::Release);
+        self.forget_slot_locked(s);
         true
     }
 
@@ -164,6 +164,8 @@ impl<L: Locks> Store<'_, L> {
         }
         // SAFETY: config is written only under the slot's list lock.
         unsafe { *s.config.get() = *config };
+        s.list.key_floor.store(NEVER, Ordering::Relaxed);
+        s.list.invalidated_at.store(NEVER, Ordering::Relaxed);
         s.list.max_bytes.store(config.max_bytes, Ordering::Relaxed);
         s.list.policy.store(config.policy as u8, Ordering::Relaxed);
         s.config_version.fetch_add(1, Ordering::Release);
@@ -267,10 +269,22 @@ impl<L: Locks> Store<'_, L> {
             && s.list.lru_tail.load(Ordering::Acquire) == NIL
             && self.pins_of(index) == 0
         {
-            s.incarnation.fetch_add(1, Ordering::Release);
-            s.name_len.store(0, Ordering::Release);
-            s.state.store(SLOT_FREE, Ordering::Release);
+            self.forget_slot_locked(s);
         }
         freed
+    }
+
+    /// Frees slot `s`. Its key fences are keyed by slot, so a cache created again
+    /// under its name elsewhere would not see them: its database's fence takes the
+    /// slot's last invalidation, and a new slot starts with that as its last clear.
+    /// Directory lock held exclusively.
+    fn forget_slot_locked(&self, s: &CacheSlot) {
+        let last = s.list.invalidated_at.load(Ordering::Acquire).max(s.list.key_floor.load(Ordering::Acquire));
+        if last != NEVER {
+            self.hdr().db_fences.raise_locked(s.db.load(Ordering::Relaxed), last);
+        }
+        s.incarnation.fetch_add(1, Ordering::Release);
+        s.name_len.store(0, Ordering::Release);
+        s.state.store(SLOT_FREE, Ordering::Release);
     }
 }

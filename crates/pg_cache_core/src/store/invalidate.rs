@@ -7,13 +7,29 @@ use super::*;
 use crate::invalidation::Invalidation;
 
 impl<'a, L: Locks> Store<'a, L> {
-    /// Whether the key with `hash` in cache `s`, its cache or its database was
-    /// invalidated at or after `start`. The key's partition lock is held.
+    /// Whether the key with `hash` in cache `s`, or all of the cache, was
+    /// invalidated at or after `start`. The key's partition lock is held. (A
+    /// database-wide invalidation clears each of its caches, and a cache created
+    /// later starts with its database's fence as its last clear.)
     pub(super) fn fenced_locked(&self, s: &CacheSlot, hash: u64, start: i64) -> bool {
         s.last_clear.load(Ordering::Acquire) >= start
-            || self.db_fence(s.db.load(Ordering::Relaxed)) >= start
+            || s.list.key_floor.load(Ordering::Acquire) >= start
             // SAFETY: the fence bucket is guarded by the partition lock the caller holds.
-            || unsafe { (*self.fence_of(hash)).fences(hash, start) }
+            || unsafe { (*self.fence_of(hash)).fences(hash, self.index_of(s), start) }
+    }
+
+    /// Records that the key with `hash` of cache `s` was invalidated at `now`; a
+    /// fence the table forgets to make room goes into its own cache's key floor.
+    /// The key's partition lock held exclusively.
+    pub(super) fn raise_key_fence_locked(&self, s: &CacheSlot, hash: u64, now: i64) {
+        // SAFETY: the fence bucket is guarded by the partition lock the caller holds.
+        let forgot = unsafe { (*self.fence_of(hash)).raise(hash, self.index_of(s), now) };
+        if let Some((slot, at)) = forgot {
+            if (slot as u32) < self.geo.slots {
+                self.slot(slot).list.key_floor.fetch_max(at, Ordering::AcqRel);
+            }
+        }
+        s.list.invalidated_at.fetch_max(now, Ordering::Relaxed);
     }
 
     pub(super) fn db_fence(&self, db: u32) -> i64 {
@@ -107,8 +123,7 @@ impl<'a, L: Locks> Store<'a, L> {
         let bucket = self.bucket_of(hash);
         let (unlinked, visible) = {
             let _p = self.lock_bucket(bucket, Mode::Exclusive);
-            // SAFETY: the fence bucket is guarded by the partition lock we hold.
-            unsafe { (*self.fence_of(hash)).raise(hash, now) };
+            self.raise_key_fence_locked(s, hash, now);
             let unlinked = self.unlink_key_locked(r, bucket, hash, key).first;
             let visible = unlinked != NIL && {
                 let _g = self.lock_list(s);

@@ -115,6 +115,13 @@ pub(super) struct SlotList {
     /// entries before installing any, so without them a database could fill memory
     /// while its installed bytes still look under its share.
     pub(super) pending_bytes: AtomicU64,
+    /// Key fences of this cache forgotten to make room in the fence table: a fill
+    /// by a transaction that started at or before it is stale (fences.rs).
+    pub(super) key_floor: AtomicI64,
+    /// The latest key invalidation of this cache: when the slot is freed, its
+    /// database's fence takes it, so that a cache created again under the name
+    /// (in another slot, with other hashes) still fences older fills.
+    pub(super) invalidated_at: AtomicI64,
     /// The cache's [`Policy`] as a byte (its declaration's), kept here so that a hit
     /// reads it from the line it reads anyway.
     pub(super) policy: AtomicU8,

@@ -179,7 +179,7 @@ fn a_single_key_commit_judges_and_installs_in_one_step() {
 }
 
 #[test]
-fn clearing_a_database_clears_and_fences_all_its_caches_but_the_excepted() {
+fn clearing_a_database_clears_and_fences_all_its_caches_but_the_excepted_ones() {
     let reg = region(1 << 20, 8);
     let s = &reg.store;
     let a = new_cache(s, 1, "a");
@@ -193,13 +193,15 @@ fn clearing_a_database_clears_and_fences_all_its_caches_but_the_excepted() {
     assert_eq!((get(s, a, "k"), get(s, b, "k")), (None, None));
     assert_eq!(get(s, kept, "k"), Some(b"v".to_vec()), "excepted");
     assert_eq!(get(s, other, "k"), Some(b"v".to_vec()), "another database");
-    // Fills of transactions that started before the clear are stale, in every cache
-    // of the database, the excepted one and one created after it included.
+    // Fills of transactions that started before the clear are stale in every cache
+    // it cleared and in one created after it; the excepted cache was not
+    // invalidated: its fills stand, like its entries.
     let later = new_cache(s, 1, "later");
-    for r in [a, kept, later] {
+    for r in [a, later] {
         assert!(s.commit(r, 200).is_stale(hash(r.index, b"k"), 100));
         assert!(!s.commit(r, 200).is_stale(hash(r.index, b"k"), 101));
     }
+    assert!(!s.commit(kept, 200).is_stale(hash(kept.index, b"k"), 100));
     assert!(!s.commit(other, 200).is_stale(hash(other.index, b"k"), 100));
 }
 
@@ -216,4 +218,65 @@ fn a_key_invalidation_outside_a_commit_removes_the_key_and_raises_its_fence() {
     assert_eq!(get(s, r, "k"), None);
     assert_eq!(get(s, r, "other"), Some(b"v".to_vec()));
     assert!(s.commit(r, 200).is_stale(h, 100));
+}
+
+/// Deletes `key` of `r` in a commit at `now` (raising its fence).
+fn delete_at(s: &Store<NoLocks>, r: SlotRef, key: &str, now: i64) {
+    s.commit(r, now).delete(key.as_bytes(), hash(r.index, key.as_bytes()));
+}
+
+#[test]
+fn a_fill_is_kept_while_other_caches_and_databases_churn_their_keys() {
+    // A small region: 512 key fences. Others invalidate 40 times that many keys
+    // after our transaction started; none of it concerns our keys.
+    let reg = region(256 << 10, 8);
+    let s = &reg.store;
+    let mine = new_cache(s, 1, "mine");
+    let (other, elsewhere) = (new_cache(s, 1, "other"), new_cache(s, 2, "mine"));
+    let start = 100;
+    for i in 0..20_000 {
+        delete_at(s, if i % 2 == 0 { other } else { elsewhere }, &format!("k{i}"), start + 1 + i as i64);
+    }
+    let dropped = (0..1000).filter(|i| s.commit(mine, 50_000).is_stale(hash(mine.index, format!("f{i}").as_bytes()), start)).count();
+    assert_eq!(dropped, 0, "fills dropped for keys nobody invalidated");
+}
+
+#[test]
+fn a_forgotten_key_fence_still_drops_every_older_fill_of_its_key() {
+    let reg = region(256 << 10, 8);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    let n = 20_000;
+    for i in 0..n {
+        delete_at(s, r, &format!("k{i}"), 1000 + i as i64);
+    }
+    // Far more keys than fences: most were forgotten into the cache's floor. A fill
+    // that started at or before its key's invalidation is stale, every time.
+    for i in 0..n {
+        let h = hash(r.index, format!("k{i}").as_bytes());
+        assert!(s.commit(r, 100_000).is_stale(h, 1000 + i as i64), "k{i} lost its fence");
+    }
+    // The newest are still remembered exactly: a fill that started after them stands.
+    assert!(!s.commit(r, 100_000).is_stale(hash(r.index, b"k-new"), 1000 + n as i64));
+}
+
+#[test]
+fn a_cache_created_again_in_another_slot_still_fences_fills_older_than_its_deletes() {
+    // Two slots: an empty undeclared cache's slot is reclaimed for a new name, and
+    // the old name comes back in the other slot, where its keys hash differently.
+    let reg = region(256 << 10, 2);
+    let s = &reg.store;
+    let c = new_cache(s, 1, "c");
+    let d = new_cache(s, 1, "d");
+    set(s, d, "x", b"v", 10);
+    delete_at(s, c, "k", 100);
+    let e = new_cache(s, 1, "e"); // takes c's slot
+    assert_eq!(e.index, c.index);
+    set(s, e, "x", b"v", 10);
+    delete_at(s, d, "x", 50);
+    let again = new_cache(s, 1, "c"); // takes d's slot
+    assert_eq!(again.index, d.index);
+    let h = hash(again.index, b"k");
+    assert!(s.commit(again, 200).is_stale(h, 100), "a fill computed before k's delete must not come back");
+    assert!(!s.commit(again, 200).is_stale(h, 101));
 }
