@@ -6,7 +6,7 @@ use std::ffi::CStr;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 
 static MEMORY_KB: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
-static MAX_CACHES: GucSetting<i32> = GucSetting::<i32>::new(1024);
+static MAX_CACHES: GucSetting<i32> = GucSetting::<i32>::new(4096);
 static MAX_CACHES_PER_DATABASE: GucSetting<i32> = GucSetting::<i32>::new(768);
 static DATABASE_SHARE: GucSetting<i32> = GucSetting::<i32>::new(100);
 static MAX_KEY_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024);

@@ -50,7 +50,10 @@ fn cache_set(cache: Option<&str>, key: Option<&str>, value: Option<RawJsonb>, tt
 fn cache_get(cache: Option<&str>, key: Option<&str>, default: default!(Option<RawJsonb>, "NULL")) -> Option<RawJsonb> {
     let name = check_name(cache);
     let key = check_key(key);
-    let (slot, config) = registry::resolve(name);
+    let (slot, config) = match registry::resolve_for_read(name) {
+        Some((slot, config)) => (Some(slot), config),
+        None => (None, registry::undeclared()),
+    };
     args::check_read(name, &config);
     let stored = registry::stored_key(&config, key);
     let own = pending::lookup(name, &stored, |p| match p {
@@ -61,6 +64,8 @@ fn cache_get(cache: Option<&str>, key: Option<&str>, default: default!(Option<Ra
     if let Some(found) = own {
         return found.or(default);
     }
+    // No slot and no declaration: nothing was committed under the name.
+    let Some(slot) = slot else { return default };
     let store = shmem::store();
     let hash = key::hash(slot.index, &stored);
     match store.lookup(slot, &stored, hash, ValueKind::Jsonb, now, |len, copy| RawJsonb::build(len, copy)) {

@@ -47,17 +47,7 @@ thread_local! {
 /// settings this transaction sees for it (its own pending `cache_create` first).
 pub fn resolve(name: &str) -> (SlotRef, Rc<CacheConfig>) {
     let store = shmem::store();
-    let still_valid = |kn: &Known| store.is_valid(kn.slot) && store.config_version(kn.slot) == kn.version;
-    let known = KNOWN.with_borrow_mut(|k| {
-        if let Some((_, kn)) = k.last.as_ref().filter(|(n, kn)| &**n == name && still_valid(kn)) {
-            return Some((kn.slot, kn.config.clone()));
-        }
-        let (n, kn) = k.by_name.get_key_value(name).filter(|(_, kn)| still_valid(kn))?;
-        let found = (kn.slot, kn.config.clone());
-        k.last = Some((n.clone(), kn.clone()));
-        Some(found)
-    });
-    let (slot, config) = known.unwrap_or_else(|| {
+    let (slot, config) = known(name).unwrap_or_else(|| {
         let slot = match store.find_slot(database(), name) {
             Some(s) => s,
             None => {
@@ -86,6 +76,84 @@ pub fn resolve(name: &str) -> (SlotRef, Rc<CacheConfig>) {
         });
         (slot, known.config)
     });
+    with_own_declaration(name, (slot, config))
+}
+
+/// The slot of `name` as this backend last resolved it, while still valid.
+fn known(name: &str) -> Option<(SlotRef, Rc<CacheConfig>)> {
+    let store = shmem::store();
+    let still_valid = |kn: &Known| store.is_valid(kn.slot) && store.config_version(kn.slot) == kn.version;
+    KNOWN.with_borrow_mut(|k| {
+        if let Some((_, kn)) = k.last.as_ref().filter(|(n, kn)| &**n == name && still_valid(kn)) {
+            return Some((kn.slot, kn.config.clone()));
+        }
+        let (n, kn) = k.by_name.get_key_value(name).filter(|(_, kn)| still_valid(kn))?;
+        let found = (kn.slot, kn.config.clone());
+        k.last = Some((n.clone(), kn.clone()));
+        Some(found)
+    })
+}
+
+/// Names this backend found with no slot and no declaration, valid while no slot
+/// is created anywhere (`Store::slots_created` stands still); at most
+/// `UNKNOWN_NAMES` of them, forgotten together when full.
+#[derive(Default)]
+struct UnknownNames {
+    slots_created: u64,
+    names: std::collections::HashSet<Box<str>>,
+}
+
+const UNKNOWN_NAMES: usize = 1024;
+
+thread_local! {
+    static UNKNOWN: RefCell<UnknownNames> = RefCell::new(UnknownNames::default());
+}
+
+/// For a read: `resolve`, except that a name with no slot and no declaration (not
+/// even this transaction's) gets none: `None`, and the read is a miss. A flood of
+/// reads of new names thus takes no slot and cannot fill the directory. (A
+/// declared cache still gets its slot, where its misses are counted.)
+pub fn resolve_for_read(name: &str) -> Option<(SlotRef, Rc<CacheConfig>)> {
+    if let Some(found) = known(name) {
+        return Some(with_own_declaration(name, found));
+    }
+    if pending::declared(name).is_some() {
+        return Some(resolve(name));
+    }
+    let store = shmem::store();
+    // Read before looking: a slot created after the look moves it.
+    let created = store.slots_created();
+    if UNKNOWN.with_borrow(|u| u.slots_created == created && u.names.contains(name)) {
+        return None;
+    }
+    if store.find_slot(database(), name).is_some() || declarations::read(name).is_some() {
+        return Some(resolve(name));
+    }
+    UNKNOWN.with_borrow_mut(|u| {
+        if u.slots_created != created || u.names.len() >= UNKNOWN_NAMES {
+            u.names.clear();
+            u.slots_created = created;
+        }
+        // Remembering is an optimisation: without memory for it, just forget.
+        if u.names.try_reserve(1).is_ok() {
+            if let Ok(owned) = pg_cache_core::writeset::try_string(name) {
+                u.names.insert(owned.into_boxed_str());
+            }
+        }
+    });
+    None
+}
+
+thread_local! {
+    static UNDECLARED: Rc<CacheConfig> = Rc::new(CacheConfig::default());
+}
+
+/// The settings of a cache nobody declared.
+pub fn undeclared() -> Rc<CacheConfig> {
+    UNDECLARED.with(Rc::clone)
+}
+
+fn with_own_declaration(name: &str, (slot, config): (SlotRef, Rc<CacheConfig>)) -> (SlotRef, Rc<CacheConfig>) {
     match pending::declared(name) {
         Some(declared) => (slot, Rc::new(declared)),
         None => (slot, config),

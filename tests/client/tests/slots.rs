@@ -1,5 +1,5 @@
 //! Cache slots on the small cluster (`pg_cache.max_caches = 16`): reads of many
-//! names cannot use them up (unused slots are reclaimed), one database holds at
+//! names take none, unused slots are reclaimed, one database holds at
 //! most `pg_cache.max_caches_per_database`, and 53400 comes only when every slot
 //! holds entries. Its own test binary: it fills the cluster's directory.
 
@@ -12,7 +12,7 @@ const PORT: &str = "PG_CACHE_TEST_SMALL_PORT";
 fn slots_are_reclaimed_capped_per_database_and_refused_only_when_all_hold_entries() {
     let mut admin = connect_to(PORT, "postgres");
     admin.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_cache; SELECT cache_drop('postgres')").unwrap();
-    // Reads of 2,000 names: each creates a slot for its misses; unused ones are reused.
+    // Reads of 2,000 names nobody wrote or declared: misses that take no slot.
     let n: i64 = admin
         .query_one("SELECT count(cache_get('probe' || g, 'k', '0')) FROM generate_series(1, 2000) g", &[])
         .unwrap()

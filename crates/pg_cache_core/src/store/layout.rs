@@ -43,6 +43,8 @@ pub(super) struct Header {
     pub(super) magic: u64,
     /// Slots `0..used_slots` have ever been used; scans stop there.
     pub(super) used_slots: AtomicU32,
+    /// Slots created since start (see [`Store::slots_created`]).
+    pub(super) slots_created: AtomicU64,
     /// Last database-wide invalidation of each database; written under the
     /// directory lock.
     pub(super) db_fences: DbFences,
@@ -198,6 +200,9 @@ pub struct Geometry {
     pub blocks: u32,
     pub(super) slots_off: usize,
     pub(super) counters_off: usize,
+    /// The name index: `names` entries (a power of two, at least twice the slots).
+    pub names: u32,
+    pub(super) names_off: usize,
     pub(super) buckets_off: usize,
     pub(super) fences_off: usize,
     pub(super) blocks_off: usize,
@@ -245,7 +250,9 @@ impl Geometry {
     pub fn new(memory: usize, max_caches: u32) -> Option<Geometry> {
         let slots_off = align64(size_of::<Header>());
         let counters_off = align64(slots_off + max_caches as usize * size_of::<CacheSlot>());
-        let buckets_off = align64(counters_off + STRIPES * max_caches as usize * size_of::<ReadCounts>());
+        let names = (2 * max_caches as usize).next_power_of_two();
+        let names_off = align64(counters_off + STRIPES * max_caches as usize * size_of::<ReadCounts>());
+        let buckets_off = align64(names_off + names * size_of::<u32>());
         let rest = memory.checked_sub(buckets_off)?;
         // Between a half and one bucket per block: with memory full, a chain holds on
         // average at most one entry of two blocks (two of one). Every entry a lookup
@@ -271,6 +278,8 @@ impl Geometry {
             blocks: blocks as u32,
             slots_off,
             counters_off,
+            names: names as u32,
+            names_off,
             buckets_off,
             fences_off,
             blocks_off,
@@ -300,6 +309,13 @@ impl<'a, L: Locks> Store<'a, L> {
         debug_assert!((index as u32) < self.geo.slots);
         // SAFETY: index < slots, inside the directory array.
         unsafe { &*(self.base.add(self.geo.slots_off) as *const CacheSlot).add(index as usize) }
+    }
+
+    /// Entry `i` of the name index (slot index + 1; 0: empty), under the directory lock.
+    pub(super) fn name_entry(&self, i: u32) -> &AtomicU32 {
+        debug_assert!(i < self.geo.names);
+        // SAFETY: i < names, inside the name index; zeroed bytes are empty entries.
+        unsafe { &*(self.base.add(self.geo.names_off) as *const AtomicU32).add(i as usize) }
     }
 
     pub(super) fn fence_bucket(&self, f: u32) -> *mut FenceBucket {

@@ -116,3 +116,38 @@ fn reset_stats_zeroes_counters_but_not_contents() {
     let st = s.stats(r, String::new());
     assert_eq!((st.hits, st.sets, st.entries), (0, 0, 1));
 }
+
+#[test]
+fn a_directory_of_ten_thousand_names_finds_each_one_through_reclaims() {
+    let n = 10_000u32;
+    let reg = region(24 << 20, n);
+    let s = &reg.store;
+    let name = |i: u32| (1 + i % 3, format!("cache{i}"));
+    let mut slots = Vec::new();
+    for i in 0..n {
+        let (db, c) = name(i);
+        slots.push(s.find_or_create_slot(db, &c, &CacheConfig::default(), u32::MAX).unwrap());
+    }
+    // Full: each new name reclaims an empty, undeclared slot, which leaves the index.
+    // (Each new cache gets an entry, so that the next takes an old slot, not its.)
+    let fresh: Vec<SlotRef> = (0..2_000)
+        .map(|i| {
+            let r = s.find_or_create_slot(9, &format!("new{i}"), &CacheConfig::default(), u32::MAX).unwrap();
+            set(s, r, "k", b"v", 10);
+            r
+        })
+        .collect();
+    let mut reclaimed = 0;
+    for i in 0..n {
+        let (db, c) = name(i);
+        match s.find_slot(db, &c) {
+            Some(r) => assert_eq!(r, slots[i as usize], "{c} found in its own slot"),
+            None => reclaimed += 1,
+        }
+        assert_eq!(s.find_slot(db + 10, &c), None, "same name, another database");
+    }
+    assert_eq!(reclaimed, 2_000);
+    for (i, r) in fresh.iter().enumerate() {
+        assert_eq!(s.find_slot(9, &format!("new{i}")), Some(*r));
+    }
+}
