@@ -12,6 +12,8 @@ use pg_cache_core::writeset::{Op, Pending, WriteSet};
 
 thread_local! {
     static WRITES: RefCell<WriteSet> = RefCell::new(WriteSet::default());
+    /// Writes logged since the transaction began: a big one gives its memory back.
+    static LOGGED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Logs a write; 53200 when the write set cannot grow (it is then as it was).
@@ -21,6 +23,7 @@ pub fn push(op: Op) {
     if WRITES.with_borrow_mut(|w| w.push(level, op)).is_err() {
         errors::out_of_memory("queuing a pg_cache write");
     }
+    LOGGED.set(LOGGED.get() + 1);
 }
 
 /// Calls `f` with what this transaction's own writes say about (cache, key).
@@ -55,6 +58,16 @@ pub fn take() -> WriteSet {
 /// Forgets every pending write (COMMIT and ABORT). Allocates nothing.
 pub fn reset() {
     WRITES.with_borrow_mut(|w| w.reset());
+}
+
+/// Writes logged by this transaction so far (savepoints rolled back included).
+pub fn logged() -> usize {
+    LOGGED.get()
+}
+
+/// Starts counting for the next transaction.
+pub fn reset_logged() {
+    LOGGED.set(0);
 }
 
 /// `ROLLBACK TO SAVEPOINT` (or a failed subtransaction) at nesting `level`.

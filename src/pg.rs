@@ -64,3 +64,19 @@ pub fn in_recovery() -> bool {
     RECOVERY_OVER.set(!in_recovery);
     in_recovery
 }
+
+/// Hands memory the allocator keeps after a big transaction back to the system.
+/// glibc keeps freed memory for reuse (its mmap threshold even grows to the largest
+/// block freed), so a backend that queued a million writes stayed at 199 MB
+/// resident after committing them; `malloc_trim` returns the free pages. It cannot
+/// fail, so COMMIT and ABORT may call it.
+pub fn give_back_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: glibc's malloc_trim only releases free memory; any argument is valid.
+        unsafe { malloc_trim(0) };
+    }
+}

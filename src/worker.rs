@@ -14,7 +14,7 @@ use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use pg_cache_core::store::{Store, Sweep, NO_EXPIRY, PARTITIONS};
+use pg_cache_core::store::{Store, Sweep, PARTITIONS};
 use crate::pg::now;
 use crate::{gucs, shmem};
 
@@ -33,31 +33,32 @@ pub fn register() {
         .load();
 }
 
-/// What the last pass saw, to skip passes that cannot find anything.
-struct Pacer {
-    changes: Option<u64>,
-    next_expiry: i64,
-}
-
 fn shutdown_requested() -> bool {
     // SAFETY: a flag set by the SIGTERM handler; reading it is always allowed.
     unsafe { pg_sys::ShutdownRequestPending != 0 }
 }
 
-/// One pass over every bucket, slice by slice; `None` if SIGTERM cut it short.
-fn sweep(store: &Store<'_, shmem::PgLocks>) -> Option<Sweep> {
-    let mut out = Sweep::default();
+/// One pass: entries hidden by clears since the last pass (popped from their
+/// caches' tails), then the partitions holding an entry past its TTL; `false` if
+/// SIGTERM cut it short. What it reads follows what expired or was hidden, not the
+/// size of the region.
+fn pass(store: &Store<'_, shmem::PgLocks>, hidden_seen: &mut u64) -> bool {
+    let hidden = store.hidden_changes();
+    if hidden != *hidden_seen {
+        store.reclaim_hidden(now());
+        *hidden_seen = hidden;
+    }
     let now = now();
+    let mut out = Sweep::default();
     for partition in 0..PARTITIONS {
-        let mut from = 0;
-        while from < store.buckets_per_partition() {
-            from = store.sweep_slice(partition, from, SLICE, now, &mut out);
-        }
-        if shutdown_requested() {
-            return None;
+        if store.partition_due(partition) <= now {
+            store.sweep_partition(partition, SLICE, now, &mut out);
+            if shutdown_requested() {
+                return false;
+            }
         }
     }
-    Some(out)
+    true
 }
 
 #[pg_guard]
@@ -67,7 +68,7 @@ pub extern "C-unwind" fn pg_cache_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::connect_worker_to_spi(None, None);
     debug1!("{WORKER_TYPE} started");
     let store = shmem::store();
-    let mut pacer = Pacer { changes: None, next_expiry: NO_EXPIRY };
+    let mut hidden_seen = 0;
     while BackgroundWorker::wait_latch(Some(gucs::expiry_interval())) {
         if BackgroundWorker::sighup_received() {
             // SAFETY: in the main loop, not in the signal handler (pgrx issue #2057).
@@ -78,13 +79,8 @@ pub extern "C-unwind" fn pg_cache_worker_main(_arg: pg_sys::Datum) {
         }
         store.finish_drops();
         store.advance_clock(now());
-        let changes = store.changes();
-        if pacer.changes == Some(changes) && now() < pacer.next_expiry {
-            continue;
-        }
-        match sweep(&store) {
-            Some(done) => pacer = Pacer { changes: Some(changes), next_expiry: done.next_expiry },
-            None => break,
+        if !pass(&store, &mut hidden_seen) {
+            break;
         }
     }
     // SIGTERM: pg_terminate_backend, or the server is stopping. A non-zero status

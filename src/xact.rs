@@ -357,6 +357,19 @@ fn abort() {
     unpin_all();
 }
 
+/// Writes after which a transaction's end trims the allocator: a write set of this
+/// size holds a few MB, and a trim of a small heap costs microseconds.
+const TRIM_AFTER_WRITES: usize = 10_000;
+
+/// The write set and the commit plan are freed by now; when they were big, hand the
+/// memory back (see `pg::give_back_free_memory`). Cannot fail.
+fn give_back_memory_after_big_transaction() {
+    if pending::logged() >= TRIM_AFTER_WRITES {
+        pg::give_back_free_memory();
+    }
+    pending::reset_logged();
+}
+
 fn has_writes() -> bool {
     !pending::is_empty()
         || TXN.with_borrow(|t| {
@@ -377,6 +390,7 @@ pub(crate) unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::T
             if has_writes() {
                 apply_commit();
             }
+            give_back_memory_after_big_transaction();
         }
         // A parallel worker's commit is not its transaction's commit: writes are
         // refused in workers, and anything left would be dropped, never applied.
@@ -384,6 +398,7 @@ pub(crate) unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::T
             if has_writes() {
                 abort();
             }
+            give_back_memory_after_big_transaction();
         }
         XACT_EVENT_PRE_PREPARE => {
             if has_writes() {

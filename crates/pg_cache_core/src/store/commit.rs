@@ -302,7 +302,7 @@ impl<'a, L: Locks> Store<'a, L> {
                 unsafe {
                     let h = self.head(p.block);
                     if (*h).expires_at != NO_EXPIRY {
-                        self.hdr().changes.fetch_add(1, Ordering::Relaxed);
+                        self.note_expiry_locked(bucket, (*h).expires_at);
                     }
                     (*h).gen = s.gen.load(Ordering::Relaxed);
                     self.admit(s, p.block, now);

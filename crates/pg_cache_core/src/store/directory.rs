@@ -320,7 +320,6 @@ impl<L: Locks> Store<'_, L> {
         let s = self.slot(index);
         let _g = self.lock_list(s);
         s.state.store(SLOT_DROPPING, Ordering::Release);
-        self.hdr().changes.fetch_add(1, Ordering::Relaxed);
         self.hdr().hidden.fetch_add(1, Ordering::Release);
     }
 

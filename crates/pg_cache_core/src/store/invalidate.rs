@@ -147,7 +147,6 @@ impl<'a, L: Locks> Store<'a, L> {
         s.list.entries.store(0, Ordering::Relaxed);
         s.list.bytes.store(0, Ordering::Relaxed);
         s.last_clear.fetch_max(now, Ordering::Release);
-        self.hdr().changes.fetch_add(1, Ordering::Relaxed);
         self.hdr().hidden.fetch_add(1, Ordering::Release);
     }
 }

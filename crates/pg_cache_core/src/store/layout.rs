@@ -51,9 +51,10 @@ pub(super) struct Header {
     // Each written often by different writers, so each on its own line.
     pub(super) alloc: Line<AllocState>,
     pub(super) serial: Line<AtomicU32>,
-    /// Bumped by whatever may leave entries for the worker to reclaim (a clear, an
-    /// install with a TTL, a drop), so that its sweep can skip an idle region.
-    pub(super) changes: Line<AtomicU64>,
+    /// Per partition, the earliest expiry among entries with a TTL installed under
+    /// it since the worker last swept it (NO_EXPIRY: none): the worker sweeps only
+    /// partitions that are due.
+    pub(super) due: Line<[AtomicI64; PARTITIONS]>,
     /// Bumped when a cache's entries become dead all at once (a clear, a drop), so
     /// that evicting backends rank caches again and take those first.
     pub(super) hidden: Line<AtomicU64>,

@@ -31,11 +31,64 @@ impl<L: Locks> Store<'_, L> {
         self.geo.buckets / PARTITIONS as u32
     }
 
-    /// A counter that moves whenever entries may have become reclaimable (a clear, an
-    /// install with a TTL, a drop). A sweep can be skipped while it stands still and
-    /// no TTL is due.
-    pub fn changes(&self) -> u64 {
-        self.hdr().changes.load(Ordering::Acquire)
+    /// Records that an entry expiring at `expires_at` was installed in `bucket`;
+    /// its partition lock held exclusively. Writes the shared line only when the
+    /// partition's due time moves earlier.
+    pub(super) fn note_expiry_locked(&self, bucket: u32, expires_at: i64) {
+        let due = &self.hdr().due[bucket as usize % PARTITIONS];
+        if expires_at < due.load(Ordering::Relaxed) {
+            due.fetch_min(expires_at, Ordering::AcqRel);
+        }
+    }
+
+    /// When partition `partition` next holds an expired entry at the earliest
+    /// (NO_EXPIRY: it holds none with a TTL, as far as its last sweep and the
+    /// installs since tell). A worker pass sweeps only the partitions due, so its
+    /// cost follows what expires, not the size of the region: a full pass read
+    /// every bucket each `pg_cache.expiry_interval` once anything with a TTL had
+    /// been written (43 / 164 / 234 ms of CPU a second at 1 / 4 / 8 GB).
+    pub fn partition_due(&self, partition: usize) -> i64 {
+        self.hdr().due[partition].load(Ordering::Acquire)
+    }
+
+    /// Sweeps every bucket of `partition`, `slice` buckets per lock hold, and sets
+    /// its due time from the entries with a TTL it leaves. Installs during the
+    /// sweep lower the due time again, so none is missed.
+    pub fn sweep_partition(&self, partition: usize, slice: u32, now: i64, out: &mut Sweep) {
+        let due = &self.hdr().due[partition];
+        due.store(NO_EXPIRY, Ordering::Release);
+        let mut here = Sweep::default();
+        let mut from = 0;
+        while from < self.buckets_per_partition() {
+            from = self.sweep_slice(partition, from, slice, now, &mut here);
+        }
+        due.fetch_min(here.next_expiry, Ordering::AcqRel);
+        out.expired += here.expired;
+        out.hidden += here.hidden;
+        out.ttl_left += here.ttl_left;
+        out.next_expiry = out.next_expiry.min(here.next_expiry);
+    }
+
+    /// Moves whenever a clear or a drop hides entries all at once.
+    pub fn hidden_changes(&self) -> u64 {
+        self.hdr().hidden.load(Ordering::Acquire)
+    }
+
+    /// Frees the entries hidden by clears: they lie at the tails of their caches'
+    /// lists (a cleared entry is never read, so never moved), so this pops dead
+    /// tails, one lock hold each, and stops at each cache's first live one. Its
+    /// cost is the slots plus what was hidden; a sweep of every bucket took 6.3 s
+    /// to reclaim a clear of 4M entries. Expired tails found on the way go too.
+    pub fn reclaim_hidden(&self, now: i64) -> u64 {
+        let used = self.hdr().used_slots.load(Ordering::Acquire);
+        let mut freed = 0;
+        for i in 0..used as u16 {
+            while let Some(v) = self.pop_dead_tail(i, now) {
+                self.reap(v);
+                freed += 1;
+            }
+        }
+        freed
     }
 
     /// Sweeps buckets `from..from + count` of `partition` (bucket `partition + k ×

@@ -226,6 +226,9 @@ impl<'a, L: Locks> Store<'a, L> {
                 (*self.fence_bucket(f)).init();
             }
             (*h).db_fences.init();
+            for due in (*h).due.0.iter() {
+                due.store(NO_EXPIRY, Ordering::Relaxed);
+            }
         }
     }
 

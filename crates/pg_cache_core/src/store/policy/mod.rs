@@ -107,6 +107,33 @@ impl<'a, L: Locks> Store<'a, L> {
         Some(Victim { block: t, serial, hash })
     }
 
+    /// Takes slot `index`'s tail off its list when it is dead (hidden by a clear or
+    /// expired) and the slot is active; `None` at the first live tail.
+    pub(super) fn pop_dead_tail(&self, index: u16, now: i64) -> Option<Victim> {
+        let s = self.slot(index);
+        if s.state.load(Ordering::Acquire) != SLOT_ACTIVE || self.next_victim(s) == NIL {
+            return None;
+        }
+        let _g = self.lock_list(s);
+        let t = self.next_victim(s);
+        if t == NIL {
+            return None;
+        }
+        // SAFETY: t is on the list, hence allocated, and we hold the list lock.
+        let (hidden, hash, serial) = unsafe {
+            let h = self.head(t);
+            ((*h).gen != s.gen.load(Ordering::Relaxed), (*h).hash, (*h).serial)
+        };
+        if !hidden {
+            if !self.is_expired(t, now) {
+                return None;
+            }
+            s.list.expirations.fetch_add(1, Ordering::Relaxed);
+        }
+        self.retire(s, t);
+        Some(Victim { block: t, serial, hash })
+    }
+
     /// The database holding the most bytes beyond its share, if any does. Racy sums
     /// of the caches' counters, good enough to choose where to evict.
     pub(super) fn database_over_share(&self) -> Option<u32> {

@@ -18,19 +18,22 @@ fn ttl_expiry_is_a_miss_and_is_reclaimed() {
     assert_eq!(get_at(s, r, "k", 100), Lookup::Miss);
 }
 
-fn sweep_all(s: &Store<NoLocks>, now: i64) -> Sweep {
+/// What a worker pass does: reclaim hidden entries, sweep the partitions due.
+fn worker_pass(s: &Store<NoLocks>, now: i64) -> (u64, Sweep, usize) {
+    let hidden = s.reclaim_hidden(now);
     let mut out = Sweep::default();
+    let mut swept = 0;
     for p in 0..PARTITIONS {
-        let mut from = 0;
-        while from < s.buckets_per_partition() {
-            from = s.sweep_slice(p, from, 7, now, &mut out);
+        if s.partition_due(p) <= now {
+            s.sweep_partition(p, 7, now, &mut out);
+            swept += 1;
         }
     }
-    out
+    (hidden, out, swept)
 }
 
 #[test]
-fn a_sweep_reclaims_expired_and_cleared_entries_nobody_reads() {
+fn a_worker_pass_reclaims_expired_and_cleared_entries_nobody_reads() {
     let reg = region(1 << 20, 4);
     let s = &reg.store;
     let (a, b) = (new_cache(s, 1, "a"), new_cache(s, 1, "b"));
@@ -39,18 +42,80 @@ fn a_sweep_reclaims_expired_and_cleared_entries_nobody_reads() {
     set_at(s, a, "long", b"v", 1000, 10, 0);
     set(s, a, "forever", b"v", 10);
     set(s, b, "cleared", b"v", 10);
+    let hidden = s.hidden_changes();
     s.commit(b, 50).clear();
-    let changes = s.changes();
-    let swept = sweep_all(s, 500);
-    assert_eq!(swept, Sweep { expired: 1, hidden: 1, ttl_left: 1, next_expiry: 1000 });
+    assert_ne!(s.hidden_changes(), hidden, "a clear tells the worker");
+    let (reclaimed, swept, _) = worker_pass(s, 500);
+    // The cleared entry, from its cache's tail, and an expired one found at a tail.
+    assert_eq!(reclaimed, 2);
+    // Left for the sweep: nothing; the partition of "long" is not due before 1000.
+    assert_eq!(swept, Sweep::default());
     assert_eq!(s.free_blocks(), free - 2, "two entries are left");
     let st = s.stats(a, String::new());
     assert_eq!((st.entries, st.expirations, st.bytes), (2, 1, 2 * BLOCK_SIZE as u64));
     assert_eq!(get(s, a, "forever"), Some(b"v".to_vec()));
-    // Nothing new happened: the counter the worker watches stands still.
-    assert_eq!(s.changes(), changes);
-    set_at(s, a, "ttl", b"v", 2000, 10, 600);
-    assert_ne!(s.changes(), changes, "an install with a TTL moves it");
+    // Nothing is due before 1000: a pass sweeps no partition at all.
+    assert_eq!(worker_pass(s, 999).2, 0);
+    worker_pass(s, 1000);
+    assert_eq!(s.stats(a, String::new()).expirations, 2);
+    assert_eq!(s.free_blocks(), free - 1);
+}
+
+#[test]
+fn the_worker_sweeps_only_partitions_with_something_due() {
+    let reg = region(4 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    for i in 0..2000 {
+        set(s, r, &format!("plain{i}"), b"v", u64::MAX);
+    }
+    assert_eq!(worker_pass(s, 10).2, 0, "no TTL anywhere: nothing to sweep");
+    // Ten entries with a TTL: at most ten partitions are ever swept for them, and
+    // none before they are due.
+    for i in 0..10 {
+        set_at(s, r, &format!("ttl{i}"), b"v", 5000, u64::MAX, 0);
+    }
+    assert_eq!(worker_pass(s, 4999).2, 0);
+    let (_, out, swept) = worker_pass(s, 5000);
+    assert!(swept <= 10 && swept > 0, "{swept} partitions swept");
+    assert_eq!(out.expired, 10);
+    assert_eq!(worker_pass(s, 6000).2, 0, "and then nothing is due again");
+}
+
+#[test]
+fn an_install_during_a_sweep_of_its_partition_is_not_forgotten() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    let h = hash(r.index, b"k");
+    let p = (h as u32 & (s.geometry().buckets - 1)) as usize % PARTITIONS;
+    // The sweep starts (forgets the due time), the install lands, the sweep ends.
+    set_at(s, r, "k", b"v", 100, 10, 0);
+    let hdr_due = s.partition_due(p);
+    assert_eq!(hdr_due, 100);
+    s.sweep_partition(p, 7, 50, &mut Sweep::default());
+    assert_eq!(s.partition_due(p), 100, "the sweep kept what it found due");
+}
+
+#[test]
+fn reclaiming_a_clear_frees_its_entries_and_stops_at_live_ones() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    let free = s.free_blocks();
+    for i in 0..500 {
+        set(s, r, &format!("old{i}"), b"v", u64::MAX);
+    }
+    s.commit(r, 10).clear();
+    for i in 0..5 {
+        set(s, r, &format!("new{i}"), b"v", u64::MAX);
+    }
+    assert_eq!(s.reclaim_hidden(20), 500);
+    assert_eq!(s.free_blocks(), free - 5);
+    assert_eq!(s.reclaim_hidden(20), 0);
+    for i in 0..5 {
+        assert_eq!(get(s, r, &format!("new{i}")), Some(b"v".to_vec()));
+    }
 }
 
 #[test]
