@@ -55,6 +55,59 @@ fn a_commit_to_one_cache_is_seen_whole_or_not_at_all() {
     assert_eq!(read_all(&mut w), vec![5000; KEYS]);
 }
 
+/// The same for commits of 2,000 keys, which are shadowed (readers of the cache do
+/// not wait for them): readers read keys spread over the commit, left to right, and
+/// must never find a later one older than the first.
+#[test]
+fn a_big_commit_is_seen_whole_or_not_at_all() {
+    const BIG: usize = 2000;
+    fresh_database("pg_cache_atomic_big");
+    let done = Arc::new(AtomicBool::new(false));
+    let probes: Vec<usize> = vec![0, 1, 999, 1000, 1998, 1999];
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (done, probes) = (done.clone(), probes.clone());
+            std::thread::spawn(move || {
+                let mut c = connect("pg_cache_atomic_big");
+                let columns: Vec<String> =
+                    probes.iter().map(|k| format!("coalesce((cache_get('big', 'k{k}') #>> '{{}}')::bigint, 0)")).collect();
+                let query = format!("SELECT {}", columns.join(", "));
+                let (mut reads, mut torn, mut distinct) = (0u64, Vec::new(), std::collections::BTreeSet::new());
+                while !done.load(Ordering::Acquire) {
+                    let row = c.query_one(&query, &[]).unwrap();
+                    let v: Vec<i64> = (0..probes.len()).map(|i| row.get(i)).collect();
+                    reads += 1;
+                    distinct.insert(v[0]);
+                    if v.iter().any(|&x| x < v[0]) {
+                        torn.push(v);
+                    }
+                }
+                (reads, torn, distinct.len())
+            })
+        })
+        .collect();
+    let mut w = connect("pg_cache_atomic_big");
+    w.batch_execute("SELECT cache_create('big', size_limit => 100000)").unwrap();
+    for i in 1..=60 {
+        let clear = if i % 5 == 0 { "SELECT cache_clear('big');" } else { "" };
+        w.batch_execute(&format!(
+            "BEGIN; {clear} SELECT count(cache_set('big', 'k' || g, '{i}')) FROM generate_series(0, {}) g; COMMIT",
+            BIG - 1
+        ))
+        .unwrap();
+    }
+    done.store(true, Ordering::Release);
+    for r in readers {
+        let (reads, torn, distinct) = r.join().unwrap();
+        assert!(torn.is_empty(), "{} of {reads} reads saw a half-applied commit, e.g. {:?}", torn.len(), torn[0]);
+        assert!(distinct > 3, "the reader ran alongside the writer ({reads} reads, {distinct} values seen)");
+    }
+    let last: i64 = w.query_one("SELECT count(*) FROM generate_series(0, 1999) g WHERE cache_get('big', 'k' || g) = '60'", &[]).unwrap().get(0);
+    assert_eq!(last, BIG as i64, "every key holds the last commit's value");
+    let entries: i64 = w.query_one("SELECT entries FROM cache_stats() WHERE cache = 'big'", &[]).unwrap().get(0);
+    assert_eq!(entries, BIG as i64, "replaced entries were freed, not counted");
+}
+
 /// With parallel plans forced, reads still see the transaction's own pending writes
 /// (cache_get runs in the leader), and a write reached from a parallel worker through
 /// a function wrongly marked PARALLEL SAFE is refused rather than lost.

@@ -15,6 +15,13 @@ pub struct Prepared {
     pub(super) hash: u64,
 }
 
+impl Prepared {
+    /// The hash of the key the entry is for.
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+}
+
 /// What a write stores: `value` of `kind` under the stored `key` (whose hash is
 /// `hash`), until `expires_at` ([`NO_EXPIRY`]: until evicted or invalidated).
 #[derive(Debug, Clone, Copy)]
@@ -31,9 +38,12 @@ pub struct NewEntry<'a> {
 /// (they start over when they overlap one). `now` is the commit time, taken after the
 /// transaction became visible to new snapshots; fences raised here carry it.
 pub struct CacheCommit<'s, 'a, L: Locks> {
-    store: &'s Store<'a, L>,
-    r: SlotRef,
-    now: i64,
+    pub(super) store: &'s Store<'a, L>,
+    pub(super) r: SlotRef,
+    pub(super) now: i64,
+    /// Set for a shadowed commit ([`Store::commit_shadowed`]), which lookups do not
+    /// wait for: it must be published, then each of its keys settled.
+    pub(super) shadow: Option<super::shadow::ShadowState>,
 }
 
 /// A commit of one key's set or delete, holding its cache's commit lock shared
@@ -47,7 +57,18 @@ pub struct KeyCommit<'s, 'a, L: Locks> {
 
 impl<L: Locks> Drop for CacheCommit<'_, '_, L> {
     fn drop(&mut self) {
-        self.store.slot(self.r.index).commit_seq.fetch_add(1, Ordering::Release);
+        match &self.shadow {
+            None => {
+                self.store.slot(self.r.index).commit_seq.fetch_add(1, Ordering::Release);
+            }
+            Some(st) => {
+                if !st.published.get() {
+                    debug_assert!(false, "a shadowed commit must be published and settled");
+                    self.store.publish_shadowed(self.r, st, self.now);
+                }
+                self.store.enforce_size_limit(self.r, st.size_limit.get(), self.now);
+            }
+        }
         self.store.locks.unlock_cache(self.r.index);
     }
 }
@@ -75,15 +96,34 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
     }
 
     /// Empties the cache (a generation bump) and fences every fill older than now.
+    /// (A shadowed commit bumps the generation when it is published.)
     pub fn clear(&self) {
-        self.apply(&Invalidation::Cache { cache: self.r });
+        match &self.shadow {
+            None => {
+                self.apply(&Invalidation::Cache { cache: self.r });
+            }
+            Some(st) => st.clearing.set(true),
+        }
     }
 
     /// Links a prepared entry for `key` in place of any entry with the same key,
     /// fences older fills of that key, then evicts while the cache holds more than
     /// `size_limit`. The entry it replaces goes to `reserve` if that can take it.
     pub fn install(&self, reserve: Option<&Reserve>, p: Prepared, key: &[u8], size_limit: u64) {
-        self.store.install_locked(reserve, self.r, p, key, size_limit, self.now, None);
+        let Some(st) = &self.shadow else {
+            self.store.install_locked(reserve, self.r, p, key, size_limit, self.now, None);
+            return;
+        };
+        st.size_limit.set(st.size_limit.get().min(size_limit));
+        let gen = self.store.slot(self.r.index).gen.load(Ordering::Relaxed).wrapping_add(st.clearing.get() as u32);
+        match self.store.install_shadowed_locked(self.r, p, key, gen, st.clearing.get(), self.now) {
+            Some(bytes) if st.clearing.get() => {
+                st.new_entries.set(st.new_entries.get() + 1);
+                st.new_bytes.set(st.new_bytes.get() + bytes);
+            }
+            Some(_) => {}
+            None => self.store.keep_or_free(reserve, p.block),
+        }
     }
 
     /// Frees a prepared entry found stale by [`CacheCommit::is_stale`] and counts it;
@@ -94,12 +134,42 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
         self.store.slot(self.r.index).list.stale_sets.fetch_add(1, Ordering::Relaxed);
         self.store.settle(p);
         self.store.free_entry(p.block);
-        self.apply(&Invalidation::Key { cache: self.r, key, hash: p.hash });
+        match self.shadow {
+            None => {
+                self.apply(&Invalidation::Key { cache: self.r, key, hash: p.hash });
+            }
+            Some(_) => {
+                self.store.retire_key_shadowed(self.r, key, p.hash, self.now);
+            }
+        }
     }
 
     /// Deletes the key and fences older fills of it; whether a visible entry was there.
     pub fn delete(&self, key: &[u8], hash: u64) -> bool {
-        self.store.delete_locked(self.r, key, hash, self.now)
+        if self.shadow.is_none() {
+            return self.store.delete_locked(self.r, key, hash, self.now);
+        }
+        let visible = self.store.retire_key_shadowed(self.r, key, hash, self.now);
+        if visible {
+            self.store.slot(self.r.index).list.deletes.fetch_add(1, Ordering::Relaxed);
+        }
+        visible
+    }
+
+    /// Makes a shadowed commit visible, all at once (a no-op for others). Then call
+    /// [`CacheCommit::settle_key`] for each key it wrote or deleted.
+    pub fn publish(&self) {
+        if let Some(st) = &self.shadow {
+            self.store.publish_shadowed(self.r, st, self.now);
+        }
+    }
+
+    /// After [`CacheCommit::publish`]: drops what a shadowed commit replaced of `key`
+    /// and unmarks its new entry (a no-op for other commits).
+    pub fn settle_key(&self, key: &[u8], hash: u64) {
+        if self.shadow.is_some() {
+            self.store.settle_key_shadowed(self.r, key, hash, self.now);
+        }
     }
 
     /// Publishes a declaration. One that changes how keys are stored (`context`, its
@@ -247,7 +317,7 @@ impl<'a, L: Locks> Store<'a, L> {
     pub fn commit(&self, r: SlotRef, now: i64) -> CacheCommit<'_, 'a, L> {
         self.locks.lock_cache(r.index, Mode::Exclusive);
         self.slot(r.index).commit_seq.fetch_add(1, Ordering::AcqRel);
-        CacheCommit { store: self, r, now }
+        CacheCommit { store: self, r, now, shadow: None }
     }
 
     /// Opens a commit of a single set or delete to cache `r`: takes its commit lock

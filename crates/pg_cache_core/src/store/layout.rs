@@ -5,7 +5,7 @@
 
 use std::cell::UnsafeCell;
 use std::mem::size_of;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use super::fences::{DbFences, FenceBucket};
 use super::*;
@@ -84,6 +84,9 @@ pub struct CacheSlot {
     /// Odd while a commit holding the commit lock exclusively applies its writes:
     /// lookups that overlap one start over, so none sees half of it (a seqlock).
     pub(super) commit_seq: AtomicU32,
+    /// 1 while a shadowed commit of this cache is not yet published: entries it
+    /// marked are read as before it (see shadow.rs).
+    pub(super) installing: AtomicU32,
     /// Commit time of the last committed clear: also this cache's fence.
     pub(super) last_clear: AtomicI64,
     pub(super) name: UnsafeCell<[u8; MAX_NAME + 1]>,
@@ -155,7 +158,14 @@ pub(super) const PENDING: u8 = 0x80;
 impl EntryHead {
     /// The kind of the value stored in this entry.
     pub(super) fn kind(&self) -> Option<ValueKind> {
-        ValueKind::from_byte(self.flags & !PENDING)
+        ValueKind::from_byte(self.flags & !super::shadow::MARKS)
+    }
+
+    /// Hidden by a clear (or a drop's generation): an older generation than its
+    /// cache's. An entry of a shadowed commit not yet published carries the next
+    /// generation when that commit clears, and is not hidden but pending.
+    pub(super) fn is_hidden(&self, s: &CacheSlot) -> bool {
+        self.gen != s.gen.load(Ordering::Relaxed) && self.flags & super::shadow::UNPUBLISHED == 0
     }
 }
 

@@ -112,7 +112,7 @@ impl<L: Locks> Store<'_, L> {
             if h.state.load(Ordering::Acquire) != ENTRY_LIVE {
                 return Step::Next; // popped by an evictor, which unlinks it when it gets this lock
             }
-            let hidden = h.gen != s.gen.load(Ordering::Relaxed) || s.state.load(Ordering::Acquire) != SLOT_ACTIVE;
+            let hidden = h.is_hidden(s) || s.state.load(Ordering::Acquire) != SLOT_ACTIVE;
             let expired = self.is_expired(e, now);
             if hidden {
                 out.hidden += 1;

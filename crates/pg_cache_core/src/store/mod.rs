@@ -44,6 +44,7 @@ mod layout;
 mod maintenance;
 mod policy;
 mod read;
+mod shadow;
 
 pub use alloc::Reserve;
 pub use commit::{CacheCommit, KeyCommit, NewEntry, Prepared};

@@ -75,7 +75,13 @@ impl<'a, L: Locks> Store<'a, L> {
             if !self.is_entry_of(e, h, r, hash, key) || h.state.load(Ordering::Acquire) != ENTRY_LIVE {
                 return Step::Next;
             }
-            found = if h.gen != s.gen.load(Ordering::Acquire) || !self.is_valid(r) {
+            // An entry a shadowed commit marked, on the side of it that is not
+            // visible yet (or any more); or one hidden by a clear: look further,
+            // for the entry of the key that is visible.
+            if !h.is_published(|| s.installing.load(Ordering::Acquire) != 0) || h.gen != s.gen.load(Ordering::Acquire) {
+                return Step::Next;
+            }
+            found = if !self.is_valid(r) {
                 Lookup::Miss
             } else if h.expires_at != NO_EXPIRY && now() >= h.expires_at {
                 Lookup::Expired

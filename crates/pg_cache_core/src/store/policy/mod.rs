@@ -92,7 +92,7 @@ impl<'a, L: Locks> Store<'a, L> {
         // SAFETY: t is on the list, hence allocated, and we hold the list lock.
         let (stale, hash, serial) = unsafe {
             let h = self.head(t);
-            ((*h).gen != s.gen.load(Ordering::Relaxed), (*h).hash, (*h).serial)
+            ((*h).is_hidden(s), (*h).hash, (*h).serial)
         };
         if let PopReason::Evict = reason {
             if !stale {
@@ -122,7 +122,7 @@ impl<'a, L: Locks> Store<'a, L> {
         // SAFETY: t is on the list, hence allocated, and we hold the list lock.
         let (hidden, hash, serial) = unsafe {
             let h = self.head(t);
-            ((*h).gen != s.gen.load(Ordering::Relaxed), (*h).hash, (*h).serial)
+            ((*h).is_hidden(s), (*h).hash, (*h).serial)
         };
         if !hidden {
             if !self.is_expired(t, now) {

@@ -83,8 +83,8 @@ impl<'a, L: Locks> Store<'a, L> {
         }
         // A racy peek used only to rank; pop_victim re-reads under the list lock.
         // SAFETY: t < blocks, so the read stays inside the region.
-        let (gen, used_at) = unsafe { ((*self.head(t)).gen, (*self.head(t)).used_at.load(Ordering::Relaxed)) };
-        let dead = state == SLOT_DROPPING || gen != s.gen.load(Ordering::Relaxed) || self.is_expired(t, now);
+        let (hidden, used_at) = unsafe { ((*self.head(t)).is_hidden(s), (*self.head(t)).used_at.load(Ordering::Relaxed)) };
+        let dead = state == SLOT_DROPPING || hidden || self.is_expired(t, now);
         // Used at or after the ranking: age 0, never older than the cutoff, so a
         // batch ranked long ago never ranks a tail touched since as old.
         let since = ranked_at.wrapping_sub(used_at);

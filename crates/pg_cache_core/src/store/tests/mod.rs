@@ -112,3 +112,4 @@ mod eviction;
 mod invalidation;
 mod maintenance;
 mod read;
+mod shadow;
