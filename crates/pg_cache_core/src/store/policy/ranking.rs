@@ -3,15 +3,16 @@
 //!
 //! A full ranking read each slot's tail (two cache misses a slot): 2.9 µs an evicting
 //! write with 10 caches, 197 µs with 10,000. Now a backend ranks all tails once into
-//! a *batch*: the [`BATCH`] oldest in a heap, and the *cutoff*, the age of the oldest
-//! tail left out. Tails only get younger (a touch moves an entry to the head, a pop
-//! exposes the next one, installs are new), so until the heap is empty every tail
-//! older than the cutoff is in it, and popping the oldest of the heap, then putting
-//! its cache back with its next tail while that is still older than the cutoff, is
-//! exact LRU across caches. A cleared or dropped cache (its tail entries are dead)
-//! bumps [`Header::hidden`], which makes every backend rank again, so that dead
-//! entries are taken first at once. Ranking costs O(caches) once per batch, so an
-//! eviction costs O(caches / BATCH + log BATCH).
+//! a *batch*: the oldest [`BATCH`] tails (or one in [`BATCH_SHARE`] of the caches,
+//! if more) in a heap, and the *cutoff*, the age of the oldest tail left out. Tails
+//! only get younger (a touch moves an entry to the head, a pop exposes the next one,
+//! installs are new), so until the heap is empty every tail older than the cutoff
+//! is in it, and popping the oldest of the heap, then putting its cache back with
+//! its next tail while that is still older than the cutoff, is exact LRU across
+//! caches. A cleared or dropped cache (its tail entries are dead) bumps
+//! [`Header::hidden`], which makes every backend rank again, so that dead entries
+//! are taken first at once. An eviction costs at most about BATCH_SHARE tail reads
+//! plus a heap operation, whatever the number of caches.
 
 use std::cell::RefCell;
 use std::collections::BinaryHeap;
@@ -19,10 +20,12 @@ use std::sync::atomic::Ordering;
 
 use super::*;
 
-/// Tails kept from one ranking. 256: at 10,000 caches a ranking (≈ 200 µs) is
-/// then under 1 µs an eviction when every cache gives one entry per batch, the
-/// worst case; caches with many old entries give many.
+/// Tails kept from one ranking: at least this many, and one in [`BATCH_SHARE`] of
+/// the caches. In the worst case every cache gives one entry per batch, so an
+/// eviction reads about BATCH_SHARE tails: with a fixed 256 an evicting write at
+/// 10,000 caches cost 1.67× what it did at 10 (39 tails, two cache misses each).
 const BATCH: usize = 256;
+const BATCH_SHARE: usize = 16;
 /// While a database is over its share the batch holds only its caches and lives
 /// for this many evictions, so that it stops soon after the database is back under.
 const OVER_SHARE_BATCH: u32 = 16;
@@ -124,11 +127,12 @@ impl<'a, L: Locks> Store<'a, L> {
         }
         b.scratch.extend((0..used).filter_map(|i| self.ranked_tail(i, now, b.ranked_at, over)));
         let n = b.scratch.len();
-        if n > BATCH {
-            // Oldest first: the BATCH oldest before index BATCH, the cutoff at it.
-            b.scratch.select_nth_unstable_by(BATCH, |x, y| y.cmp(x));
-            b.cutoff = b.scratch[BATCH].age;
-            b.scratch.truncate(BATCH);
+        let batch = BATCH.max(n / BATCH_SHARE);
+        if n > batch {
+            // Oldest first: the `batch` oldest before index `batch`, the cutoff at it.
+            b.scratch.select_nth_unstable_by(batch, |x, y| y.cmp(x));
+            b.cutoff = b.scratch[batch].age;
+            b.scratch.truncate(batch);
         } else {
             b.cutoff = 0;
         }
@@ -191,7 +195,7 @@ impl<'a, L: Locks> Store<'a, L> {
             let Some(current) = self.ranked_tail(top.slot, now, b.ranked_at, b.over) else {
                 continue;
             };
-            if (current.block != top.block || current.age != top.age) && turn < 4 * BATCH {
+            if (current.block != top.block || current.age != top.age) && turn < 4 * BATCH.max(b.heap.capacity()) {
                 if current.age > b.cutoff {
                     b.heap.push(current);
                 }
