@@ -407,16 +407,16 @@ pub(crate) unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::T
         XACT_EVENT_COMMIT => {
             if has_writes() {
                 apply_commit();
+                give_back_memory_after_big_transaction();
             }
-            give_back_memory_after_big_transaction();
         }
         // A parallel worker's commit is not its transaction's commit: writes are
         // refused in workers, and anything left would be dropped, never applied.
         XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT | XACT_EVENT_PARALLEL_COMMIT | XACT_EVENT_PREPARE => {
             if has_writes() {
                 abort();
+                give_back_memory_after_big_transaction();
             }
-            give_back_memory_after_big_transaction();
         }
         XACT_EVENT_PRE_PREPARE => {
             if has_writes() {
