@@ -9,10 +9,35 @@ use common::{connect, fresh_database};
 
 const KEYS: usize = 10;
 
-fn read_all(c: &mut postgres::Client) -> Vec<i64> {
+/// Reads k0..k9 of cache `atomic` left to right in one statement (0 for missing).
+fn read_all_query() -> String {
     let columns: Vec<String> = (0..KEYS).map(|k| format!("coalesce((cache_get('atomic', 'k{k}') #>> '{{}}')::bigint, 0)")).collect();
-    let row = c.query_one(&format!("SELECT {}", columns.join(", ")), &[]).unwrap();
+    format!("SELECT {}", columns.join(", "))
+}
+
+fn read_all(c: &mut postgres::Client) -> Vec<i64> {
+    let row = c.query_one(&read_all_query(), &[]).unwrap();
     (0..KEYS).map(|k| row.get(k)).collect()
+}
+
+/// Runs `query` (a row of bigints, read left to right) over and over on its own
+/// connection until `done`; returns how many reads it made, the torn ones (a later
+/// column older than the first) and how many first values it saw.
+fn reader(db: &'static str, query: String, done: Arc<AtomicBool>) -> std::thread::JoinHandle<(u64, Vec<Vec<i64>>, usize)> {
+    std::thread::spawn(move || {
+        let mut c = connect(db);
+        let (mut reads, mut torn, mut distinct) = (0u64, Vec::new(), std::collections::BTreeSet::new());
+        while !done.load(Ordering::Acquire) {
+            let row = c.query_one(&query, &[]).unwrap();
+            let v: Vec<i64> = (0..row.len()).map(|i| row.get(i)).collect();
+            reads += 1;
+            distinct.insert(v[0]);
+            if v.iter().any(|&x| x < v[0]) {
+                torn.push(v);
+            }
+        }
+        (reads, torn, distinct.len())
+    })
 }
 
 /// A writer commits k0..k9 = i (sometimes after a clear) in one transaction, over and
@@ -22,24 +47,7 @@ fn read_all(c: &mut postgres::Client) -> Vec<i64> {
 fn a_commit_to_one_cache_is_seen_whole_or_not_at_all() {
     fresh_database("pg_cache_atomic");
     let done = Arc::new(AtomicBool::new(false));
-    let readers: Vec<_> = (0..2)
-        .map(|_| {
-            let done = done.clone();
-            std::thread::spawn(move || {
-                let mut c = connect("pg_cache_atomic");
-                let (mut reads, mut torn, mut distinct) = (0u64, Vec::new(), std::collections::BTreeSet::new());
-                while !done.load(Ordering::Acquire) {
-                    let v = read_all(&mut c);
-                    reads += 1;
-                    distinct.insert(v[0]);
-                    if v.iter().any(|&x| x < v[0]) {
-                        torn.push(v);
-                    }
-                }
-                (reads, torn, distinct.len())
-            })
-        })
-        .collect();
+    let readers: Vec<_> = (0..2).map(|_| reader("pg_cache_atomic", read_all_query(), done.clone())).collect();
     let mut w = connect("pg_cache_atomic");
     for i in 1..=5000 {
         let clear = if i % 10 == 0 { "SELECT cache_clear('atomic');" } else { "" };
@@ -63,29 +71,10 @@ fn a_big_commit_is_seen_whole_or_not_at_all() {
     const BIG: usize = 2000;
     fresh_database("pg_cache_atomic_big");
     let done = Arc::new(AtomicBool::new(false));
-    let probes: Vec<usize> = vec![0, 1, 999, 1000, 1998, 1999];
-    let readers: Vec<_> = (0..2)
-        .map(|_| {
-            let (done, probes) = (done.clone(), probes.clone());
-            std::thread::spawn(move || {
-                let mut c = connect("pg_cache_atomic_big");
-                let columns: Vec<String> =
-                    probes.iter().map(|k| format!("coalesce((cache_get('big', 'k{k}') #>> '{{}}')::bigint, 0)")).collect();
-                let query = format!("SELECT {}", columns.join(", "));
-                let (mut reads, mut torn, mut distinct) = (0u64, Vec::new(), std::collections::BTreeSet::new());
-                while !done.load(Ordering::Acquire) {
-                    let row = c.query_one(&query, &[]).unwrap();
-                    let v: Vec<i64> = (0..probes.len()).map(|i| row.get(i)).collect();
-                    reads += 1;
-                    distinct.insert(v[0]);
-                    if v.iter().any(|&x| x < v[0]) {
-                        torn.push(v);
-                    }
-                }
-                (reads, torn, distinct.len())
-            })
-        })
-        .collect();
+    let probes = [0, 1, 999, 1000, 1998, 1999];
+    let columns: Vec<String> = probes.iter().map(|k| format!("coalesce((cache_get('big', 'k{k}') #>> '{{}}')::bigint, 0)")).collect();
+    let query = format!("SELECT {}", columns.join(", "));
+    let readers: Vec<_> = (0..2).map(|_| reader("pg_cache_atomic_big", query.clone(), done.clone())).collect();
     let mut w = connect("pg_cache_atomic_big");
     w.batch_execute("SELECT cache_create('big', size_limit => 100000)").unwrap();
     for i in 1..=60 {

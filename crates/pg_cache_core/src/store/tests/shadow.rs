@@ -13,6 +13,29 @@ fn value(s: &Store<NoLocks>, r: SlotRef, key: &str) -> Option<Vec<u8>> {
 /// One write of a test commit: a set (Some) or a delete (None).
 type Write<'a> = (&'a str, Option<&'a [u8]>);
 
+/// Prepares the entries of `writes` (a delete prepares none), as PRE_COMMIT does.
+fn prepare_all(s: &Store<NoLocks>, r: SlotRef, writes: &[Write<'_>]) -> Vec<Option<Prepared>> {
+    writes
+        .iter()
+        .map(|(k, v)| v.map(|v| s.prepare(None, r, &entry(k.as_bytes(), v, hash(r.index, k.as_bytes()), NO_EXPIRY), 0).unwrap().unwrap()))
+        .collect()
+}
+
+/// Applies a clear (when asked), then `writes`, through commit `c`, as COMMIT does.
+fn apply_all(c: &CacheCommit<'_, '_, NoLocks>, r: SlotRef, clear: bool, writes: &[Write<'_>], prepared: Vec<Option<Prepared>>) {
+    if clear {
+        c.clear();
+    }
+    for ((k, _), p) in writes.iter().zip(prepared) {
+        match p {
+            Some(p) => c.install(None, p, k.as_bytes(), u64::MAX),
+            None => {
+                c.delete(k.as_bytes(), hash(r.index, k.as_bytes()));
+            }
+        }
+    }
+}
+
 /// Applies `writes` (and a clear first, when asked) as a shadowed commit, calling
 /// `during` before it is published and `published` between publishing and settling.
 fn shadowed(
@@ -23,22 +46,9 @@ fn shadowed(
     during: impl FnOnce(),
     published: impl FnOnce(),
 ) {
-    let prepared: Vec<Option<Prepared>> = writes
-        .iter()
-        .map(|(k, v)| v.map(|v| s.prepare(None, r, &entry(k.as_bytes(), v, hash(r.index, k.as_bytes()), NO_EXPIRY), 0).unwrap().unwrap()))
-        .collect();
+    let prepared = prepare_all(s, r, writes);
     let c = s.commit_shadowed(r, 100);
-    if clear {
-        c.clear();
-    }
-    for ((k, _), p) in writes.iter().zip(prepared) {
-        match p {
-            Some(p) => c.install(None, p, k.as_bytes(), u64::MAX),
-            None => {
-                c.delete(k.as_bytes(), hash(r.index, k.as_bytes()));
-            }
-        }
-    }
+    apply_all(&c, r, clear, writes, prepared);
     during();
     c.publish();
     published();
@@ -49,22 +59,8 @@ fn shadowed(
 
 /// The same as a plain commit.
 fn plain(s: &Store<NoLocks>, r: SlotRef, clear: bool, writes: &[Write<'_>]) {
-    let prepared: Vec<Option<Prepared>> = writes
-        .iter()
-        .map(|(k, v)| v.map(|v| s.prepare(None, r, &entry(k.as_bytes(), v, hash(r.index, k.as_bytes()), NO_EXPIRY), 0).unwrap().unwrap()))
-        .collect();
-    let c = s.commit(r, 100);
-    if clear {
-        c.clear();
-    }
-    for ((k, _), p) in writes.iter().zip(prepared) {
-        match p {
-            Some(p) => c.install(None, p, k.as_bytes(), u64::MAX),
-            None => {
-                c.delete(k.as_bytes(), hash(r.index, k.as_bytes()));
-            }
-        }
-    }
+    let prepared = prepare_all(s, r, writes);
+    apply_all(&s.commit(r, 100), r, clear, writes, prepared);
 }
 
 #[test]
