@@ -46,37 +46,41 @@ thread_local! {
 /// The slot of `name` in the current database (created on first use) and the
 /// settings this transaction sees for it (its own pending `cache_create` first).
 pub fn resolve(name: &str) -> (SlotRef, Rc<CacheConfig>) {
-    let store = shmem::store();
-    let (slot, config) = known(name).unwrap_or_else(|| {
-        let slot = match store.find_slot(database(), name) {
-            Some(s) => s,
-            None => {
-                let initial = initial_config(name);
-                let per_database = gucs::max_caches_per_database();
-                store.find_or_create_slot(database(), name, &initial, per_database).unwrap_or_else(|e| match e {
-                    StoreError::DirectoryFull => errors::raise(
-                        PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
-                        format!("cannot create cache \"{name}\": all {} cache slots are in use", gucs::max_caches()),
-                        "Every slot holds entries or a declaration. Drop unused caches with cache_drop() or raise pg_cache.max_caches (needs a restart).",
-                    ),
-                    StoreError::DatabaseFull { per_database } => errors::raise(
-                        PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
-                        format!("cannot create cache \"{name}\": this database already uses {per_database} cache slots"),
-                        "Raise pg_cache.max_caches_per_database, or let unused caches empty out.",
-                    ),
-                    StoreError::TooLarge => unreachable!(),
-                })
-            }
-        };
-        let known = Known { slot, version: store.config_version(slot), config: Rc::new(store.config(slot)) };
-        let name: Rc<str> = name.into();
-        KNOWN.with_borrow_mut(|k| {
-            k.by_name.insert(name.clone(), known.clone());
-            k.last = Some((name, known.clone()));
-        });
-        (slot, known.config)
+    let found = known(name).unwrap_or_else(|| {
+        let slot = shmem::store().find_slot(database(), name).unwrap_or_else(|| create(name, &initial_config(name)));
+        remember(name, slot)
     });
-    with_own_declaration(name, (slot, config))
+    with_own_declaration(name, found)
+}
+
+/// Creates the slot of `name` with the settings `initial`; 53400 when none is left.
+fn create(name: &str, initial: &CacheConfig) -> SlotRef {
+    let per_database = gucs::max_caches_per_database();
+    shmem::store().find_or_create_slot(database(), name, initial, per_database).unwrap_or_else(|e| match e {
+        StoreError::DirectoryFull => errors::raise(
+            PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            format!("cannot create cache \"{name}\": all {} cache slots are in use", gucs::max_caches()),
+            "Every slot holds entries or a declaration. Drop unused caches with cache_drop() or raise pg_cache.max_caches (needs a restart).",
+        ),
+        StoreError::DatabaseFull { per_database } => errors::raise(
+            PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            format!("cannot create cache \"{name}\": this database already uses {per_database} cache slots"),
+            "Raise pg_cache.max_caches_per_database, or let unused caches empty out.",
+        ),
+        StoreError::TooLarge => unreachable!(),
+    })
+}
+
+/// Remembers `slot` as the slot of `name` in this backend, with its settings.
+fn remember(name: &str, slot: SlotRef) -> (SlotRef, Rc<CacheConfig>) {
+    let store = shmem::store();
+    let known = Known { slot, version: store.config_version(slot), config: Rc::new(store.config(slot)) };
+    let name: Rc<str> = name.into();
+    KNOWN.with_borrow_mut(|k| {
+        k.by_name.insert(name.clone(), known.clone());
+        k.last = Some((name, known.clone()));
+    });
+    (slot, known.config)
 }
 
 /// The slot of `name` as this backend last resolved it, while still valid.
@@ -126,8 +130,13 @@ pub fn resolve_for_read(name: &str) -> Option<(SlotRef, Rc<CacheConfig>)> {
     if UNKNOWN.with_borrow(|u| u.slots_created == created && u.names.contains(name)) {
         return None;
     }
-    if store.find_slot(database(), name).is_some() || declarations::read(name).is_some() {
-        return Some(resolve(name));
+    // (This transaction declared nothing of `name`, so its committed declaration is
+    // what a new slot starts with.)
+    if let Some(slot) = store.find_slot(database(), name) {
+        return Some(with_own_declaration(name, remember(name, slot)));
+    }
+    if let Some(declared) = declarations::read(name) {
+        return Some(with_own_declaration(name, remember(name, create(name, &declared))));
     }
     UNKNOWN.with_borrow_mut(|u| {
         if u.slots_created != created || u.names.len() >= UNKNOWN_NAMES {

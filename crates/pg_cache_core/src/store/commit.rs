@@ -368,19 +368,8 @@ impl<'a, L: Locks> Store<'a, L> {
                 s.list.stale_sets.fetch_add(1, Ordering::Relaxed);
                 false
             } else if live {
-                // SAFETY: we own the entry and hold the partition lock and the list lock.
-                unsafe {
-                    let h = self.head(p.block);
-                    if (*h).expires_at != NO_EXPIRY {
-                        self.note_expiry_locked(bucket, (*h).expires_at);
-                    }
-                    (*h).gen = s.gen.load(Ordering::Relaxed);
-                    self.admit(s, p.block, now);
-                    s.list.entries.fetch_add(1, Ordering::Relaxed);
-                    s.list.bytes.fetch_add((*h).n_blocks as u64 * BLOCK_SIZE as u64, Ordering::Relaxed);
-                    s.list.sets.fetch_add(1, Ordering::Relaxed);
-                    self.chain_insert_after(bucket, unlinked.insert_after, p.block);
-                }
+                let gen = s.gen.load(Ordering::Relaxed);
+                self.link_locked(s, bucket, unlinked.insert_after, p.block, gen, 0, true, now);
                 true
             } else {
                 false
@@ -393,5 +382,33 @@ impl<'a, L: Locks> Store<'a, L> {
         }
         self.enforce_size_limit(r, size_limit, now);
         true
+    }
+
+    /// Links our prepared entry `block` into `bucket` after `after` (NIL: at the
+    /// head), in generation `gen` with `marks` set in its flags: notes its expiry,
+    /// admits it to its cache's order and counts it (its entries and bytes only when
+    /// `counted`). Partition lock (exclusive) and list lock held. Its bytes.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub(super) fn link_locked(&self, s: &CacheSlot, bucket: u32, after: u32, block: u32, gen: u32, marks: u8, counted: bool, now: i64) -> u64 {
+        // SAFETY: the entry is ours, not yet reachable; the caller holds the partition
+        // lock and the list lock.
+        unsafe {
+            let h = self.head(block);
+            if (*h).expires_at != NO_EXPIRY {
+                self.note_expiry_locked(bucket, (*h).expires_at);
+            }
+            (*h).gen = gen;
+            (*h).flags |= marks;
+            self.admit(s, block, now);
+            let bytes = (*h).n_blocks as u64 * BLOCK_SIZE as u64;
+            if counted {
+                s.list.entries.fetch_add(1, Ordering::Relaxed);
+                s.list.bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+            s.list.sets.fetch_add(1, Ordering::Relaxed);
+            self.chain_insert_after(bucket, after, block);
+            bytes
+        }
     }
 }

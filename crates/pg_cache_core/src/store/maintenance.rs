@@ -27,7 +27,7 @@ impl Default for Sweep {
 
 impl<L: Locks> Store<'_, L> {
     /// Buckets guarded by one partition lock.
-    pub fn buckets_per_partition(&self) -> u32 {
+    fn buckets_per_partition(&self) -> u32 {
         self.geo.buckets / PARTITIONS as u32
     }
 
@@ -83,7 +83,12 @@ impl<L: Locks> Store<'_, L> {
         let used = self.hdr().used_slots.load(Ordering::Acquire);
         let mut freed = 0;
         for i in 0..used as u16 {
-            while let Some(v) = self.pop_dead_tail(i, now) {
+            let s = self.slot(i);
+            // Unlocked peeks: a free, dropping (finish_drops' work) or empty slot is skipped.
+            if s.state.load(Ordering::Acquire) != SLOT_ACTIVE || self.next_victim(s) == NIL {
+                continue;
+            }
+            while let Some(v) = self.pop_victim(i, PopReason::Dead, now) {
                 self.reap(v);
                 freed += 1;
             }
@@ -95,7 +100,7 @@ impl<L: Locks> Store<'_, L> {
     /// PARTITIONS` for each k) under one exclusive hold of that partition's lock:
     /// frees entries past their TTL or hidden by a clear or a drop. Returns where the
     /// next slice starts, `buckets_per_partition()` when the partition is done.
-    pub fn sweep_slice(&self, partition: usize, from: u32, count: u32, now: i64, out: &mut Sweep) -> u32 {
+    fn sweep_slice(&self, partition: usize, from: u32, count: u32, now: i64, out: &mut Sweep) -> u32 {
         let end = from.saturating_add(count).min(self.buckets_per_partition());
         let _p = self.lock_bucket(partition as u32, Mode::Exclusive);
         for k in from..end {

@@ -83,26 +83,9 @@ impl<'a, L: Locks> Store<'a, L> {
         if s.state.load(Ordering::Acquire) != SLOT_ACTIVE || s.incarnation.load(Ordering::Acquire) != r.incarnation {
             return None;
         }
-        // SAFETY: we own the entry and hold the partition lock and the list lock.
-        unsafe {
-            let h = self.head(p.block);
-            if (*h).expires_at != NO_EXPIRY {
-                self.note_expiry_locked(bucket, (*h).expires_at);
-            }
-            (*h).gen = gen;
-            (*h).flags |= UNPUBLISHED;
-            self.admit(s, p.block, now);
-            let bytes = (*h).n_blocks as u64 * BLOCK_SIZE as u64;
-            // In a clear, the cache's counts are set when it is published.
-            if !clearing {
-                s.list.entries.fetch_add(1, Ordering::Relaxed);
-                s.list.bytes.fetch_add(bytes, Ordering::Relaxed);
-            }
-            s.list.sets.fetch_add(1, Ordering::Relaxed);
-            // At the end of its chain: lookups meet it after the entry it replaces.
-            self.chain_insert_after(bucket, last, p.block);
-            Some(bytes)
-        }
+        // At the end of its chain: lookups meet it after the entry it replaces. In
+        // a clear, the cache's counts are set when the commit is published.
+        Some(self.link_locked(s, bucket, last, p.block, gen, UNPUBLISHED, !clearing, now))
     }
 
     /// Marks the visible entries of (slot, key) retiring and raises the key's fence:

@@ -25,6 +25,9 @@ pub(super) struct Victim {
 pub(super) enum PopReason {
     /// Memory pressure or size limit: counted as eviction (or expiration if expired).
     Evict,
+    /// Reclaiming: only a tail hidden by a clear or expired (counted as expiration
+    /// if expired); a live tail stays and nothing is popped.
+    Dead,
     /// The cache is being dropped: counted nowhere.
     Drop,
 }
@@ -81,7 +84,8 @@ impl<'a, L: Locks> Store<'a, L> {
         }
     }
 
-    /// Takes the entry slot `index`'s policy evicts next off its list.
+    /// Takes the entry slot `index`'s policy evicts next off its list (with
+    /// `PopReason::Dead`, only if it is hidden or expired).
     pub(super) fn pop_victim(&self, index: u16, reason: PopReason, now: i64) -> Option<Victim> {
         let s = self.slot(index);
         let _g = self.lock_list(s);
@@ -94,41 +98,14 @@ impl<'a, L: Locks> Store<'a, L> {
             let h = self.head(t);
             ((*h).is_hidden(s), (*h).hash, (*h).serial)
         };
-        if let PopReason::Evict = reason {
-            if !stale {
-                if self.is_expired(t, now) {
-                    s.list.expirations.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    s.list.evictions.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-        self.retire(s, t);
-        Some(Victim { block: t, serial, hash })
-    }
-
-    /// Takes slot `index`'s tail off its list when it is dead (hidden by a clear or
-    /// expired) and the slot is active; `None` at the first live tail.
-    pub(super) fn pop_dead_tail(&self, index: u16, now: i64) -> Option<Victim> {
-        let s = self.slot(index);
-        if s.state.load(Ordering::Acquire) != SLOT_ACTIVE || self.next_victim(s) == NIL {
-            return None;
-        }
-        let _g = self.lock_list(s);
-        let t = self.next_victim(s);
-        if t == NIL {
-            return None;
-        }
-        // SAFETY: t is on the list, hence allocated, and we hold the list lock.
-        let (hidden, hash, serial) = unsafe {
-            let h = self.head(t);
-            ((*h).is_hidden(s), (*h).hash, (*h).serial)
-        };
-        if !hidden {
-            if !self.is_expired(t, now) {
+        if !stale && !matches!(reason, PopReason::Drop) {
+            if self.is_expired(t, now) {
+                s.list.expirations.fetch_add(1, Ordering::Relaxed);
+            } else if let PopReason::Dead = reason {
                 return None;
+            } else {
+                s.list.evictions.fetch_add(1, Ordering::Relaxed);
             }
-            s.list.expirations.fetch_add(1, Ordering::Relaxed);
         }
         self.retire(s, t);
         Some(Victim { block: t, serial, hash })

@@ -161,34 +161,27 @@ impl<'a, L: Locks> Store<'a, L> {
         let fresh = b.region == self.base as usize
             && b.hidden == self.hdr().hidden.load(Ordering::Acquire)
             && b.evictions_left > 0;
-        let mut ranked_now = false;
         if !fresh {
             self.rank(b, now, self.database_over_share());
-            ranked_now = true;
         }
-        // Each turn pops the heap; it ranks again at most twice. A tail that keeps
-        // changing under us (others evicting or touching it) is taken as it is after
-        // a while.
-        let mut ranks = 0;
+        // Each turn pops the heap. When it is empty it ranks again, at most once
+        // (unless it just did) and once more without the over-share restriction for
+        // a write into another database. A tail that keeps changing under us (others
+        // evicting or touching it) is taken as it is after a while.
+        let (mut ranked_now, mut widened) = (!fresh, false);
         for turn in 0.. {
             let Some(top) = b.heap.pop() else {
-                // Everything older than the cutoff is gone (or nothing was evictable):
-                // rank again, once; then give up, or retry without the over-share
-                // restriction for a write into another database.
-                if !ranked_now && ranks == 0 {
-                    ranks += 1;
+                if !ranked_now {
                     ranked_now = true;
                     self.rank(b, now, self.database_over_share());
                     continue;
                 }
-                match b.over {
-                    Some(db) if db != for_db && ranks < 2 => {
-                        ranks = 2;
-                        self.rank(b, now, None);
-                        continue;
-                    }
-                    _ => return false,
+                if !widened && b.over.is_some_and(|db| db != for_db) {
+                    widened = true;
+                    self.rank(b, now, None);
+                    continue;
                 }
+                return false;
             };
             // The slot's tail may have changed since it was ranked: rank it again and
             // put it back while it is still older than the cutoff.
