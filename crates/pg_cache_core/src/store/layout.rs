@@ -51,9 +51,8 @@ pub(super) struct Header {
     // Each written often by different writers, so each on its own line.
     pub(super) alloc: Line<AllocState>,
     pub(super) serial: Line<AtomicU32>,
-    /// Per partition, the earliest expiry among entries with a TTL installed under
-    /// it since the worker last swept it (NO_EXPIRY: none): the worker sweeps only
-    /// partitions that are due.
+    /// Per partition, the earliest due time of its expiry groups (NO_EXPIRY: none
+    /// holds an entry with a TTL): the worker looks only into partitions that are due.
     pub(super) due: Line<[AtomicI64; PARTITIONS]>,
     /// Bumped when a cache's entries become dead all at once (a clear, a drop), so
     /// that evicting backends rank caches again and take those first.
@@ -216,9 +215,21 @@ pub struct Geometry {
     pub(super) names_off: usize,
     pub(super) buckets_off: usize,
     pub(super) fences_off: usize,
+    /// Expiry groups: [`GROUP_BUCKETS`] buckets of one partition each, with the
+    /// earliest expiry installed in them since their last sweep.
+    pub groups: u32,
+    pub(super) groups_off: usize,
     pub(super) blocks_off: usize,
     pub total: usize,
 }
+
+/// Buckets of one partition in an expiry group (buckets `p + k × PARTITIONS` for 32
+/// consecutive k). A group due is swept alone, so a pass reads about 32 buckets per
+/// entry that expired, not the whole partition: with TTLs expiring all the time every
+/// partition is due on every pass, and sweeping whole partitions read every bucket
+/// (0.11 µs per live TTL entry, 534 ms of CPU a second with 4M of them on 2 GB). The
+/// due times take 8 bytes per 32 buckets: 1/16 of the bucket array.
+pub(super) const GROUP_BUCKETS: u32 = 32;
 
 /// The bytes of `pg_cache.memory` an entry with `payload` bytes of stored key and
 /// value takes (whole blocks): what `bytes` and `max_bytes` count.
@@ -277,7 +288,9 @@ impl Geometry {
         // bucket remembers four keys; one per 32 hash buckets is plenty.
         let fence_buckets = (buckets / 32).max(PARTITIONS);
         let fences_off = align64(buckets_off + buckets * 4);
-        let blocks_off = align64(fences_off + fence_buckets * size_of::<FenceBucket>());
+        let groups = PARTITIONS * (buckets / PARTITIONS).div_ceil(GROUP_BUCKETS as usize);
+        let groups_off = align64(fences_off + fence_buckets * size_of::<FenceBucket>());
+        let blocks_off = align64(groups_off + groups * size_of::<AtomicI64>());
         let blocks = memory.checked_sub(blocks_off)? / BLOCK_SIZE;
         if blocks < 64 || blocks >= NIL as usize {
             return None;
@@ -293,6 +306,8 @@ impl Geometry {
             names_off,
             buckets_off,
             fences_off,
+            groups: groups as u32,
+            groups_off,
             blocks_off,
             total: memory,
         })
@@ -338,6 +353,25 @@ impl<'a, L: Locks> Store<'a, L> {
     /// The fence bucket of `hash`; guarded by the same partition lock as its hash bucket.
     pub(super) fn fence_of(&self, hash: u64) -> *mut FenceBucket {
         self.fence_bucket((hash as u32) & (self.geo.fence_buckets - 1))
+    }
+
+    /// Expiry groups of one partition.
+    pub(super) fn groups_per_partition(&self) -> u32 {
+        self.geo.groups / PARTITIONS as u32
+    }
+
+    /// The expiry group of `bucket`: groups of a partition are consecutive.
+    pub(super) fn group_of(&self, bucket: u32) -> u32 {
+        let partition = bucket % PARTITIONS as u32;
+        partition * self.groups_per_partition() + bucket / PARTITIONS as u32 / GROUP_BUCKETS
+    }
+
+    /// The due time of expiry group `g`: the earliest expiry installed in its
+    /// buckets since its last sweep, NO_EXPIRY if none.
+    pub(super) fn group_due(&self, g: u32) -> &AtomicI64 {
+        debug_assert!(g < self.geo.groups);
+        // SAFETY: g < groups, inside the array of due times; 8-byte aligned.
+        unsafe { &*(self.base.add(self.geo.groups_off) as *const AtomicI64).add(g as usize) }
     }
 
     /// The first entry of a bucket's chain. Atomic (plain moves on x86) because a

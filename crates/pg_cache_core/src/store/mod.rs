@@ -230,6 +230,9 @@ impl<'a, L: Locks> Store<'a, L> {
             for due in (*h).due.0.iter() {
                 due.store(NO_EXPIRY, Ordering::Relaxed);
             }
+            for g in 0..self.geo.groups {
+                self.group_due(g).store(NO_EXPIRY, Ordering::Relaxed);
+            }
         }
     }
 

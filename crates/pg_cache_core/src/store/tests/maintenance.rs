@@ -48,8 +48,8 @@ fn a_worker_pass_reclaims_expired_and_cleared_entries_nobody_reads() {
     let (reclaimed, swept, _) = worker_pass(s, 500);
     // The cleared entry, from its cache's tail, and an expired one found at a tail.
     assert_eq!(reclaimed, 2);
-    // Left for the sweep: nothing; the partition of "long" is not due before 1000.
-    assert_eq!(swept, Sweep::default());
+    // Left for the sweep: nothing to free; "long" is not due before 1000.
+    assert_eq!((swept.expired, swept.hidden, swept.next_expiry), (0, 0, NO_EXPIRY));
     assert_eq!(s.free_blocks(), free - 2, "two entries are left");
     let st = s.stats(a, String::new());
     assert_eq!((st.entries, st.expirations, st.bytes), (2, 1, 2 * BLOCK_SIZE as u64));
@@ -95,6 +95,33 @@ fn an_install_during_a_sweep_of_its_partition_is_not_forgotten() {
     assert_eq!(hdr_due, 100);
     s.sweep_partition(p, 7, 50, &mut Sweep::default());
     assert_eq!(s.partition_due(p), 100, "the sweep kept what it found due");
+}
+
+#[test]
+fn with_many_ttl_entries_a_pass_reads_only_the_buckets_near_what_expired() {
+    let reg = region(64 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    let far = 1_000_000_000;
+    for i in 0..20_000 {
+        set_at(s, r, &format!("later{i}"), b"v", far + i, u64::MAX, 0);
+    }
+    for i in 0..10 {
+        set_at(s, r, &format!("soon{i}"), b"v", 5000, u64::MAX, 0);
+    }
+    let buckets = s.geometry().buckets as u64;
+    assert!(buckets >= 100_000, "{buckets} buckets: every partition holds entries with a TTL");
+    let (_, out, _) = worker_pass(s, 5000);
+    assert_eq!(out.expired, 10);
+    assert!(out.buckets <= 10 * GROUP_BUCKETS as u64, "{} of {buckets} buckets read", out.buckets);
+    assert_eq!(s.stats(r, String::new()).entries, 20_000);
+    // The groups left alone still tell their partitions when they are due.
+    let next = (0..PARTITIONS).map(|p| s.partition_due(p)).min().unwrap();
+    assert_eq!(next, far);
+    assert_eq!(worker_pass(s, far - 1).1.buckets, 0);
+    worker_pass(s, far + 20_000);
+    let st = s.stats(r, String::new());
+    assert_eq!((st.expirations, st.entries), (20_010, 0));
 }
 
 #[test]
