@@ -5,6 +5,10 @@ use std::ffi::CStr;
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 
+/// Most cache slots a server may have: slot indexes are 32 bits, but each slot takes
+/// about 1.1 kB of shared memory (832 bytes in `pg_cache.memory`, two LWLocks), so a
+/// million is about 1.1 GB.
+const MAX_SLOTS: i32 = 1_000_000;
 static MEMORY_KB: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
 static MAX_CACHES: GucSetting<i32> = GucSetting::<i32>::new(4096);
 static MAX_CACHES_PER_DATABASE: GucSetting<i32> = GucSetting::<i32>::new(768);
@@ -33,7 +37,7 @@ pub fn init() {
         c"Set at server start.",
         &MAX_CACHES,
         1,
-        65535,
+        MAX_SLOTS,
         GucContext::Postmaster,
         GucFlags::default(),
     );
@@ -43,7 +47,7 @@ pub fn init() {
         c"Keeps one database from taking every slot of the server; unused slots are reclaimed first.",
         &MAX_CACHES_PER_DATABASE,
         1,
-        65535,
+        MAX_SLOTS,
         GucContext::Sighup,
         GucFlags::default(),
     );

@@ -67,25 +67,25 @@ impl Locks for PgLocks {
         // SAFETY: as above.
         unsafe { pg_sys::LWLockRelease(lwlock(DIRECTORY_LOCK)) };
     }
-    fn lock_cache(&self, slot: u16, m: Mode) {
+    fn lock_cache(&self, slot: u32, m: Mode) {
         // SAFETY: as above; slot < max_caches, so the lock is in our tranche.
         unsafe { pg_sys::LWLockAcquire(lwlock(FIRST_CACHE_LOCK + slot as usize), mode(m)) };
     }
-    fn unlock_cache(&self, slot: u16) {
+    fn unlock_cache(&self, slot: u32) {
         // SAFETY: as above.
         unsafe { pg_sys::LWLockRelease(lwlock(FIRST_CACHE_LOCK + slot as usize)) };
     }
-    fn lock_list(&self, slot: u16) {
+    fn lock_list(&self, slot: u32) {
         // SAFETY: as above; slot < max_caches.
         unsafe { pg_sys::LWLockAcquire(lwlock(first_list_lock() + slot as usize), pg_sys::LWLockMode::LW_EXCLUSIVE) };
     }
-    fn try_lock_list(&self, slot: u16) -> bool {
+    fn try_lock_list(&self, slot: u32) -> bool {
         // SAFETY: as above.
         unsafe {
             pg_sys::LWLockConditionalAcquire(lwlock(first_list_lock() + slot as usize), pg_sys::LWLockMode::LW_EXCLUSIVE)
         }
     }
-    fn unlock_list(&self, slot: u16) {
+    fn unlock_list(&self, slot: u32) {
         // SAFETY: as above.
         unsafe { pg_sys::LWLockRelease(lwlock(first_list_lock() + slot as usize)) };
     }

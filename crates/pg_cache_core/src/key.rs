@@ -46,7 +46,7 @@ pub fn encode(ctx: &Context<'_>, key: &[u8]) -> Result<Vec<u8>, std::collections
 
 /// 64-bit hash of a stored key within one cache slot (FNV-1a, then a murmur3
 /// finalizer so that the low bits used for bucket selection are well mixed).
-pub fn hash(slot: u16, stored_key: &[u8]) -> u64 {
+pub fn hash(slot: u32, stored_key: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ (slot as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     for &b in stored_key {
         h ^= b as u64;

@@ -76,7 +76,7 @@ impl<'a, L: Locks> Store<'a, L> {
     /// Returns an entry's blocks to the free list in O(1).
     pub(super) fn free_entry(&self, first: u32) {
         // SAFETY: `first` is an entry nobody else can reach any more.
-        let (last, n) = unsafe { ((*self.head(first)).last_block, (*self.head(first)).n_blocks) };
+        let (last, n) = unsafe { ((*self.head(first)).last_block, (*self.head(first)).blocks()) };
         self.locks.lock_allocator();
         // SAFETY: allocator fields are only touched under the allocator lock.
         unsafe {
@@ -92,7 +92,7 @@ impl<'a, L: Locks> Store<'a, L> {
     /// else frees them.
     pub(super) fn keep_or_free(&self, reserve: Option<&Reserve>, first: u32) {
         // SAFETY: `first` is an entry nobody else can reach any more.
-        let n = unsafe { (*self.head(first)).n_blocks };
+        let n = unsafe { (*self.head(first)).blocks() };
         match reserve {
             Some(res) if res.is_empty() && n <= RESERVE_MAX_BLOCKS => {
                 self.hdr().reserved[res.stripe].fetch_add(n, Ordering::Relaxed);
@@ -128,7 +128,7 @@ impl<'a, L: Locks> Store<'a, L> {
             return None;
         }
         // SAFETY: the kept entry is ours alone; its head still links its blocks.
-        let (blocks, last) = unsafe { ((*self.head(first)).n_blocks, (*self.head(first)).last_block) };
+        let (blocks, last) = unsafe { ((*self.head(first)).blocks(), (*self.head(first)).last_block) };
         self.hdr().reserved[reserve.stripe].fetch_sub(blocks, Ordering::Relaxed);
         Some((first, blocks, last))
     }

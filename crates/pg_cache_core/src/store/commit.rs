@@ -257,7 +257,6 @@ impl<'a, L: Locks> Store<'a, L> {
                     key_len: key.len() as u32,
                     value_len: value.len() as u32,
                     last_block: last,
-                    n_blocks: n as u32,
                     expires_at,
                     pushed_at: AtomicU32::new(0),
                     used_at: AtomicU32::new(ms(now)),
@@ -401,7 +400,7 @@ impl<'a, L: Locks> Store<'a, L> {
             (*h).gen = gen;
             (*h).flags |= marks;
             self.admit(s, block, now);
-            let bytes = (*h).n_blocks as u64 * BLOCK_SIZE as u64;
+            let bytes = (*h).blocks() as u64 * BLOCK_SIZE as u64;
             if counted {
                 s.list.entries.fetch_add(1, Ordering::Relaxed);
                 s.list.bytes.fetch_add(bytes, Ordering::Relaxed);

@@ -28,23 +28,22 @@ impl<L: Locks> Store<'_, L> {
         }
         let h = self.hdr();
         let used = h.used_slots.load(Ordering::Relaxed);
-        let of_db = self.active_slots_of(db).count() as u32;
-        let index = if of_db >= per_database {
+        let index = if self.db_slots_locked(db) >= per_database {
             // Over its share: only one of its own unused slots will do.
-            match (0..used as u16).find(|&i| self.slot(i).db.load(Ordering::Relaxed) == db && self.reclaim_locked(i)) {
+            match self.reclaim_one_locked(Some(db)) {
                 Some(i) => i,
                 None => return Err(StoreError::DatabaseFull { per_database }),
             }
         } else {
-            match (0..used as u16).find(|&i| self.slot(i).state.load(Ordering::Acquire) == SLOT_FREE) {
-                Some(i) => i,
-                None if used < self.geo.slots && used < u16::MAX as u32 => used as u16,
-                None => match (0..used as u16).find(|&i| self.reclaim_locked(i)) {
-                    Some(i) => i,
-                    None => return Err(StoreError::DirectoryFull),
-                },
+            match h.free_slots.load(Ordering::Relaxed) {
+                0 if used < self.geo.slots => used,
+                0 => self.reclaim_one_locked(None).ok_or(StoreError::DirectoryFull)?,
+                top => top - 1,
             }
         };
+        if index + 1 == h.free_slots.load(Ordering::Relaxed) {
+            h.free_slots.store(self.slot(index).next_free.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
         let s = self.slot(index);
         s.db.store(db, Ordering::Relaxed);
         // SAFETY: the slot is free and we hold the directory lock exclusively.
@@ -54,6 +53,7 @@ impl<L: Locks> Store<'_, L> {
         }
         s.name_len.store(name.len() as u32, Ordering::Release);
         self.index_name_locked(index);
+        self.count_db_slot_locked(db, 1);
         s.config_version.fetch_add(1, Ordering::Release);
         s.list.lru_head.store(NIL, Ordering::Relaxed);
         s.list.lru_tail.store(NIL, Ordering::Relaxed);
@@ -70,7 +70,7 @@ impl<L: Locks> Store<'_, L> {
         s.last_clear.store(self.db_fence(db), Ordering::Relaxed);
         s.state.store(SLOT_ACTIVE, Ordering::Release);
         self.hdr().slots_created.fetch_add(1, Ordering::Release);
-        if index as u32 == used {
+        if index == used {
             h.used_slots.store(used + 1, Ordering::Release);
         }
         Ok(SlotRef { index, incarnation: s.incarnation.load(Ordering::Acquire) })
@@ -84,7 +84,7 @@ impl<L: Locks> Store<'_, L> {
     /// sequentially consistent): one of the two sees the other. A pinner that saw it
     /// dropping resolves the name again, which waits for the directory lock, by when
     /// the slot is free or active again.
-    pub(super) fn reclaim_locked(&self, index: u16) -> bool {
+    pub(super) fn reclaim_locked(&self, index: u32) -> bool {
         let s = self.slot(index);
         let unused = |s: &super::CacheSlot| self.pins_of(index) == 0 && s.list.lru_tail.load(Ordering::Acquire) == NIL;
         if s.state.load(Ordering::Acquire) != SLOT_ACTIVE || !unused(s) || self.config(SlotRef { index, incarnation: s.incarnation.load(Ordering::Acquire) }).owner != 0 {
@@ -95,8 +95,25 @@ impl<L: Locks> Store<'_, L> {
             s.state.store(SLOT_ACTIVE, Ordering::SeqCst);
             return false;
         }
+        self.count_db_slot_locked(s.db.load(Ordering::Relaxed), -1);
         self.forget_slot_locked(s);
         true
+    }
+
+    /// Reclaims one unused slot (of database `db` only, if given) and returns it,
+    /// free. The search starts where the last one stopped (a clock hand), so slots
+    /// found in use are not read again by the next creation: a run of new names
+    /// reads each slot about once, where a search from slot 0 read the same full
+    /// slots for each. Directory lock held exclusively.
+    fn reclaim_one_locked(&self, db: Option<u32>) -> Option<u32> {
+        let h = self.hdr();
+        let used = h.used_slots.load(Ordering::Relaxed);
+        let start = h.reclaim_hand.load(Ordering::Relaxed) % used.max(1);
+        let found = (start..used).chain(0..start).find(|&i| {
+            db.is_none_or(|db| self.slot(i).db.load(Ordering::Relaxed) == db) && self.reclaim_locked(i)
+        })?;
+        h.reclaim_hand.store(found + 1, Ordering::Relaxed);
+        Some(found)
     }
 
     /// Keeps slot `r` from being reclaimed until [`Store::unpin`]: a commit pins the
@@ -135,7 +152,7 @@ impl<L: Locks> Store<'_, L> {
             if e == 0 {
                 return None;
             }
-            let index = (e - 1) as u16;
+            let index = e - 1;
             let s = self.slot(index);
             // A dropping slot of the name stays indexed until freed, beside a new one.
             if s.state.load(Ordering::Acquire) == SLOT_ACTIVE
@@ -149,52 +166,116 @@ impl<L: Locks> Store<'_, L> {
     }
 
     /// Where slot `index` (named, not yet or still in the index) belongs first.
-    fn home_of(&self, index: u16) -> u32 {
+    fn home_of(&self, index: u32) -> u32 {
         let s = self.slot(index);
         name_hash(s.db.load(Ordering::Relaxed), self.slot_name(s)) & (self.geo.names - 1)
     }
 
     /// Adds named slot `index` to the name index (linear probing; the index has at
     /// least twice as many entries as there are slots). Directory lock exclusive.
-    fn index_name_locked(&self, index: u16) {
+    fn index_name_locked(&self, index: u32) {
         let mask = self.geo.names - 1;
         let mut i = self.home_of(index);
         while self.name_entry(i).load(Ordering::Relaxed) != 0 {
             i = (i + 1) & mask;
         }
-        self.name_entry(i).store(index as u32 + 1, Ordering::Relaxed);
+        self.name_entry(i).store(index + 1, Ordering::Relaxed);
     }
 
-    /// Takes slot `index` (still named) out of the name index, shifting the entries
-    /// after it back so that no probe sequence is broken and no tombstone is left.
-    /// Directory lock exclusive.
-    fn unindex_name_locked(&self, index: u16) {
+    /// Takes slot `index` (still named) out of the name index. Directory lock
+    /// exclusive.
+    fn unindex_name_locked(&self, index: u32) {
         let mask = self.geo.names - 1;
         let mut hole = self.home_of(index);
         loop {
             match self.name_entry(hole).load(Ordering::Relaxed) {
                 0 => return, // not indexed (cannot happen: every named slot is)
-                e if e == index as u32 + 1 => break,
+                e if e == index + 1 => break,
                 _ => hole = (hole + 1) & mask,
             }
         }
         self.name_entry(hole).store(0, Ordering::Relaxed);
-        let mut j = hole;
+        remove_probed(
+            mask,
+            hole,
+            |j| match self.name_entry(j).load(Ordering::Relaxed) {
+                0 => None,
+                e => Some(self.home_of(e - 1)),
+            },
+            |from, to| {
+                self.name_entry(to).store(self.name_entry(from).load(Ordering::Relaxed), Ordering::Relaxed);
+                self.name_entry(from).store(0, Ordering::Relaxed);
+            },
+        );
+    }
+
+    /// The active slots of database `db`, from the table of slots per database:
+    /// O(1) where counting them read the whole directory. Directory lock held.
+    pub(super) fn db_slots_locked(&self, db: u32) -> u32 {
+        let mask = self.geo.names - 1;
+        let mut i = db_hash(db) & mask;
         loop {
-            j = (j + 1) & mask;
-            let e = self.name_entry(j).load(Ordering::Relaxed);
-            if e == 0 {
-                return;
-            }
-            let home = self.home_of((e - 1) as u16);
-            // Entry j may move into the hole unless its home lies cyclically in (hole, j].
-            let stays = if hole <= j { hole < home && home <= j } else { hole < home || home <= j };
-            if !stays {
-                self.name_entry(hole).store(e, Ordering::Relaxed);
-                self.name_entry(j).store(0, Ordering::Relaxed);
-                hole = j;
+            let e = self.db_entry(i);
+            match e.db.load(Ordering::Relaxed) {
+                0 => return 0,
+                d if d == db => return e.slots.load(Ordering::Relaxed),
+                _ => i = (i + 1) & mask,
             }
         }
+    }
+
+    /// Counts a slot of `db` becoming active (+1) or leaving (-1); a database whose
+    /// count comes to 0 leaves the table. Directory lock held exclusively.
+    fn count_db_slot_locked(&self, db: u32, delta: i32) {
+        let mask = self.geo.names - 1;
+        let mut i = db_hash(db) & mask;
+        let e = loop {
+            let e = self.db_entry(i);
+            match e.db.load(Ordering::Relaxed) {
+                0 => {
+                    debug_assert!(delta > 0, "database {db} had no slot counted");
+                    e.db.store(db, Ordering::Relaxed);
+                    e.slots.store(0, Ordering::Relaxed); // an emptied entry keeps its old count
+                    break e;
+                }
+                d if d == db => break e,
+                _ => i = (i + 1) & mask,
+            }
+        };
+        let n = e.slots.load(Ordering::Relaxed).wrapping_add_signed(delta);
+        e.slots.store(n, Ordering::Relaxed);
+        if n == 0 {
+            e.db.store(0, Ordering::Relaxed);
+            remove_probed(
+                mask,
+                i,
+                |j| match self.db_entry(j).db.load(Ordering::Relaxed) {
+                    0 => None,
+                    d => Some(db_hash(d) & mask),
+                },
+                |from, to| {
+                    let (f, t) = (self.db_entry(from), self.db_entry(to));
+                    t.db.store(f.db.load(Ordering::Relaxed), Ordering::Relaxed);
+                    t.slots.store(f.slots.load(Ordering::Relaxed), Ordering::Relaxed);
+                    f.db.store(0, Ordering::Relaxed);
+                },
+            );
+        }
+    }
+
+    /// The slots counted for database `db`.
+    #[cfg(test)]
+    pub(super) fn db_slot_count(&self, db: u32) -> u32 {
+        let _dir = self.lock_directory(Mode::Shared);
+        self.db_slots_locked(db)
+    }
+
+    /// Entries taken in the name index and in the table of slots per database.
+    #[cfg(test)]
+    pub(super) fn index_sizes(&self) -> (usize, usize) {
+        let names = (0..self.geo.names).filter(|&i| self.name_entry(i).load(Ordering::Relaxed) != 0).count();
+        let dbs = (0..self.geo.names).filter(|&i| self.db_entry(i).db.load(Ordering::Relaxed) != 0).count();
+        (names, dbs)
     }
 
     /// Moves whenever a slot is created: a backend that found no slot for a name
@@ -244,7 +325,7 @@ impl<L: Locks> Store<'_, L> {
     /// The live slots of database `db`; the caller holds the directory lock.
     pub(super) fn active_slots_of(&self, db: u32) -> impl Iterator<Item = (SlotRef, &CacheSlot)> + '_ {
         let used = self.hdr().used_slots.load(Ordering::Acquire);
-        (0..used as u16).filter_map(move |i| {
+        (0..used).filter_map(move |i| {
             let s = self.slot(i);
             (s.state.load(Ordering::Acquire) == SLOT_ACTIVE && s.db.load(Ordering::Relaxed) == db)
                 .then(|| (SlotRef { index: i, incarnation: s.incarnation.load(Ordering::Acquire) }, s))
@@ -294,18 +375,18 @@ impl<L: Locks> Store<'_, L> {
     }
 
     /// Hits and misses of slot `index`, all stripes added up.
-    pub(super) fn read_totals(&self, index: u16) -> (u64, u64) {
+    pub(super) fn read_totals(&self, index: u32) -> (u64, u64) {
         (0..STRIPES).map(|st| self.read_counts(index, st)).fold((0, 0), |(h, m), c| {
             (h + c.hits.load(Ordering::Relaxed), m + c.misses.load(Ordering::Relaxed))
         })
     }
 
     /// Every stripe's pins of slot `index` added up.
-    pub(super) fn pins_of(&self, index: u16) -> u32 {
+    pub(super) fn pins_of(&self, index: u32) -> u32 {
         (0..STRIPES).map(|st| self.read_counts(index, st).pins.load(Ordering::SeqCst)).sum()
     }
 
-    pub(super) fn reset_read_counts(&self, index: u16) {
+    pub(super) fn reset_read_counts(&self, index: u32) {
         for st in 0..STRIPES {
             let c = self.read_counts(index, st);
             c.hits.store(0, Ordering::Relaxed);
@@ -316,15 +397,16 @@ impl<L: Locks> Store<'_, L> {
     /// Makes slot `index` invisible at once (lookups, installs and new slots of the
     /// same name no longer see it); its entries stay until `finish_drop`. Directory
     /// lock held exclusively.
-    pub(super) fn begin_drop_locked(&self, index: u16) {
+    pub(super) fn begin_drop_locked(&self, index: u32) {
         let s = self.slot(index);
         let _g = self.lock_list(s);
         s.state.store(SLOT_DROPPING, Ordering::Release);
+        self.count_db_slot_locked(s.db.load(Ordering::Relaxed), -1);
         self.hdr().hidden.fetch_add(1, Ordering::Release);
     }
 
     /// Frees the entries of dropping slot `index`, one per lock hold, then the slot.
-    pub(super) fn finish_drop(&self, index: u16) -> u64 {
+    pub(super) fn finish_drop(&self, index: u32) -> u64 {
         let s = self.slot(index);
         let mut freed = 0;
         while let Some(v) = self.pop_victim(index, PopReason::Drop, 0) {
@@ -352,11 +434,38 @@ impl<L: Locks> Store<'_, L> {
         if last != NEVER {
             self.hdr().db_fences.raise_locked(s.db.load(Ordering::Relaxed), last);
         }
-        self.unindex_name_locked(self.index_of(s));
+        let index = self.index_of(s);
+        self.unindex_name_locked(index);
         s.incarnation.fetch_add(1, Ordering::Release);
         s.name_len.store(0, Ordering::Release);
         s.state.store(SLOT_FREE, Ordering::Release);
+        let h = self.hdr();
+        s.next_free.store(h.free_slots.load(Ordering::Relaxed), Ordering::Relaxed);
+        h.free_slots.store(index + 1, Ordering::Relaxed);
     }
+}
+
+/// Empties entry `hole` of a linear-probing table of `mask + 1` entries and moves
+/// back the entries after it whose probe would otherwise start past the hole, so
+/// that no probe sequence is broken and no tombstone is left (Knuth's Algorithm R).
+/// `home(j)`: where entry j's probe starts, `None` if j is empty; `move_to(from,
+/// to)`: moves entry `from` into empty entry `to` and empties `from`.
+fn remove_probed(mask: u32, mut hole: u32, home: impl Fn(u32) -> Option<u32>, move_to: impl Fn(u32, u32)) {
+    let mut j = hole;
+    loop {
+        j = (j + 1) & mask;
+        let Some(home) = home(j) else { return };
+        // Entry j may move into the hole unless its home lies cyclically in (hole, j].
+        let stays = if hole <= j { hole < home && home <= j } else { hole < home || home <= j };
+        if !stays {
+            move_to(j, hole);
+            hole = j;
+        }
+    }
+}
+
+fn db_hash(db: u32) -> u32 {
+    db.wrapping_mul(0x9E37_79B1).rotate_left(16)
 }
 
 /// Hash of (database, cache name) for the name index (FNV-1a, then a finalizer).

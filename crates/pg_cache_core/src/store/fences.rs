@@ -40,32 +40,32 @@ impl FenceBucket {
         self.slot = [0; WAYS];
     }
 
-    fn way_of(&self, hash: u64, slot: u16) -> Option<usize> {
+    fn way_of(&self, hash: u64, slot: u32) -> Option<usize> {
         let tag = tag_of(hash);
-        (0..WAYS).find(|&i| self.at[i] != NEVER && self.tag[i] == tag && self.slot[i] == slot as u32)
+        (0..WAYS).find(|&i| self.at[i] != NEVER && self.tag[i] == tag && self.slot[i] == slot)
     }
 
     /// Records that the key with `hash` in cache slot `slot` was invalidated at
     /// `now`. When the bucket was full, returns the slot and time of the fence it
     /// forgot to make room: the caller folds it into that cache's key floor.
     #[must_use = "a forgotten fence must be folded into its cache's floor"]
-    pub fn raise(&mut self, hash: u64, slot: u16, now: i64) -> Option<(u16, i64)> {
+    pub fn raise(&mut self, hash: u64, slot: u32, now: i64) -> Option<(u32, i64)> {
         let mut forgot = None;
         let way = self.way_of(hash, slot).or_else(|| (0..WAYS).find(|&i| self.at[i] == NEVER)).unwrap_or_else(|| {
             let oldest = (0..WAYS).min_by_key(|&i| self.at[i]).unwrap_or(0);
-            forgot = Some((self.slot[oldest] as u16, self.at[oldest]));
+            forgot = Some((self.slot[oldest], self.at[oldest]));
             self.at[oldest] = NEVER;
             oldest
         });
         self.tag[way] = tag_of(hash);
-        self.slot[way] = slot as u32;
+        self.slot[way] = slot;
         self.at[way] = self.at[way].max(now);
         forgot
     }
 
     /// Whether this bucket remembers the key with `hash` in `slot` invalidated at or
     /// after `start` (the cache's key floor is the caller's to check).
-    pub fn fences(&self, hash: u64, slot: u16, start: i64) -> bool {
+    pub fn fences(&self, hash: u64, slot: u32, start: i64) -> bool {
         self.way_of(hash, slot).is_some_and(|i| self.at[i] >= start)
     }
 }
@@ -220,7 +220,7 @@ mod tests {
     fn overflow_hands_the_oldest_to_its_own_cache() {
         let mut b = bucket();
         for t in 1..=WAYS as u32 {
-            assert_eq!(b.raise(h(t), t as u16, 10 * t as i64), None, "{WAYS} keys fit");
+            assert_eq!(b.raise(h(t), t, 10 * t as i64), None, "{WAYS} keys fit");
         }
         // The oldest (cache 1's key at 10) is forgotten and handed back, to be
         // folded into cache 1's floor; the others are still judged exactly.

@@ -25,7 +25,7 @@ impl<'a, L: Locks> Store<'a, L> {
         // SAFETY: the fence bucket is guarded by the partition lock the caller holds.
         let forgot = unsafe { (*self.fence_of(hash)).raise(hash, self.index_of(s), now) };
         if let Some((slot, at)) = forgot {
-            if (slot as u32) < self.geo.slots {
+            if slot < self.geo.slots {
                 self.slot(slot).list.key_floor.fetch_max(at, Ordering::AcqRel);
             }
         }

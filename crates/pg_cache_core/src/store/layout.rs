@@ -45,6 +45,12 @@ pub(super) struct Header {
     pub(super) used_slots: AtomicU32,
     /// Slots created since start (see [`Store::slots_created`]).
     pub(super) slots_created: AtomicU64,
+    /// Free slots, a stack linked through [`CacheSlot::next_free`] (index + 1; 0:
+    /// empty), and where the next search for a slot to reclaim starts: creating a
+    /// cache takes a free slot in O(1) and does not search the same full slots
+    /// again and again. Under the directory lock.
+    pub(super) free_slots: AtomicU32,
+    pub(super) reclaim_hand: AtomicU32,
     /// Last database-wide invalidation of each database; written under the
     /// directory lock.
     pub(super) db_fences: DbFences,
@@ -66,6 +72,13 @@ pub(super) struct Header {
     pub(super) reserved: [Line<AtomicU32>; STRIPES],
 }
 
+/// A database and how many active slots it has (db 0: an empty entry).
+#[repr(C)]
+pub(super) struct DbSlots {
+    pub(super) db: AtomicU32,
+    pub(super) slots: AtomicU32,
+}
+
 pub(super) const SLOT_FREE: u32 = 0;
 pub(super) const SLOT_ACTIVE: u32 = 1;
 pub(super) const SLOT_DROPPING: u32 = 2;
@@ -76,6 +89,8 @@ pub struct CacheSlot {
     // or declared, and by commits of several writes.
     pub(super) state: AtomicU32,
     pub(super) incarnation: AtomicU32,
+    /// The next free slot (index + 1; 0: none) while this one is free.
+    pub(super) next_free: AtomicU32,
     pub(super) db: AtomicU32,
     pub(super) name_len: AtomicU32,
     pub(super) gen: AtomicU32,
@@ -163,6 +178,12 @@ impl EntryHead {
     /// Hidden by a clear (or a drop's generation): an older generation than its
     /// cache's. An entry of a shadowed commit not yet published carries the next
     /// generation when that commit clears, and is not hidden but pending.
+    /// Blocks the entry takes (what its key and value need; not stored: the head is
+    /// full).
+    pub(super) fn blocks(&self) -> u32 {
+        blocks_for((self.key_len + self.value_len) as usize) as u32
+    }
+
     pub(super) fn is_hidden(&self, s: &CacheSlot) -> bool {
         self.gen != s.gen.load(Ordering::Relaxed) && self.flags & super::shadow::UNPUBLISHED == 0
     }
@@ -177,7 +198,9 @@ pub(super) struct EntryHead {
     pub(super) lru_next: u32,
     pub(super) hash: u32,
     pub(super) serial: u32,
-    pub(super) slot: u16,
+    /// The cache slot: 32 bits, so that a server can hold more than 65,535 caches
+    /// (500 databases of 200 caches).
+    pub(super) slot: u32,
     pub(super) state: AtomicU8,
     /// The value's [`ValueKind`] in the low bits; [`PENDING`] while the entry is
     /// prepared and counted in its slot's `pending_bytes` (cleared before it is
@@ -187,7 +210,6 @@ pub(super) struct EntryHead {
     pub(super) key_len: u32,
     pub(super) value_len: u32,
     pub(super) last_block: u32,
-    pub(super) n_blocks: u32,
     pub(super) expires_at: i64,
     /// The list's push clock when this entry was last pushed to its head (truncated:
     /// only distances up to the list's length matter), for the "older half" rule.
@@ -213,6 +235,9 @@ pub struct Geometry {
     /// The name index: `names` entries (a power of two, at least twice the slots).
     pub names: u32,
     pub(super) names_off: usize,
+    /// Slots per database: as many entries as the name index (a database with
+    /// slots holds at least one).
+    pub(super) dbs_off: usize,
     pub(super) buckets_off: usize,
     pub(super) fences_off: usize,
     /// Expiry groups: [`GROUP_BUCKETS`] buckets of one partition each, with the
@@ -274,7 +299,8 @@ impl Geometry {
         let counters_off = align64(slots_off + max_caches as usize * size_of::<CacheSlot>());
         let names = (2 * max_caches as usize).next_power_of_two();
         let names_off = align64(counters_off + STRIPES * max_caches as usize * size_of::<ReadCounts>());
-        let buckets_off = align64(names_off + names * size_of::<u32>());
+        let dbs_off = align64(names_off + names * size_of::<u32>());
+        let buckets_off = align64(dbs_off + names * size_of::<DbSlots>());
         let rest = memory.checked_sub(buckets_off)?;
         // Between a half and one bucket per block: with memory full, a chain holds on
         // average at most one entry of two blocks (two of one). Every entry a lookup
@@ -304,6 +330,7 @@ impl Geometry {
             counters_off,
             names: names as u32,
             names_off,
+            dbs_off,
             buckets_off,
             fences_off,
             groups: groups as u32,
@@ -331,8 +358,8 @@ impl<'a, L: Locks> Store<'a, L> {
         unsafe { &*self.header() }
     }
 
-    pub(super) fn slot(&self, index: u16) -> &CacheSlot {
-        debug_assert!((index as u32) < self.geo.slots);
+    pub(super) fn slot(&self, index: u32) -> &CacheSlot {
+        debug_assert!(index < self.geo.slots);
         // SAFETY: index < slots, inside the directory array.
         unsafe { &*(self.base.add(self.geo.slots_off) as *const CacheSlot).add(index as usize) }
     }
@@ -342,6 +369,13 @@ impl<'a, L: Locks> Store<'a, L> {
         debug_assert!(i < self.geo.names);
         // SAFETY: i < names, inside the name index; zeroed bytes are empty entries.
         unsafe { &*(self.base.add(self.geo.names_off) as *const AtomicU32).add(i as usize) }
+    }
+
+    /// Entry `i` of the table of slots per database, under the directory lock.
+    pub(super) fn db_entry(&self, i: u32) -> &DbSlots {
+        debug_assert!(i < self.geo.names);
+        // SAFETY: i < names, inside the table; zeroed bytes are empty entries.
+        unsafe { &*(self.base.add(self.geo.dbs_off) as *const DbSlots).add(i as usize) }
     }
 
     pub(super) fn fence_bucket(&self, f: u32) -> *mut FenceBucket {
@@ -405,15 +439,15 @@ impl<'a, L: Locks> Store<'a, L> {
         (hash as u32) & (self.geo.buckets - 1)
     }
 
-    pub(super) fn index_of(&self, s: &CacheSlot) -> u16 {
+    pub(super) fn index_of(&self, s: &CacheSlot) -> u32 {
         let first = self.slot(0) as *const CacheSlot;
         // SAFETY: `s` is an element of the directory array that starts at `first`.
-        unsafe { (s as *const CacheSlot).offset_from(first) as u16 }
+        unsafe { (s as *const CacheSlot).offset_from(first) as u32 }
     }
 
     /// The read counters of slot `index` in `stripe`.
-    pub(super) fn read_counts(&self, index: u16, stripe: usize) -> &ReadCounts {
-        debug_assert!((index as u32) < self.geo.slots);
+    pub(super) fn read_counts(&self, index: u32, stripe: usize) -> &ReadCounts {
+        debug_assert!(index < self.geo.slots);
         let at = (stripe % STRIPES) * self.geo.slots as usize + index as usize;
         // SAFETY: at < STRIPES * slots, inside the counter array.
         unsafe { &*(self.base.add(self.geo.counters_off) as *const ReadCounts).add(at) }

@@ -98,7 +98,7 @@ impl<L: Locks> Store<'_, L> {
     pub fn reclaim_hidden(&self, now: i64) -> u64 {
         let used = self.hdr().used_slots.load(Ordering::Acquire);
         let mut freed = 0;
-        for i in 0..used as u16 {
+        for i in 0..used {
             let s = self.slot(i);
             // Unlocked peeks: a free, dropping (finish_drops' work) or empty slot is skipped.
             if s.state.load(Ordering::Acquire) != SLOT_ACTIVE || self.next_victim(s) == NIL {
@@ -158,7 +158,7 @@ impl<L: Locks> Store<'_, L> {
     /// Frees the entries of every dropping cache, then the caches; how many entries.
     pub fn finish_drops(&self) -> u64 {
         let used = self.hdr().used_slots.load(Ordering::Acquire);
-        (0..used as u16)
+        (0..used)
             .filter(|&i| self.slot(i).state.load(Ordering::Acquire) == SLOT_DROPPING)
             .map(|i| self.finish_drop(i))
             .sum()
@@ -183,7 +183,7 @@ impl<L: Locks> Store<'_, L> {
         let n = self.hdr().used_slots.load(Ordering::Acquire);
         let mut entries = 0;
         let mut dbs = Vec::new();
-        for i in 0..n as u16 {
+        for i in 0..n {
             let s = self.slot(i);
             if s.state.load(Ordering::Acquire) == SLOT_ACTIVE {
                 entries += s.list.entries.load(Ordering::Relaxed);

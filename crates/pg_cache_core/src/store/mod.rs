@@ -81,13 +81,13 @@ pub trait Locks {
     fn lock_directory(&self, mode: Mode);
     fn unlock_directory(&self);
     /// The commit lock of cache slot `slot`.
-    fn lock_cache(&self, slot: u16, mode: Mode);
-    fn unlock_cache(&self, slot: u16);
+    fn lock_cache(&self, slot: u32, mode: Mode);
+    fn unlock_cache(&self, slot: u32);
     /// The list lock of cache slot `slot`: its LRU list, counters and settings.
-    fn lock_list(&self, slot: u16);
+    fn lock_list(&self, slot: u32);
     /// Takes the list lock only if nobody holds it; whether it did.
-    fn try_lock_list(&self, slot: u16) -> bool;
-    fn unlock_list(&self, slot: u16);
+    fn try_lock_list(&self, slot: u32) -> bool;
+    fn unlock_list(&self, slot: u32);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +105,7 @@ pub enum StoreError {
 /// A reference to a cache slot, valid while the slot keeps its incarnation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SlotRef {
-    pub index: u16,
+    pub index: u32,
     pub incarnation: u32,
 }
 
@@ -161,13 +161,13 @@ struct DirectoryGuard<'a, L: Locks>(&'a L);
 /// Holds a cache's commit lock shared (a lookup) until dropped.
 struct CacheReadGuard<'a, L: Locks> {
     locks: &'a L,
-    slot: u16,
+    slot: u32,
 }
 
 /// Holds a cache's list lock until dropped.
 struct ListGuard<'a, L: Locks> {
     locks: &'a L,
-    slot: u16,
+    slot: u32,
 }
 
 impl<L: Locks> Drop for ListGuard<'_, L> {
@@ -219,7 +219,7 @@ impl<'a, L: Locks> Store<'a, L> {
                 *buckets.add(b) = NIL;
             }
             for i in 0..self.geo.slots {
-                let s = self.slot(i as u16);
+                let s = self.slot(i);
                 s.list.lru_head.store(NIL, Ordering::Relaxed);
                 s.list.lru_tail.store(NIL, Ordering::Relaxed);
             }

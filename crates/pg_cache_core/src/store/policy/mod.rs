@@ -44,7 +44,7 @@ impl<'a, L: Locks> Store<'a, L> {
             (*h).state.store(ENTRY_DEAD, Ordering::Release);
             if (*h).gen == s.gen.load(Ordering::Relaxed) {
                 s.list.entries.fetch_sub(1, Ordering::Relaxed);
-                s.list.bytes.fetch_sub((*h).n_blocks as u64 * BLOCK_SIZE as u64, Ordering::Relaxed);
+                s.list.bytes.fetch_sub((*h).blocks() as u64 * BLOCK_SIZE as u64, Ordering::Relaxed);
             }
         }
     }
@@ -86,7 +86,7 @@ impl<'a, L: Locks> Store<'a, L> {
 
     /// Takes the entry slot `index`'s policy evicts next off its list (with
     /// `PopReason::Dead`, only if it is hidden or expired).
-    pub(super) fn pop_victim(&self, index: u16, reason: PopReason, now: i64) -> Option<Victim> {
+    pub(super) fn pop_victim(&self, index: u32, reason: PopReason, now: i64) -> Option<Victim> {
         let s = self.slot(index);
         let _g = self.lock_list(s);
         let t = self.next_victim(s);
@@ -120,7 +120,7 @@ impl<'a, L: Locks> Store<'a, L> {
         let used = self.hdr().used_slots.load(Ordering::Acquire);
         // Databases with caches are few; past 16 the rest are not judged.
         let mut per_db = [(0u32, 0u64); 16];
-        for i in 0..used as u16 {
+        for i in 0..used {
             let s = self.slot(i);
             if s.state.load(Ordering::Acquire) != SLOT_ACTIVE {
                 continue;

@@ -37,7 +37,7 @@ const DEAD: u32 = u32::MAX;
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Tail {
     age: u32,
-    slot: u16,
+    slot: u32,
     block: u32,
 }
 
@@ -72,7 +72,7 @@ thread_local! {
 
 impl<'a, L: Locks> Store<'a, L> {
     /// The tail of slot `i` as of now, or None when it has none (or is free).
-    fn tail_of(&self, i: u16, now: i64, ranked_at: u32) -> Option<Tail> {
+    fn tail_of(&self, i: u32, now: i64, ranked_at: u32) -> Option<Tail> {
         #[cfg(test)]
         TAILS_READ.set(TAILS_READ.get() + 1);
         let s = self.slot(i);
@@ -105,7 +105,7 @@ impl<'a, L: Locks> Store<'a, L> {
     /// one's age as the cutoff. With a database share, a database over it is ranked
     /// alone (unless `over` is given as None by the caller's retry).
     fn rank(&self, b: &mut Batch, now: i64, over: Option<u32>) {
-        let used = self.hdr().used_slots.load(Ordering::Acquire) as u16;
+        let used = self.hdr().used_slots.load(Ordering::Acquire);
         b.region = self.base as usize;
         b.hidden = self.hdr().hidden.load(Ordering::Acquire);
         b.ranked_at = ms(now);
@@ -140,7 +140,7 @@ impl<'a, L: Locks> Store<'a, L> {
     }
 
     /// `tail_of`, but only for slots of `over` (and dead tails) when it is given.
-    fn ranked_tail(&self, i: u16, now: i64, ranked_at: u32, over: Option<u32>) -> Option<Tail> {
+    fn ranked_tail(&self, i: u32, now: i64, ranked_at: u32, over: Option<u32>) -> Option<Tail> {
         let t = self.tail_of(i, now, ranked_at)?;
         let other_db = over.is_some_and(|db| self.slot(i).db.load(Ordering::Relaxed) != db);
         (t.age == DEAD || !other_db).then_some(t)

@@ -92,6 +92,60 @@ fn a_database_holds_at_most_its_share_of_slots() {
 }
 
 #[test]
+fn a_database_gets_its_share_back_when_its_caches_are_dropped_or_reclaimed() {
+    let reg = region(1 << 20, 3);
+    let s = &reg.store;
+    let create = |db, name: &str| s.find_or_create_slot(db, name, &CacheConfig::default(), 2);
+    create(5, "e").unwrap();
+    for n in ["a", "b"] {
+        set(s, create(1, n).unwrap(), "k", b"1", 10);
+    }
+    // The directory is full: database 2 takes database 5's empty slot.
+    set(s, create(2, "c").unwrap(), "k", b"1", 10);
+    assert_eq!(s.find_slot(5, "e"), None);
+    assert_eq!(create(1, "more"), Err(StoreError::DatabaseFull { per_database: 2 }));
+    s.invalidate(&Invalidation::DropCaches { db: 1, fence: false }, 0);
+    s.finish_drops();
+    // Dropped caches and a reclaimed one no longer count against their databases.
+    for (db, n) in [(5, "p"), (5, "q")] {
+        set(s, create(db, n).unwrap(), "k", b"1", 10);
+    }
+    s.invalidate(&Invalidation::DropCaches { db: 5, fence: false }, 0);
+    s.finish_drops();
+    assert!(create(1, "a").is_ok() && create(1, "b").is_ok());
+}
+
+#[test]
+fn slot_counts_per_database_follow_creations_drops_and_reclaims() {
+    let reg = region(1 << 20, 16);
+    let s = &reg.store;
+    let mut seed = 7u64;
+    let mut next = |n: u64| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    for round in 0..2_000 {
+        let db = 1 + next(40) as u32;
+        match next(4) {
+            0 => {
+                s.invalidate(&Invalidation::DropCaches { db, fence: false }, 0);
+                s.finish_drops();
+            }
+            op => {
+                if let Ok(r) = s.find_or_create_slot(db, &format!("c{}", next(6)), &CacheConfig::default(), 4) {
+                    if op == 1 {
+                        set(s, r, "k", b"1", 10);
+                    }
+                }
+            }
+        }
+        for db in 1..=40 {
+            assert_eq!(s.db_slot_count(db) as usize, s.slots_of(db).len(), "database {db} after round {round}");
+        }
+    }
+}
+
+#[test]
 fn config_round_trips_and_versions() {
     let reg = region(1 << 20, 2);
     let s = &reg.store;
@@ -118,15 +172,24 @@ fn reset_stats_zeroes_counters_but_not_contents() {
 }
 
 #[test]
-fn a_directory_of_ten_thousand_names_finds_each_one_through_reclaims() {
-    let n = 10_000u32;
-    let reg = region(24 << 20, n);
+fn a_directory_of_seventy_thousand_names_finds_each_one_through_reclaims() {
+    // More than 65,535: 500 databases of 200 caches need 32-bit slot indexes.
+    let n = 70_000u32;
+    let reg = region(100 << 20, n);
     let s = &reg.store;
     let name = |i: u32| (1 + i % 3, format!("cache{i}"));
     let mut slots = Vec::new();
     for i in 0..n {
         let (db, c) = name(i);
         slots.push(s.find_or_create_slot(db, &c, &CacheConfig::default(), u32::MAX).unwrap());
+    }
+    assert_eq!(s.index_sizes(), (n as usize, 3));
+    // Entries of caches past slot 65,535 are theirs, not those of slot index % 65,536.
+    for i in [0, 4_464, 65_535, 65_536, 69_999] {
+        set(s, slots[i], "k", format!("v{i}").as_bytes(), 10);
+    }
+    for i in [0, 4_464, 65_535, 65_536, 69_999] {
+        assert_eq!(get(s, slots[i], "k"), Some(format!("v{i}").into_bytes()));
     }
     // Full: each new name reclaims an empty, undeclared slot, which leaves the index.
     // (Each new cache gets an entry, so that the next takes an old slot, not its.)
@@ -150,4 +213,9 @@ fn a_directory_of_ten_thousand_names_finds_each_one_through_reclaims() {
     for (i, r) in fresh.iter().enumerate() {
         assert_eq!(s.find_slot(9, &format!("new{i}")), Some(*r));
     }
+    // Nothing is left behind in the indexes: one name per slot, four databases.
+    assert_eq!(s.index_sizes(), (n as usize, 4));
+    let per_db: Vec<usize> = [1, 2, 3, 9].iter().map(|&db| s.slots_of(db).len()).collect();
+    assert_eq!(per_db.iter().sum::<usize>(), n as usize);
+    assert_eq!(per_db[3], 2_000);
 }

@@ -29,17 +29,17 @@ impl Locks for NoLocks {
     fn unlock_allocator(&self) {}
     fn lock_directory(&self, _: Mode) {}
     fn unlock_directory(&self) {}
-    fn lock_cache(&self, _: u16, mode: Mode) {
+    fn lock_cache(&self, _: u32, mode: Mode) {
         if mode == Mode::Shared {
             SHARED_COMMIT_LOCKS.set(SHARED_COMMIT_LOCKS.get() + 1);
         }
     }
-    fn unlock_cache(&self, _: u16) {}
-    fn lock_list(&self, _: u16) {}
-    fn try_lock_list(&self, _: u16) -> bool {
+    fn unlock_cache(&self, _: u32) {}
+    fn lock_list(&self, _: u32) {}
+    fn try_lock_list(&self, _: u32) -> bool {
         true
     }
-    fn unlock_list(&self, _: u16) {}
+    fn unlock_list(&self, _: u32) {}
 }
 
 struct Region {
