@@ -115,11 +115,14 @@ for w, label in [
     lines.append(f"| {label} | {v('statement', w):.3f} |")
 lines.append("")
 
-lines += ["| scaling (tps) | " + " | ".join(f"{c} clients" for c in (1, 2, 4, 8, 16)) + " |", "|---" + "|---:" * 5 + "|"]
+SCALING_CLIENTS = (1, 2, 4, 8, 16, 64)
+lines += ["| scaling (tps) | " + " | ".join(f"{c} clients" for c in SCALING_CLIENTS) + " |", "|---" + "|---:" * len(SCALING_CLIENTS) + "|"]
 for w, label in [("select1", "`SELECT 1`"), ("get_hit", "`cache_get` hit")]:
-    lines.append(f"| {label} | " + " | ".join(f"{v('scaling', w, c):,.0f}" for c in (1, 2, 4, 8, 16)) + " |")
+    lines.append(f"| {label} | " + " | ".join(f"{v('scaling', w, c):,.0f}" for c in SCALING_CLIENTS) + " |")
 for w, label in [("select1", "`SELECT 1`, server CPU µs per transaction"), ("get_hit", "`cache_get` hit, server CPU µs per transaction")]:
-    lines.append(f"| {label} | " + " | ".join(f"{v('cpu_scaling', w, c):.1f}" for c in (1, 2, 4, 8, 16)) + " |")
+    lines.append(f"| {label} | " + " | ".join(f"{v('cpu_scaling', w, c):.1f}" for c in SCALING_CLIENTS) + " |")
+lines.append("| `cache_get` / `SELECT 1`, server CPU per transaction | " + " | ".join(
+    f"{v('cpu_scaling', 'get_hit', c) / v('cpu_scaling', 'select1', c):.2f}" for c in SCALING_CLIENTS) + " |")
 lines.append("")
 
 free1, full1 = v("pressure", "set_1k_free", 1), v("pressure", "set_1k_full", 1)
@@ -197,7 +200,7 @@ ax.set_title("Over the wire")
 ax.legend(loc="lower right")
 
 ax = axes[1]
-clients = [1, 2, 4, 8, 16]
+clients = list(SCALING_CLIENTS)
 for w, label in [("select1", "SELECT 1"), ("get_hit", "cache_get hit")]:
     ax.plot(clients, [v("scaling", w, c) for c in clients], marker="o", label=label)
 ax.set_xscale("log", base=2)
