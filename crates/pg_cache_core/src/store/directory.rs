@@ -2,10 +2,12 @@
 //! reclaiming slots nobody needs, and pinning a slot for a commit in flight.
 //!
 //! A slot that holds no entry, is not declared and is not pinned by a commit in
-//! flight can be reclaimed when a new cache needs a slot: reads of many names (each
-//! creates a slot, so that its misses are counted) cannot use up the directory. One
-//! database may hold at most `per_database` slots, so that it cannot take every slot
-//! of the server either.
+//! flight can be reclaimed when a new cache needs a slot: caches emptied by
+//! deletes, expiry or eviction cannot use up the directory. One database may hold
+//! at most `per_database` slots, so that it cannot take every slot of the server
+//! either. Creating a slot is O(1) in the number of slots (a stack of free slots, a
+//! table of slots per database) unless it must reclaim, and a reclaim search
+//! resumes where the last one stopped.
 
 use std::sync::atomic::Ordering;
 
