@@ -53,6 +53,32 @@ mod tests {
     }
 
     #[pg_test]
+    fn put_is_read_back_by_its_transaction_and_undone_with_its_savepoint() {
+        Spi::run("SELECT cache_put('t', 'k', '\"put\"')").unwrap();
+        assert_eq!(get("SELECT cache_get('t', 'k')::text").as_deref(), Some("\"put\""));
+        Spi::run(
+            "DO $$ BEGIN PERFORM cache_put('t', 'k', '\"inner\"'); RAISE EXCEPTION 'x'; \
+             EXCEPTION WHEN OTHERS THEN NULL; END $$",
+        )
+        .unwrap();
+        assert_eq!(get("SELECT cache_get('t', 'k')::text").as_deref(), Some("\"put\""));
+        // The transaction's last write of a key is the one that counts.
+        Spi::run("SELECT cache_set('t', 'k', '\"fill\"')").unwrap();
+        assert_eq!(get("SELECT cache_get('t', 'k')::text").as_deref(), Some("\"fill\""));
+        assert_eq!(Spi::get_one::<bool>("SELECT cache_delete('t', 'k')").unwrap(), Some(true));
+    }
+
+    #[pg_test(error = "value must not be NULL")]
+    fn put_of_a_null_value() {
+        Spi::run("SELECT cache_put('t', 'k', NULL)").unwrap();
+    }
+
+    #[pg_test(error = "ttl must be a positive interval, not -00:00:01")]
+    fn put_with_a_negative_ttl() {
+        Spi::run("SELECT cache_put('t', 'k', '1', '-1 second')").unwrap();
+    }
+
+    #[pg_test]
     fn get_returns_default_when_missing() {
         assert_eq!(get("SELECT cache_get('t', 'nope', '\"dflt\"')::text").as_deref(), Some("\"dflt\""));
         assert_eq!(get("SELECT cache_get('t', 'nope')::text"), None);

@@ -21,13 +21,14 @@ use pg_cache_core::invalidation::Invalidation;
 use pg_cache_core::key;
 use pg_cache_core::store::{CacheConfig, NewEntry, Prepared, Reserve, SlotRef, NO_EXPIRY};
 use pg_cache_core::value::ValueKind;
-use pg_cache_core::writeset::Op;
+use pg_cache_core::writeset::{Op, SetMode};
 use crate::pg::{self, database, nest_level, now, transaction_start};
 use crate::{pending, shmem};
 
 /// Keys are kept from PRE_COMMIT on, so that COMMIT allocates nothing.
 enum CommitWrite {
-    Set { entry: Prepared, key: Vec<u8>, hash: u64, stale: bool },
+    /// `put`: never judged stale (a `cache_put`).
+    Set { entry: Prepared, key: Vec<u8>, hash: u64, put: bool, stale: bool },
     Delete { key: Vec<u8>, hash: u64 },
 }
 
@@ -247,7 +248,7 @@ fn prepare_commit() {
                     let hash = key::hash(r.slot.index, &key);
                     writes.push(CommitWrite::Delete { key, hash });
                 }
-                Op::Set { key, value, ttl_us, .. } => {
+                Op::Set { key, value, ttl_us, mode, .. } => {
                     let hash = key::hash(r.slot.index, &key);
                     let expires_at =
                         ttl_us.or_else(|| registry::duration_us(&r.config)).map_or(NO_EXPIRY, |d| now.saturating_add(d));
@@ -257,7 +258,9 @@ fn prepare_commit() {
                     // cannot happen: cache_set checked the store's limit.)
                     let entry = NewEntry { key: &key, value: &value, kind: ValueKind::Jsonb, hash, expires_at };
                     match RESERVE.with(|res| store.prepare(Some(res), r.slot, &entry, now)) {
-                        Ok(Some(entry)) => writes.push(CommitWrite::Set { entry, key, hash, stale: false }),
+                        Ok(Some(entry)) => {
+                            writes.push(CommitWrite::Set { entry, key, hash, put: mode == SetMode::Put, stale: false })
+                        }
                         Ok(None) | Err(_) => writes.push(CommitWrite::Delete { key, hash }),
                     }
                 }
@@ -298,6 +301,9 @@ fn apply_commit() {
                 // One key: visible atomically without excluding other commits.
                 let commit = store.commit_one(cache.slot, now);
                 match write {
+                    CommitWrite::Set { entry, key, put: true, .. } => {
+                        RESERVE.with(|res| commit.install(Some(res), *entry, key, cache.size_limit));
+                    }
                     CommitWrite::Set { entry, key, .. } => {
                         RESERVE.with(|res| commit.install_if_fresh(Some(res), *entry, key, cache.size_limit, plan.start));
                     }
@@ -315,7 +321,7 @@ fn apply_commit() {
         let commit = if shadowed { store.commit_shadowed(cache.slot, now) } else { store.commit(cache.slot, now) };
         // Judge every fill before this commit raises fences of its own.
         for w in &mut cache.writes {
-            if let CommitWrite::Set { hash, stale, .. } = w {
+            if let CommitWrite::Set { hash, put: false, stale, .. } = w {
                 *stale = commit.is_stale(*hash, plan.start);
             }
         }

@@ -17,7 +17,7 @@ use pg_cache_core::key;
 use pg_cache_core::value::ValueKind;
 use pg_cache_core::store::{CacheConfig, RoleList, MAX_ROLES};
 use pg_cache_core::store::Lookup;
-use pg_cache_core::writeset::{try_copy, try_string, Op, Pending};
+use pg_cache_core::writeset::{try_copy, try_string, Op, Pending, SetMode};
 use crate::pg::{self, now};
 use crate::{pending, shmem};
 
@@ -26,10 +26,24 @@ fn owned(name: &str) -> String {
     try_string(name).unwrap_or_else(|_| errors::out_of_memory("copying a cache name"))
 }
 
-/// Stores `value` under `key` when the transaction commits.
+/// Stores `value` under `key` when the transaction commits, as a fill: dropped if
+/// the key, its cache or its database was invalidated by a commit after this
+/// transaction started (it may have been computed from older rows).
 #[pg_extern(volatile, parallel_unsafe)]
 fn cache_set(cache: Option<&str>, key: Option<&str>, value: Option<RawJsonb>, ttl: default!(Option<Interval>, "NULL")) {
-    check_writable("cache_set");
+    write_value("cache_set", cache, key, value, ttl, SetMode::Fill);
+}
+
+/// Stores `value` under `key` when the transaction commits, whatever committed
+/// meanwhile (last committer wins); fills of the key by transactions that started
+/// before this commit are dropped.
+#[pg_extern(volatile, parallel_unsafe)]
+fn cache_put(cache: Option<&str>, key: Option<&str>, value: Option<RawJsonb>, ttl: default!(Option<Interval>, "NULL")) {
+    write_value("cache_put", cache, key, value, ttl, SetMode::Put);
+}
+
+fn write_value(function: &str, cache: Option<&str>, key: Option<&str>, value: Option<RawJsonb>, ttl: Option<Interval>, mode: SetMode) {
+    check_writable(function);
     let name = check_name(cache);
     let key = check_key(key);
     let value = value.unwrap_or_else(|| errors::null_argument("value"));
@@ -42,7 +56,7 @@ fn cache_set(cache: Option<&str>, key: Option<&str>, value: Option<RawJsonb>, tt
     // The install reads this bucket at COMMIT: start loading it now.
     shmem::store().prefetch_bucket(key::hash(slot.index, &stored));
     let value = try_copy(value.bytes()).unwrap_or_else(|_| errors::out_of_memory("copying a value"));
-    pending::push(Op::Set { cache: owned(name), key: stored, value, ttl_us });
+    pending::push(Op::Set { cache: owned(name), key: stored, value, ttl_us, mode });
 }
 
 /// The value of `key`, or `default` when it is missing or expired.

@@ -10,9 +10,21 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
 use super::store::CacheConfig;
 
+/// How a committed set meets invalidations that committed while its transaction ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetMode {
+    /// `cache_set`: derived data, dropped at commit when its key, cache or database
+    /// was invalidated after the transaction started (it may have been computed
+    /// from rows older than the invalidation).
+    Fill,
+    /// `cache_put`: stored data, installed whatever committed meanwhile; last
+    /// committer wins.
+    Put,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    Set { cache: String, key: Vec<u8>, value: Vec<u8>, ttl_us: Option<i64> },
+    Set { cache: String, key: Vec<u8>, value: Vec<u8>, ttl_us: Option<i64>, mode: SetMode },
     Delete { cache: String, key: Vec<u8> },
     Clear { cache: String },
     ClearAll,
@@ -310,7 +322,7 @@ impl WriteSet {
         plan.declares.try_reserve_exact(self.declares.len())?;
         for (i, l) in self.ops.iter().enumerate() {
             match &l.op {
-                Op::Set { cache, key, value, ttl_us } if live(i, l) => {
+                Op::Set { cache, key, value, ttl_us, .. } if live(i, l) => {
                     plan.writes.push(Write { op: i, cache, key, value: Some((value, *ttl_us)) });
                 }
                 Op::Delete { cache, key } if live(i, l) => {
@@ -349,7 +361,7 @@ mod tests {
     }
 
     fn set(c: &str, k: &str, v: &str) -> Op {
-        Op::Set { cache: c.into(), key: k.into(), value: v.into(), ttl_us: None }
+        Op::Set { cache: c.into(), key: k.into(), value: v.into(), ttl_us: None, mode: SetMode::Fill }
     }
 
     #[test]
@@ -480,7 +492,7 @@ mod tests {
                     1 => Op::ClearAll,
                     2 => Op::Declare { cache, config: Box::new(config), previous: None },
                     3 | 4 => Op::Delete { cache, key },
-                    _ => Op::Set { cache, key, value: next(100).to_string().into_bytes(), ttl_us: None },
+                    _ => Op::Set { cache, key, value: next(100).to_string().into_bytes(), ttl_us: None, mode: SetMode::Fill },
                 };
                 match next(8) {
                     0 if level < 5 => level += 1,

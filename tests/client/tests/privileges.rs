@@ -37,6 +37,7 @@ fn declared_caches_have_owners_readers_and_writers() {
     assert_eq!(sqlstate(&mut bob, "SELECT cache_get('private', 'k')"), "42501");
     assert_eq!(sqlstate(&mut bob, "SELECT cache_last_clear('private')"), "42501");
     assert_eq!(sqlstate(&mut bob, "SELECT cache_set('private', 'k', '\"bob\"')"), "42501");
+    assert_eq!(sqlstate(&mut bob, "SELECT cache_put('private', 'k', '\"bob\"')"), "42501");
     assert_eq!(sqlstate(&mut bob, "SELECT cache_delete('private', 'k')"), "42501");
     assert_eq!(sqlstate(&mut bob, "SELECT cache_clear('private')"), "42501");
     assert_eq!(sqlstate(&mut bob, "SELECT cache_create('private', context => false)"), "42501");

@@ -1,5 +1,5 @@
 //! A randomized test of the transactional model. Several sessions run random gets,
-//! sets, deletes, clears, savepoints, errors, commits and rollbacks, interleaved one
+//! sets, puts, deletes, clears, savepoints, errors, commits and rollbacks, interleaved one
 //! statement at a time by one driver, and every read is checked against a model: the
 //! committed state plus the session's own pending writes, with stale fills dropped
 //! at commit (and their keys invalidated) by the rule the README states.
@@ -33,6 +33,8 @@ impl Rng {
 #[derive(Clone, Debug)]
 enum Op {
     Set(usize, usize, i64),
+    /// A `cache_put`: never dropped as stale (README rule 12).
+    Put(usize, usize, i64),
     Delete(usize, usize),
     Clear(usize),
     ClearAll,
@@ -63,7 +65,7 @@ impl Model {
             let mut last: BTreeMap<usize, usize> = BTreeMap::new();
             for (i, (_, op)) in ops.iter().enumerate() {
                 match op {
-                    Op::Set(x, k, _) | Op::Delete(x, k) if *x == c && last_clear.is_none_or(|l| i > l) => {
+                    Op::Set(x, k, _) | Op::Put(x, k, _) | Op::Delete(x, k) if *x == c && last_clear.is_none_or(|l| i > l) => {
                         last.insert(*k, i);
                     }
                     _ => {}
@@ -81,7 +83,7 @@ impl Model {
             }
             for (i, stale) in writes.into_iter().zip(stale) {
                 match ops[i].1 {
-                    Op::Set(_, k, v) if !stale => {
+                    Op::Set(_, k, v) | Op::Put(_, k, v) if !stale => {
                         self.committed.insert((c, k), v);
                         self.key_fence.insert((c, k), now);
                     }
@@ -123,7 +125,7 @@ impl Session {
     /// What the session's own pending writes say about (c, k): `Some(None)` = absent.
     fn pending(&self, c: usize, k: usize) -> Option<Option<i64>> {
         self.ops.iter().rev().find_map(|(_, op)| match *op {
-            Op::Set(x, y, v) if x == c && y == k => Some(Some(v)),
+            Op::Set(x, y, v) | Op::Put(x, y, v) if x == c && y == k => Some(Some(v)),
             Op::Delete(x, y) if x == c && y == k => Some(None),
             Op::Clear(x) if x == c => Some(None),
             Op::ClearAll => Some(None),
@@ -136,6 +138,10 @@ impl Session {
         match *op {
             Op::Set(c, k, v) => {
                 self.client.execute("SELECT cache_set($1, $2, to_jsonb($3::bigint))", &[&cache(c), &key(k), &v]).unwrap();
+                None
+            }
+            Op::Put(c, k, v) => {
+                self.client.execute("SELECT cache_put($1, $2, to_jsonb($3::bigint))", &[&cache(c), &key(k), &v]).unwrap();
                 None
             }
             Op::Delete(c, k) => {
@@ -187,7 +193,8 @@ fn env(var: &str, default: u64) -> u64 {
 fn random_write(rng: &mut Rng, value: &mut i64) -> Op {
     *value += 1;
     match rng.below(40) {
-        0..=27 => Op::Set(rng.below(CACHES), rng.below(KEYS), *value),
+        0..=20 => Op::Set(rng.below(CACHES), rng.below(KEYS), *value),
+        21..=27 => Op::Put(rng.below(CACHES), rng.below(KEYS), *value),
         28..=34 => Op::Delete(rng.below(CACHES), rng.below(KEYS)),
         35..=38 => Op::Clear(rng.below(CACHES)),
         _ => Op::ClearAll,

@@ -28,6 +28,7 @@ fn a_hot_standby_reads_caches_and_refuses_writes() {
     assert_eq!(stat(&mut standby, "standby_declared", "size_limit"), 11, "the declaration applies");
     for write in [
         "SELECT cache_set('standby_declared', 'k', '1')",
+        "SELECT cache_put('standby_declared', 'k', '1')",
         "SELECT cache_delete('standby_declared', 'k')",
         "SELECT cache_clear('standby_declared')",
         "SELECT cache_clear_all()",

@@ -202,6 +202,12 @@ impl<L: Locks> KeyCommit<'_, '_, L> {
         self.store.install_locked(reserve, self.r, p, key, size_limit, self.now, Some(start))
     }
 
+    /// Links a prepared entry as [`CacheCommit::install`] does, whatever committed
+    /// since its transaction started (a put, not a fill).
+    pub fn install(&self, reserve: Option<&Reserve>, p: Prepared, key: &[u8], size_limit: u64) {
+        self.store.install_locked(reserve, self.r, p, key, size_limit, self.now, None);
+    }
+
     /// Deletes the key and fences older fills of it; whether a visible entry was there.
     pub fn delete(&self, key: &[u8], hash: u64) -> bool {
         self.store.delete_locked(self.r, key, hash, self.now)
