@@ -58,11 +58,12 @@ impl<L: Locks> Store<'_, L> {
     /// Sweeps the expiry groups of `partition` due at `now`, `slice` buckets per
     /// lock hold, and sets the due times from the entries with a TTL they keep.
     /// Installs during the sweep lower the due times again, so none is missed: the
-    /// partition's is reset first, then lowered to each group's once that group is
-    /// done.
+    /// partition's is reset first, then lowered to the earliest of its groups' as
+    /// each stood once that group was done (later installs lower it themselves).
     pub fn sweep_partition(&self, partition: usize, slice: u32, now: i64, out: &mut Sweep) {
         self.hdr().due[partition].store(NO_EXPIRY, Ordering::Release);
         let per = self.groups_per_partition();
+        let mut earliest = NO_EXPIRY;
         for g in partition as u32 * per..(partition as u32 + 1) * per {
             let due = self.group_due(g);
             if due.load(Ordering::Acquire) <= now {
@@ -81,8 +82,9 @@ impl<L: Locks> Store<'_, L> {
                 out.next_expiry = out.next_expiry.min(here.next_expiry);
                 out.buckets += here.buckets;
             }
-            self.hdr().due[partition].fetch_min(due.load(Ordering::Acquire), Ordering::AcqRel);
+            earliest = earliest.min(due.load(Ordering::Acquire));
         }
+        self.hdr().due[partition].fetch_min(earliest, Ordering::AcqRel);
     }
 
     /// Moves whenever a clear or a drop hides entries all at once.
