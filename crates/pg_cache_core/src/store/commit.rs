@@ -312,7 +312,7 @@ impl<'a, L: Locks> Store<'a, L> {
             let h = self.head(p.block);
             if (*h).flags & PENDING != 0 {
                 (*h).flags &= !PENDING;
-                let bytes = blocks_for(((*h).key_len + (*h).value_len) as usize) * BLOCK_SIZE;
+                let bytes = (*h).blocks() as usize * BLOCK_SIZE;
                 self.slot((*h).slot).list.pending_bytes.fetch_sub(bytes as u64, Ordering::Relaxed);
             }
         }

@@ -175,15 +175,15 @@ impl EntryHead {
         ValueKind::from_byte(self.flags & !super::shadow::MARKS)
     }
 
-    /// Hidden by a clear (or a drop's generation): an older generation than its
-    /// cache's. An entry of a shadowed commit not yet published carries the next
-    /// generation when that commit clears, and is not hidden but pending.
     /// Blocks the entry takes (what its key and value need; not stored: the head is
     /// full).
     pub(super) fn blocks(&self) -> u32 {
         blocks_for((self.key_len + self.value_len) as usize) as u32
     }
 
+    /// Hidden by a clear (or a drop's generation): an older generation than its
+    /// cache's. An entry of a shadowed commit not yet published carries the next
+    /// generation when that commit clears, and is not hidden but pending.
     pub(super) fn is_hidden(&self, s: &CacheSlot) -> bool {
         self.gen != s.gen.load(Ordering::Relaxed) && self.flags & super::shadow::UNPUBLISHED == 0
     }
