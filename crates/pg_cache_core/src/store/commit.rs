@@ -55,6 +55,21 @@ pub struct KeyCommit<'s, 'a, L: Locks> {
     now: i64,
 }
 
+/// When a prepared entry is installed at commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum InstallIf {
+    /// Whatever committed meanwhile: a put.
+    Always,
+    /// Unless the key, its cache or its database was invalidated by a commit at or
+    /// after this time (the transaction's start): a fill. A stale fill still
+    /// invalidates its key.
+    FreshSince(i64),
+    /// Only if the key still holds what a read saw: a write computed from that read
+    /// (an increment, an add). Otherwise nothing happens at all, as if this write had
+    /// committed before the one that changed the key.
+    Unchanged(Seen),
+}
+
 impl<L: Locks> Drop for CacheCommit<'_, '_, L> {
     fn drop(&mut self) {
         match &self.shadow {
@@ -89,6 +104,28 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
         st.fenced_locked(st.slot(self.r.index), hash, start)
     }
 
+    /// Whether the key still holds the entry `seen` (see [`KeyCommit::install_if_unchanged`]).
+    /// Ask before this commit changes anything: no other commit of the cache can run
+    /// until this one ends, so the answer holds for the whole commit.
+    pub fn holds(&self, key: &[u8], hash: u64, seen: Seen) -> bool {
+        let st = self.store;
+        let bucket = st.bucket_of(hash);
+        let _p = st.lock_bucket(bucket, Mode::Shared);
+        st.still_seen_locked(self.r, bucket, hash, key, seen)
+    }
+
+    /// Frees a prepared entry that is not to be installed (its read was overtaken,
+    /// see [`CacheCommit::holds`]); changes nothing else.
+    pub fn forgo(&self, p: Prepared) {
+        self.store.discard(p);
+    }
+
+    /// As [`KeyCommit::touch`]. In a shadowed commit this touches the entry visible
+    /// now, before the commit is published.
+    pub fn touch(&self, key: &[u8], hash: u64, expires_at: i64) -> bool {
+        self.store.set_expiry_locked(self.r, key, hash, expires_at)
+    }
+
     /// Applies an invalidation of this cache (a key of it, or all of it).
     pub fn apply(&self, inv: &Invalidation) -> bool {
         debug_assert!(matches!(*inv, Invalidation::Key { cache, .. } | Invalidation::Cache { cache } if cache == self.r));
@@ -111,7 +148,7 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
     /// `size_limit`. The entry it replaces goes to `reserve` if that can take it.
     pub fn install(&self, reserve: Option<&Reserve>, p: Prepared, key: &[u8], size_limit: u64) {
         let Some(st) = &self.shadow else {
-            self.store.install_locked(reserve, self.r, p, key, size_limit, self.now, None);
+            self.store.install_locked(reserve, self.r, p, key, size_limit, self.now, InstallIf::Always);
             return;
         };
         st.size_limit.set(st.size_limit.get().min(size_limit));
@@ -199,13 +236,32 @@ impl<L: Locks> KeyCommit<'_, '_, L> {
     /// under the same partition lock hold as the install, so that concurrent commits
     /// of the same key cannot both pass. Whether it was installed.
     pub fn install_if_fresh(&self, reserve: Option<&Reserve>, p: Prepared, key: &[u8], size_limit: u64, start: i64) -> bool {
-        self.store.install_locked(reserve, self.r, p, key, size_limit, self.now, Some(start))
+        self.store.install_locked(reserve, self.r, p, key, size_limit, self.now, InstallIf::FreshSince(start))
+    }
+
+    /// Links a prepared entry as [`KeyCommit::install`] does if the key still holds
+    /// the entry `seen` (judged under the same partition lock hold); otherwise frees
+    /// it and changes nothing. Whether it was installed.
+    pub fn install_if_unchanged(&self, reserve: Option<&Reserve>, p: Prepared, key: &[u8], size_limit: u64, seen: Seen) -> bool {
+        self.store.install_locked(reserve, self.r, p, key, size_limit, self.now, InstallIf::Unchanged(seen))
+    }
+
+    /// Deletes the key as [`KeyCommit::delete`] does if it still holds the entry
+    /// `seen`; otherwise changes nothing. Whether it deleted a visible entry.
+    pub fn delete_if_unchanged(&self, key: &[u8], hash: u64, seen: Seen) -> bool {
+        self.store.delete_if_unchanged_locked(self.r, key, hash, self.now, seen)
+    }
+
+    /// Gives the key's entry a new expiry in place (not an invalidation: fills of it
+    /// are not dropped); whether there was an entry to touch.
+    pub fn touch(&self, key: &[u8], hash: u64, expires_at: i64) -> bool {
+        self.store.set_expiry_locked(self.r, key, hash, expires_at)
     }
 
     /// Links a prepared entry as [`CacheCommit::install`] does, whatever committed
     /// since its transaction started (a put, not a fill).
     pub fn install(&self, reserve: Option<&Reserve>, p: Prepared, key: &[u8], size_limit: u64) {
-        self.store.install_locked(reserve, self.r, p, key, size_limit, self.now, None);
+        self.store.install_locked(reserve, self.r, p, key, size_limit, self.now, InstallIf::Always);
     }
 
     /// Deletes the key and fences older fills of it; whether a visible entry was there.
@@ -333,8 +389,8 @@ impl<'a, L: Locks> Store<'a, L> {
     }
 
     /// Cannot fail and allocates nothing: this is what runs at COMMIT. Commit lock held.
-    /// With `fresh_since`, a fill stale for a transaction that started then is freed
-    /// instead (see [`CacheCommit::is_stale`]); whether the entry was installed.
+    /// Unless `cond` holds the entry is freed instead (see [`InstallIf`]); whether the
+    /// entry was installed.
     ///
     /// The entry it replaces leaves the LRU list in the same slot lock hold that adds
     /// the new one, and both partition and slot lock are released before any block
@@ -348,18 +404,26 @@ impl<'a, L: Locks> Store<'a, L> {
         key: &[u8],
         size_limit: u64,
         now: i64,
-        fresh_since: Option<i64>,
+        cond: InstallIf,
     ) -> bool {
         let s = self.slot(r.index);
         self.settle(p);
         self.advance_clock(now);
         let bucket = self.bucket_of(p.hash);
         let replaced;
-        let installed = {
+        let installed = 'locked: {
             let _p = self.lock_bucket(bucket, Mode::Exclusive);
+            if let InstallIf::Unchanged(seen) = cond {
+                if !self.still_seen_locked(r, bucket, p.hash, key, seen) {
+                    // Another write of the key committed after the read this one was
+                    // made from: that write stands, as if it came after this one.
+                    replaced = NIL;
+                    break 'locked false;
+                }
+            }
             // Clears take the commit lock exclusively, so last_clear cannot move while
             // we hold it shared; same-key commits wait for this partition lock.
-            let stale = fresh_since.is_some_and(|start| self.fenced_locked(s, p.hash, start));
+            let stale = matches!(cond, InstallIf::FreshSince(start) if self.fenced_locked(s, p.hash, start));
             // A stale fill still invalidates its key: whatever the transaction meant
             // to replace must not outlive it.
             let unlinked = self.unlink_key_locked(r, bucket, p.hash, key);

@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use super::*;
+use super::chain::Step;
 use crate::invalidation::Invalidation;
 
 impl<'a, L: Locks> Store<'a, L> {
@@ -113,6 +114,59 @@ impl<'a, L: Locks> Store<'a, L> {
             self.slot(r.index).list.deletes.fetch_add(1, Ordering::Relaxed);
         }
         visible
+    }
+
+    /// [`Store::delete_locked`] if the key still holds the entry `seen` (judged under
+    /// the same partition lock hold); otherwise nothing. Commit lock held.
+    pub(super) fn delete_if_unchanged_locked(&self, r: SlotRef, key: &[u8], hash: u64, now: i64, seen: Seen) -> bool {
+        let s = self.slot(r.index);
+        let bucket = self.bucket_of(hash);
+        let (unlinked, visible) = {
+            let _p = self.lock_bucket(bucket, Mode::Exclusive);
+            if !self.still_seen_locked(r, bucket, hash, key, seen) {
+                return false;
+            }
+            self.raise_key_fence_locked(s, hash, now);
+            let unlinked = self.unlink_key_locked(r, bucket, hash, key).first;
+            let visible = unlinked != NIL && {
+                let _g = self.lock_list(s);
+                self.retire_unlinked(s, unlinked, now)
+            };
+            (unlinked, visible)
+        };
+        self.free_unlinked(None, unlinked);
+        if visible {
+            s.list.deletes.fetch_add(1, Ordering::Relaxed);
+        }
+        visible
+    }
+
+    /// Sets the expiry of the key's visible entry in place; whether there was one.
+    /// Under the partition lock (readers of the key) and the list lock (eviction,
+    /// which peeks at expiries of list tails). Commit lock held.
+    pub(super) fn set_expiry_locked(&self, r: SlotRef, key: &[u8], hash: u64, expires_at: i64) -> bool {
+        let s = self.slot(r.index);
+        let bucket = self.bucket_of(hash);
+        let _p = self.lock_bucket(bucket, Mode::Exclusive);
+        let mut found = NIL;
+        self.walk_chain(bucket, |e, h| {
+            if !self.is_entry_of(e, h, r, hash, key) || h.state.load(Ordering::Acquire) != ENTRY_LIVE || !self.is_visible(s, h) {
+                return Step::Next;
+            }
+            found = e;
+            Step::Stop
+        });
+        if found == NIL {
+            return false;
+        }
+        let _g = self.lock_list(s);
+        // SAFETY: a linked entry; its expiry is read only under its partition lock or
+        // its list lock, both held.
+        unsafe { (*self.head(found)).expires_at = expires_at };
+        if expires_at != NO_EXPIRY {
+            self.note_expiry_locked(bucket, expires_at);
+        }
+        true
     }
 
     /// Removes every entry of (slot, key) and raises the key's fence, so that fills

@@ -51,7 +51,7 @@ pub use commit::{CacheCommit, KeyCommit, NewEntry, Prepared};
 pub use config::{CacheConfig, Policy, RoleList, MAX_ROLES};
 pub use layout::{blocks_for, entry_bytes, ms, CacheSlot, Geometry, STRIPES};
 pub use maintenance::Sweep;
-pub use read::Lookup;
+pub use read::{Lookup, Observed, Seen};
 use layout::*;
 use policy::*;
 

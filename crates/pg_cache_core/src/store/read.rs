@@ -9,6 +9,27 @@ use crate::value::ValueKind;
 
 pub(super) const OPTIMISTIC_LOOKUPS: usize = 2;
 
+/// Which entry a read saw of a key, so that a write made from it applies at commit
+/// only if the key still holds that entry (see `KeyCommit::install_if_unchanged`).
+/// The serial tells a reused block apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// No visible entry.
+    Absent,
+    /// This entry. `expired`: it was past its TTL, a miss, so the key having no entry
+    /// at all later is the same state.
+    Entry { block: u32, serial: u32, expired: bool },
+}
+
+/// What [`Store::observe`] found: the lookup, which entry it saw and when that entry
+/// expires ([`NO_EXPIRY`] when never or when there is none).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Observed<T> {
+    pub found: Lookup<T>,
+    pub seen: Seen,
+    pub expires_at: i64,
+}
+
 /// What a lookup found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup<T> {
@@ -37,13 +58,49 @@ impl<'a, L: Locks> Store<'a, L> {
         hash: u64,
         kind: ValueKind,
         now: impl Fn() -> i64,
-        mut read: impl FnMut(usize, &dyn Fn(&mut [u8])) -> T,
+        read: impl FnMut(usize, &dyn Fn(&mut [u8])) -> T,
     ) -> Lookup<T> {
+        self.lookup_seen::<true, T>(r, key, hash, kind, now, read).found
+    }
+
+    /// [`Store::lookup`], and which entry it saw: for a write that must apply only if
+    /// the key still holds that entry when it commits.
+    pub fn observe<T>(
+        &self,
+        r: SlotRef,
+        key: &[u8],
+        hash: u64,
+        kind: ValueKind,
+        now: impl Fn() -> i64,
+        read: impl FnMut(usize, &dyn Fn(&mut [u8])) -> T,
+    ) -> Observed<T> {
+        self.lookup_seen::<true, T>(r, key, hash, kind, now, read)
+    }
+
+    /// Whether the key holds a live value of any kind: no copy, no hit counted by the
+    /// caller, and the entry is not marked used (a probe must not keep it from
+    /// eviction).
+    pub fn contains(&self, r: SlotRef, key: &[u8], hash: u64, now: impl Fn() -> i64) -> bool {
+        // ValueKind::Jsonb only to have one: a value of another kind answers OtherKind.
+        let found = self.lookup_seen::<false, ()>(r, key, hash, ValueKind::Jsonb, now, |_, _| ()).found;
+        matches!(found, Lookup::Hit(()) | Lookup::OtherKind(_))
+    }
+
+    #[inline]
+    fn lookup_seen<const TOUCH: bool, T>(
+        &self,
+        r: SlotRef,
+        key: &[u8],
+        hash: u64,
+        kind: ValueKind,
+        now: impl Fn() -> i64,
+        mut read: impl FnMut(usize, &dyn Fn(&mut [u8])) -> T,
+    ) -> Observed<T> {
         let s = self.slot(r.index);
         for _ in 0..OPTIMISTIC_LOOKUPS {
             let seq = s.commit_seq.load(Ordering::Acquire);
             if seq % 2 == 0 {
-                let found = self.lookup_once(r, key, hash, kind, &now, &mut read);
+                let found = self.lookup_once::<TOUCH, T>(r, key, hash, kind, &now, &mut read);
                 // If this lookup saw a write of a commit, it took the partition lock
                 // after that commit released it, so it sees the commit's first bump.
                 if s.commit_seq.load(Ordering::Acquire) == seq {
@@ -54,10 +111,10 @@ impl<'a, L: Locks> Store<'a, L> {
         }
         self.locks.lock_cache(r.index, Mode::Shared);
         let _c = CacheReadGuard { locks: self.locks, slot: r.index };
-        self.lookup_once(r, key, hash, kind, &now, &mut read)
+        self.lookup_once::<TOUCH, T>(r, key, hash, kind, &now, &mut read)
     }
 
-    pub(super) fn lookup_once<T>(
+    pub(super) fn lookup_once<const TOUCH: bool, T>(
         &self,
         r: SlotRef,
         key: &[u8],
@@ -65,11 +122,13 @@ impl<'a, L: Locks> Store<'a, L> {
         kind: ValueKind,
         now: &impl Fn() -> i64,
         read: &mut impl FnMut(usize, &dyn Fn(&mut [u8])) -> T,
-    ) -> Lookup<T> {
+    ) -> Observed<T> {
         let s = self.slot(r.index);
         let bucket = self.bucket_of(hash);
         let _p = self.lock_bucket(bucket, Mode::Shared);
         let mut found = Lookup::Miss;
+        let mut seen = Seen::Absent;
+        let mut expires_at = NO_EXPIRY;
         // Answers only Next and Stop: the walk writes nothing under the shared lock.
         self.walk_chain(bucket, |e, h| {
             if !self.is_entry_of(e, h, r, hash, key) || h.state.load(Ordering::Acquire) != ENTRY_LIVE {
@@ -78,23 +137,60 @@ impl<'a, L: Locks> Store<'a, L> {
             // An entry a shadowed commit marked, on the side of it that is not
             // visible yet (or any more); or one hidden by a clear: look further,
             // for the entry of the key that is visible.
-            if !h.is_published(|| s.installing.load(Ordering::Acquire) != 0) || h.gen != s.gen.load(Ordering::Acquire) {
+            if !self.is_visible(s, h) {
                 return Step::Next;
             }
+            expires_at = h.expires_at;
             found = if !self.is_valid(r) {
                 Lookup::Miss
             } else if h.expires_at != NO_EXPIRY && now() >= h.expires_at {
+                seen = Seen::Entry { block: e, serial: h.serial, expired: true };
                 Lookup::Expired
             } else if h.kind() != Some(kind) {
+                seen = Seen::Entry { block: e, serial: h.serial, expired: false };
                 Lookup::OtherKind(h.kind())
             } else {
-                self.touch(s, e);
+                seen = Seen::Entry { block: e, serial: h.serial, expired: false };
+                if TOUCH {
+                    self.touch(s, e);
+                }
                 let copy = |out: &mut [u8]| self.copy_value(e, out);
                 Lookup::Hit(read(h.value_len as usize, &copy))
             };
             Step::Stop
         });
-        found
+        Observed { found, seen, expires_at }
+    }
+
+    /// Whether a live entry of slot `s` (head `h`) is the one lookups see: not on the
+    /// hidden side of a shadowed commit, not hidden by a clear. Partition lock held.
+    #[inline]
+    pub(super) fn is_visible(&self, s: &CacheSlot, h: &EntryHead) -> bool {
+        // An entry a shadowed commit marked, on the side of it that is not visible
+        // yet (or any more); or one hidden by a clear: look further, for the entry
+        // of the key that is visible.
+        h.is_published(|| s.installing.load(Ordering::Acquire) != 0) && h.gen == s.gen.load(Ordering::Acquire)
+    }
+
+    /// Whether the key still holds what `seen` saw: the same entry (or, for one seen
+    /// expired, no entry either). Partition lock held; the caller holds the cache's
+    /// commit lock, so no commit of it is half done.
+    pub(super) fn still_seen_locked(&self, r: SlotRef, bucket: u32, hash: u64, key: &[u8], seen: Seen) -> bool {
+        let s = self.slot(r.index);
+        let mut now = Seen::Absent;
+        self.walk_chain(bucket, |e, h| {
+            if !self.is_entry_of(e, h, r, hash, key) || h.state.load(Ordering::Acquire) != ENTRY_LIVE || !self.is_visible(s, h) {
+                return Step::Next;
+            }
+            now = Seen::Entry { block: e, serial: h.serial, expired: false };
+            Step::Stop
+        });
+        match (seen, now) {
+            (Seen::Absent, Seen::Absent) => true,
+            (Seen::Entry { expired: true, .. }, Seen::Absent) => true,
+            (Seen::Entry { block, serial, .. }, Seen::Entry { block: b, serial: n, .. }) => block == b && serial == n,
+            _ => false,
+        }
     }
 
     /// Reclaims (slot, key) if it is past its TTL; counts an expiration.

@@ -108,6 +108,7 @@ fn prepared(s: &Store<NoLocks>, r: SlotRef, key: &str, value: &[u8]) -> (Prepare
 
 mod directory;
 mod entries;
+mod guarded;
 mod eviction;
 mod invalidation;
 mod maintenance;
