@@ -7,8 +7,8 @@ use std::cell::RefCell;
 
 use crate::errors;
 use crate::pg::nest_level;
-use pg_cache_core::store::CacheConfig;
-use pg_cache_core::writeset::{Op, Pending, WriteSet};
+use pg_cache_core::store::{CacheConfig, Seen};
+use pg_cache_core::writeset::{Expiry, Op, Pending, SetMode, WriteSet};
 
 thread_local! {
     static WRITES: RefCell<WriteSet> = RefCell::new(WriteSet::default());
@@ -29,6 +29,18 @@ pub fn push(op: Op) {
 /// Calls `f` with what this transaction's own writes say about (cache, key).
 pub fn lookup<R>(cache: &str, key: &[u8], f: impl FnOnce(Pending<'_>) -> R) -> R {
     WRITES.with_borrow(|w| if w.is_empty() { f(Pending::Unknown) } else { f(w.lookup(cache, key)) })
+}
+
+/// The read this transaction's last write of the key was computed from, if any
+/// (a write computed from that write commits under the same condition).
+pub fn seen(cache: &str, key: &[u8]) -> Option<Seen> {
+    WRITES.with_borrow(|w| if w.is_empty() { None } else { w.seen(cache, key) })
+}
+
+/// Calls `f` with the value, mode and expiry of the transaction's last write of the
+/// key if it is a set, else with `None`.
+pub fn last_set<R>(cache: &str, key: &[u8], f: impl FnOnce(Option<(&[u8], SetMode, Expiry)>) -> R) -> R {
+    WRITES.with_borrow(|w| f(if w.is_empty() { None } else { w.last_set(cache, key) }))
 }
 
 /// The declaration this transaction made of `cache`, if any.

@@ -19,7 +19,7 @@ use crate::privileges;
 use crate::registry;
 use pg_cache_core::invalidation::Invalidation;
 use pg_cache_core::key;
-use pg_cache_core::store::{CacheConfig, NewEntry, Prepared, Reserve, SlotRef, NO_EXPIRY};
+use pg_cache_core::store::{CacheConfig, NewEntry, Prepared, Reserve, Seen, SlotRef};
 use pg_cache_core::value::ValueKind;
 use pg_cache_core::writeset::{Op, SetMode};
 use crate::pg::{self, database, nest_level, now, transaction_start};
@@ -27,9 +27,23 @@ use crate::{pending, shmem};
 
 /// Keys are kept from PRE_COMMIT on, so that COMMIT allocates nothing.
 enum CommitWrite {
-    /// `put`: never judged stale (a `cache_put`).
-    Set { entry: Prepared, key: Vec<u8>, hash: u64, put: bool, stale: bool },
-    Delete { key: Vec<u8>, hash: u64 },
+    /// `mode`: how it meets what committed meanwhile (see [`SetMode`]). `skip`: a
+    /// commit of several writes judged it stale or overtaken before applying any.
+    Set { entry: Prepared, key: Vec<u8>, hash: u64, mode: SetMode, skip: Skip },
+    /// `seen`: only if the key still holds what a read saw (`cache_pull`).
+    Delete { key: Vec<u8>, hash: u64, seen: Option<Seen>, skip: Skip },
+    /// A new expiry for the entry the key holds at commit.
+    Touch { key: Vec<u8>, hash: u64, expires_at: i64 },
+}
+
+/// What a commit of several writes decided about a write before applying any.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    No,
+    /// A fill older than an invalidation of its key: dropped, its key invalidated.
+    Stale,
+    /// Computed from a read that a later commit overtook: nothing happens.
+    Overtaken,
 }
 
 /// What the commit does to one cache, in this order: declare, clear, writes.
@@ -244,27 +258,36 @@ fn prepare_commit() {
         let mut writes = r.out;
         for op in r.writes {
             match ops.take_op(op) {
-                Op::Delete { key, .. } => {
+                Op::Delete { key, seen, .. } => {
                     let hash = key::hash(r.slot.index, &key);
-                    writes.push(CommitWrite::Delete { key, hash });
+                    writes.push(CommitWrite::Delete { key, hash, seen, skip: Skip::No });
                 }
-                Op::Set { key, value, ttl_us, mode, .. } => {
+                Op::Touch { key, expiry, .. } => {
                     let hash = key::hash(r.slot.index, &key);
-                    let expires_at =
-                        ttl_us.or_else(|| registry::duration_us(&r.config)).map_or(NO_EXPIRY, |d| now.saturating_add(d));
+                    let expires_at = expiry.at(now, registry::duration_us(&r.config));
+                    writes.push(CommitWrite::Touch { key, hash, expires_at });
+                }
+                Op::Set { key, value, expiry, mode, .. } => {
+                    let hash = key::hash(r.slot.index, &key);
+                    let expires_at = expiry.at(now, registry::duration_us(&r.config));
                     // A write that finds no room at all is lost like an entry evicted at
                     // once (counted so by the store), but its key is still invalidated:
                     // the transaction meant to replace whatever was there. (Too large
                     // cannot happen: cache_set checked the store's limit.)
                     let entry = NewEntry { key: &key, value: &value, kind: ValueKind::Jsonb, hash, expires_at };
                     match RESERVE.with(|res| store.prepare(Some(res), r.slot, &entry, now)) {
-                        Ok(Some(entry)) => {
-                            writes.push(CommitWrite::Set { entry, key, hash, put: mode == SetMode::Put, stale: false })
+                        Ok(Some(entry)) => writes.push(CommitWrite::Set { entry, key, hash, mode, skip: Skip::No }),
+                        // A write computed from a read still deletes only what it read.
+                        Ok(None) | Err(_) => {
+                            let seen = match mode {
+                                SetMode::IfUnchanged(seen) => Some(seen),
+                                SetMode::Fill | SetMode::Put => None,
+                            };
+                            writes.push(CommitWrite::Delete { key, hash, seen, skip: Skip::No })
                         }
-                        Ok(None) | Err(_) => writes.push(CommitWrite::Delete { key, hash }),
                     }
                 }
-                _ => unreachable!("the plan's writes are sets and deletes"),
+                _ => unreachable!("the plan's writes are sets, deletes and touches"),
             }
         }
         let size_limit = registry::size_limit(&r.config);
@@ -301,14 +324,23 @@ fn apply_commit() {
                 // One key: visible atomically without excluding other commits.
                 let commit = store.commit_one(cache.slot, now);
                 match write {
-                    CommitWrite::Set { entry, key, put: true, .. } => {
+                    CommitWrite::Set { entry, key, mode: SetMode::Put, .. } => {
                         RESERVE.with(|res| commit.install(Some(res), *entry, key, cache.size_limit));
                     }
-                    CommitWrite::Set { entry, key, .. } => {
+                    CommitWrite::Set { entry, key, mode: SetMode::Fill, .. } => {
                         RESERVE.with(|res| commit.install_if_fresh(Some(res), *entry, key, cache.size_limit, plan.start));
                     }
-                    CommitWrite::Delete { key, hash } => {
+                    CommitWrite::Set { entry, key, mode: SetMode::IfUnchanged(seen), .. } => {
+                        RESERVE.with(|res| commit.install_if_unchanged(Some(res), *entry, key, cache.size_limit, *seen));
+                    }
+                    CommitWrite::Delete { key, hash, seen: None, .. } => {
                         commit.delete(key, *hash);
+                    }
+                    CommitWrite::Delete { key, hash, seen: Some(seen), .. } => {
+                        commit.delete_if_unchanged(key, *hash, *seen);
+                    }
+                    CommitWrite::Touch { key, hash, expires_at } => {
+                        commit.touch(key, *hash, *expires_at);
                     }
                 }
                 continue;
@@ -319,10 +351,22 @@ fn apply_commit() {
         // briefly and which does not walk its keys twice.
         let shadowed = cache.writes.len() >= SHADOWED_AFTER;
         let commit = if shadowed { store.commit_shadowed(cache.slot, now) } else { store.commit(cache.slot, now) };
-        // Judge every fill before this commit raises fences of its own.
+        // Judge every fill and every write computed from a read before this commit
+        // changes anything itself.
         for w in &mut cache.writes {
-            if let CommitWrite::Set { hash, put: false, stale, .. } = w {
-                *stale = commit.is_stale(*hash, plan.start);
+            match w {
+                CommitWrite::Set { hash, mode: SetMode::Fill, skip, .. } => {
+                    if commit.is_stale(*hash, plan.start) {
+                        *skip = Skip::Stale;
+                    }
+                }
+                CommitWrite::Set { key, hash, mode: SetMode::IfUnchanged(seen), skip, .. }
+                | CommitWrite::Delete { key, hash, seen: Some(seen), skip } => {
+                    if !commit.holds(key, *hash, *seen) {
+                        *skip = Skip::Overtaken;
+                    }
+                }
+                _ => {}
             }
         }
         if let Some(config) = &cache.declare {
@@ -333,12 +377,17 @@ fn apply_commit() {
         }
         for w in &cache.writes {
             match w {
-                CommitWrite::Set { entry, key, stale: true, .. } => commit.drop_stale(*entry, key),
+                CommitWrite::Set { entry, key, skip: Skip::Stale, .. } => commit.drop_stale(*entry, key),
+                CommitWrite::Set { entry, skip: Skip::Overtaken, .. } => commit.forgo(*entry),
                 CommitWrite::Set { entry, key, .. } => {
                     RESERVE.with(|res| commit.install(Some(res), *entry, key, cache.size_limit))
                 }
-                CommitWrite::Delete { key, hash } => {
+                CommitWrite::Delete { skip: Skip::Overtaken, .. } => {}
+                CommitWrite::Delete { key, hash, .. } => {
                     commit.delete(key, *hash);
+                }
+                CommitWrite::Touch { key, hash, expires_at } => {
+                    commit.touch(key, *hash, *expires_at);
                 }
             }
         }
@@ -346,8 +395,10 @@ fn apply_commit() {
             commit.publish();
             for w in &cache.writes {
                 match w {
+                    CommitWrite::Set { skip: Skip::Overtaken, .. } | CommitWrite::Delete { skip: Skip::Overtaken, .. } => {}
                     CommitWrite::Set { entry, key, .. } => commit.settle_key(key, entry.hash()),
-                    CommitWrite::Delete { key, hash } => commit.settle_key(key, *hash),
+                    CommitWrite::Delete { key, hash, .. } => commit.settle_key(key, *hash),
+                    CommitWrite::Touch { .. } => {}
                 }
             }
         }

@@ -17,12 +17,12 @@ use pg_cache_core::key;
 use pg_cache_core::value::ValueKind;
 use pg_cache_core::store::{CacheConfig, RoleList, MAX_ROLES};
 use pg_cache_core::store::Lookup;
-use pg_cache_core::writeset::{try_copy, try_string, Op, Pending, SetMode};
+use pg_cache_core::writeset::{try_copy, try_string, Expiry, Op, Pending, SetMode};
 use crate::pg::{self, now};
 use crate::{pending, shmem};
 
 /// A copy of a cache name for the write set; 53200 rather than an abort when memory is out.
-fn owned(name: &str) -> String {
+pub(super) fn owned(name: &str) -> String {
     try_string(name).unwrap_or_else(|_| errors::out_of_memory("copying a cache name"))
 }
 
@@ -48,7 +48,7 @@ fn write_value(function: &str, cache: Option<&str>, key: Option<&str>, value: Op
     let key = check_key(key);
     let value = value.unwrap_or_else(|| errors::null_argument("value"));
     check_value_size(value.bytes().len());
-    let ttl_us = ttl.map(|t| check_positive("ttl", t));
+    let expiry = ttl.map_or(Expiry::Default, |t| Expiry::After(check_positive("ttl", t)));
     let (slot, config) = registry::resolve(name);
     args::check_write(name, &config);
     let stored = registry::stored_key(&config, key);
@@ -56,7 +56,7 @@ fn write_value(function: &str, cache: Option<&str>, key: Option<&str>, value: Op
     // The install reads this bucket at COMMIT: start loading it now.
     shmem::store().prefetch_bucket(key::hash(slot.index, &stored));
     let value = try_copy(value.bytes()).unwrap_or_else(|_| errors::out_of_memory("copying a value"));
-    pending::push(Op::Set { cache: owned(name), key: stored, value, ttl_us, mode });
+    pending::push(Op::Set { cache: owned(name), key: stored, value, expiry, mode });
 }
 
 /// The value of `key`, or `default` when it is missing or expired.
@@ -129,7 +129,7 @@ fn cache_delete(cache: Option<&str>, key: Option<&str>) -> bool {
             Lookup::Hit(()) | Lookup::OtherKind(_)
         )
     });
-    pending::push(Op::Delete { cache: owned(name), key: stored });
+    pending::push(Op::Delete { cache: owned(name), key: stored, seen: None });
     existed
 }
 

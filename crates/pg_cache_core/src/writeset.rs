@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::collections::TryReserveError;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
-use super::store::CacheConfig;
+use super::store::{CacheConfig, Seen};
 
 /// How a committed set meets invalidations that committed while its transaction ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,12 +20,45 @@ pub enum SetMode {
     /// `cache_put`: stored data, installed whatever committed meanwhile; last
     /// committer wins.
     Put,
+    /// A value computed from what a read saw of the key (`cache_incr`, `cache_add`):
+    /// installed only if the key still holds that at commit; otherwise a write that
+    /// committed meanwhile stands, as if this one had come first.
+    IfUnchanged(Seen),
+}
+
+/// When a written entry expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// After its cache's `duration`, if it has one, counted from the commit.
+    Default,
+    /// This many microseconds after the commit.
+    After(i64),
+    /// At this time (a `TimestampTz`); `i64::MAX`: never, whatever the cache's duration.
+    At(i64),
+}
+
+impl Expiry {
+    /// The time an entry committed at `now` expires ([`crate::store::NO_EXPIRY`] for
+    /// never), given its cache's duration.
+    pub fn at(self, now: i64, duration_us: Option<i64>) -> i64 {
+        match self {
+            Expiry::Default => duration_us.map_or(crate::store::NO_EXPIRY, |d| now.saturating_add(d)),
+            Expiry::After(d) => now.saturating_add(d),
+            Expiry::At(t) => t,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    Set { cache: String, key: Vec<u8>, value: Vec<u8>, ttl_us: Option<i64>, mode: SetMode },
-    Delete { cache: String, key: Vec<u8> },
+    Set { cache: String, key: Vec<u8>, value: Vec<u8>, expiry: Expiry, mode: SetMode },
+    /// `seen`: only if the key still holds what a read saw (`cache_pull`), as for
+    /// [`SetMode::IfUnchanged`].
+    Delete { cache: String, key: Vec<u8>, seen: Option<Seen> },
+    /// A new expiry for whatever entry the key holds at commit (`cache_touch`). Only
+    /// logged while the transaction has no value of its own for the key (with one,
+    /// the toucher logs that value again with the new expiry).
+    Touch { cache: String, key: Vec<u8>, expiry: Expiry },
     Clear { cache: String },
     ClearAll,
     /// A `cache_create`; `previous` is the committed declaration it replaces. Boxed:
@@ -51,8 +84,15 @@ pub struct Write<'a> {
     pub op: usize,
     pub cache: &'a str,
     pub key: &'a [u8],
-    /// `None` deletes; `Some((value, ttl_us))` sets.
-    pub value: Option<(&'a [u8], Option<i64>)>,
+    pub change: Change<'a>,
+}
+
+/// What a [`Write`] does to its key.
+#[derive(Debug, PartialEq)]
+pub enum Change<'a> {
+    Set { value: &'a [u8], expiry: Expiry },
+    Delete,
+    Touch { expiry: Expiry },
 }
 
 #[derive(Debug, Default, PartialEq)]
@@ -90,7 +130,8 @@ impl Hasher for AlreadyHashed {
 struct Logged {
     level: u32,
     op: Op,
-    /// Set/Delete: the hash of (cache, key). Unused for other operations.
+    /// Set/Delete/Touch (the key's writes): the hash of (cache, key). Unused for
+    /// other operations.
     key_hash: u64,
     /// What this operation's index map held before it (`NONE`: nothing), so that
     /// undoing it puts the map back: for a Set or Delete the previous write with the
@@ -193,7 +234,7 @@ impl WriteSet {
         let i = self.ops.len();
         let (mut key_hash, mut replaced) = (0, NONE);
         let prev = match &op {
-            Op::Set { cache, key, .. } | Op::Delete { cache, key } => {
+            Op::Set { cache, key, .. } | Op::Delete { cache, key, .. } | Op::Touch { cache, key, .. } => {
                 key_hash = self.hasher.hash_one((cache.as_str(), key.as_slice()));
                 self.keys.try_reserve(1)?;
                 let prev = self.keys.insert(key_hash, i).unwrap_or(NONE);
@@ -215,7 +256,7 @@ impl WriteSet {
     fn pop(&mut self) {
         let Some(l) = self.ops.pop() else { return };
         match &l.op {
-            Op::Set { .. } | Op::Delete { .. } => {
+            Op::Set { .. } | Op::Delete { .. } | Op::Touch { .. } => {
                 if l.prev == NONE {
                     self.keys.remove(&l.key_hash);
                 } else {
@@ -231,16 +272,18 @@ impl WriteSet {
         }
     }
 
-    /// The index of the last Set or Delete of (cache, key).
+    /// The index of the last write (Set, Delete, Touch) of (cache, key).
     fn last_write(&self, key_hash: u64, cache: &str, key: &[u8]) -> Option<usize> {
         self.last_write_from(self.keys.get(&key_hash).copied().unwrap_or(NONE), cache, key)
     }
 
-    /// The last Set or Delete of (cache, key) at or before `i` on its hash chain.
+    /// The last write of (cache, key) at or before `i` on its hash chain.
     fn last_write_from(&self, mut i: usize, cache: &str, key: &[u8]) -> Option<usize> {
         while i != NONE {
             match &self.ops[i].op {
-                Op::Set { cache: c, key: k, .. } | Op::Delete { cache: c, key: k } if c == cache && k == key => {
+                Op::Set { cache: c, key: k, .. } | Op::Delete { cache: c, key: k, .. } | Op::Touch { cache: c, key: k, .. }
+                    if c == cache && k == key =>
+                {
                     return Some(i);
                 }
                 _ => i = self.ops[i].prev,
@@ -259,15 +302,44 @@ impl WriteSet {
     }
 
     pub fn lookup(&self, cache: &str, key: &[u8]) -> Pending<'_> {
+        match self.live_write(cache, key) {
+            Ok(Op::Set { value, .. }) => Pending::Value(value),
+            Ok(Op::Delete { .. }) => Pending::Deleted,
+            // A touch is logged only when the transaction has no value of its own:
+            // the shared cache's value it is.
+            Ok(_) => Pending::Unknown,
+            Err(true) => Pending::Cleared,
+            Err(false) => Pending::Unknown,
+        }
+    }
+
+    /// What the transaction's last write of the key is guarded by: the read it was
+    /// computed from, if it was (see [`SetMode::IfUnchanged`]). A write computed from
+    /// that write carries the same guard.
+    pub fn seen(&self, cache: &str, key: &[u8]) -> Option<Seen> {
+        match self.live_write(cache, key) {
+            Ok(Op::Set { mode: SetMode::IfUnchanged(seen), .. } | Op::Delete { seen: Some(seen), .. }) => Some(*seen),
+            _ => None,
+        }
+    }
+
+    /// The value, mode and expiry of the transaction's last write of the key, if that
+    /// write is a set (what a touch or an increment of the key starts from).
+    pub fn last_set(&self, cache: &str, key: &[u8]) -> Option<(&[u8], SetMode, Expiry)> {
+        match self.live_write(cache, key) {
+            Ok(Op::Set { value, mode, expiry, .. }) => Some((value, *mode, *expiry)),
+            _ => None,
+        }
+    }
+
+    /// The last write of the key since the cache's last clear; `Err(cleared)` when
+    /// there is none.
+    fn live_write(&self, cache: &str, key: &[u8]) -> Result<&Op, bool> {
         let last_write = self.last_write(self.hasher.hash_one((cache, key)), cache, key);
         let last_clear = self.last_clear(cache);
         match (last_write, last_clear) {
-            (Some(w), c) if c.is_none_or(|c| w > c) => match &self.ops[w].op {
-                Op::Set { value, .. } => Pending::Value(value),
-                _ => Pending::Deleted,
-            },
-            (_, Some(_)) => Pending::Cleared,
-            _ => Pending::Unknown,
+            (Some(w), c) if c.is_none_or(|c| w > c) => Ok(&self.ops[w].op),
+            (_, c) => Err(c.is_some()),
         }
     }
 
@@ -313,7 +385,9 @@ impl WriteSet {
     pub fn plan(&self) -> Result<Plan<'_>, OutOfMemory> {
         let mut plan = Plan { clear_all: self.clear_all.is_some(), ..Default::default() };
         let live = |i: usize, l: &Logged| match &l.op {
-            Op::Set { cache, .. } | Op::Delete { cache, .. } => !l.superseded && self.after_clear(cache, i),
+            Op::Set { cache, .. } | Op::Delete { cache, .. } | Op::Touch { cache, .. } => {
+                !l.superseded && self.after_clear(cache, i)
+            }
             _ => false,
         };
         let writes = self.ops.iter().enumerate().filter(|&(i, l)| live(i, l)).count();
@@ -322,11 +396,14 @@ impl WriteSet {
         plan.declares.try_reserve_exact(self.declares.len())?;
         for (i, l) in self.ops.iter().enumerate() {
             match &l.op {
-                Op::Set { cache, key, value, ttl_us, .. } if live(i, l) => {
-                    plan.writes.push(Write { op: i, cache, key, value: Some((value, *ttl_us)) });
+                Op::Set { cache, key, value, expiry, .. } if live(i, l) => {
+                    plan.writes.push(Write { op: i, cache, key, change: Change::Set { value, expiry: *expiry } });
                 }
-                Op::Delete { cache, key } if live(i, l) => {
-                    plan.writes.push(Write { op: i, cache, key, value: None });
+                Op::Delete { cache, key, .. } if live(i, l) => {
+                    plan.writes.push(Write { op: i, cache, key, change: Change::Delete });
+                }
+                Op::Touch { cache, key, expiry } if live(i, l) => {
+                    plan.writes.push(Write { op: i, cache, key, change: Change::Touch { expiry: *expiry } });
                 }
                 Op::Clear { cache } if self.clears.get(cache) == Some(&i) => plan.clears.push(cache),
                 Op::Declare { cache, config, .. } if self.declares.get(cache) == Some(&i) => {
@@ -361,7 +438,7 @@ mod tests {
     }
 
     fn set(c: &str, k: &str, v: &str) -> Op {
-        Op::Set { cache: c.into(), key: k.into(), value: v.into(), ttl_us: None, mode: SetMode::Fill }
+        Op::Set { cache: c.into(), key: k.into(), value: v.into(), expiry: Expiry::Default, mode: SetMode::Fill }
     }
 
     #[test]
@@ -370,7 +447,7 @@ mod tests {
         assert_eq!(w.lookup("c", b"k"), Pending::Unknown);
         w.push_ok(1, set("c", "k", "1"));
         assert_eq!(w.lookup("c", b"k"), Pending::Value(b"1"));
-        w.push_ok(1, Op::Delete { cache: "c".into(), key: b"k".to_vec() });
+        w.push_ok(1, Op::Delete { cache: "c".into(), key: b"k".to_vec(), seen: None });
         assert_eq!(w.lookup("c", b"k"), Pending::Deleted);
         w.push_ok(1, set("c", "k", "2"));
         w.push_ok(1, Op::Clear { cache: "c".into() });
@@ -392,15 +469,15 @@ mod tests {
         w.push_ok(1, Op::Clear { cache: "c".into() });
         w.push_ok(1, set("c", "b", "2"));
         w.push_ok(1, set("d", "x", "1"));
-        w.push_ok(1, Op::Delete { cache: "d".into(), key: b"x".to_vec() });
+        w.push_ok(1, Op::Delete { cache: "d".into(), key: b"x".to_vec(), seen: None });
         let p = w.plan().unwrap();
         assert!(!p.clear_all);
         assert_eq!(p.clears, vec!["c"]);
         assert_eq!(
             p.writes,
             vec![
-                Write { op: 3, cache: "c", key: b"b", value: Some((b"2", None)) },
-                Write { op: 5, cache: "d", key: b"x", value: None },
+                Write { op: 3, cache: "c", key: b"b", change: Change::Set { value: b"2", expiry: Expiry::Default } },
+                Write { op: 5, cache: "d", key: b"x", change: Change::Delete },
             ]
         );
     }
@@ -416,13 +493,39 @@ mod tests {
         w.push_ok(2, set("c", "b", "3"));
         w.rollback_to(2);
         assert_eq!(w.lookup("c", b"b"), Pending::Value(b"1"));
-        let written: Vec<_> = w.plan().unwrap().writes.into_iter().map(|x| (x.op, x.cache, x.key, x.value.map(|(v, _)| v))).collect();
+        let written: Vec<_> = w.plan().unwrap().writes.into_iter().map(|x| (x.op, x.cache, x.key, match x.change {
+            Change::Set { value, .. } => Some(value),
+            _ => None,
+        })).collect();
         assert_eq!(
             written,
             vec![(1, "c", &b"b"[..], Some(&b"1"[..])), (2, "d", &b"a"[..], Some(&b"1"[..])), (3, "c", &b"a"[..], Some(&b"2"[..]))]
         );
         // Operation indexes point at the operations the commit moves out.
         assert_eq!(w.take_op(3), set("c", "a", "2"));
+    }
+
+    #[test]
+    fn a_touch_shows_the_shared_value_and_a_guard_follows_the_last_write() {
+        let mut w = WriteSet::default();
+        let seen = Seen::Entry { block: 3, serial: 9, expired: false };
+        w.push_ok(1, Op::Touch { cache: "c".into(), key: b"k".to_vec(), expiry: Expiry::After(5) });
+        assert_eq!(w.lookup("c", b"k"), Pending::Unknown, "a touch leaves the value to the shared cache");
+        assert_eq!(w.seen("c", b"k"), None);
+        let p = w.plan().unwrap();
+        assert_eq!(p.writes, vec![Write { op: 0, cache: "c", key: b"k", change: Change::Touch { expiry: Expiry::After(5) } }]);
+        w.push_ok(1, Op::Set { cache: "c".into(), key: b"k".to_vec(), value: b"1".to_vec(), expiry: Expiry::Default, mode: SetMode::IfUnchanged(seen) });
+        assert_eq!(w.seen("c", b"k"), Some(seen));
+        assert_eq!(w.last_set("c", b"k"), Some((&b"1"[..], SetMode::IfUnchanged(seen), Expiry::Default)));
+        assert_eq!(w.plan().unwrap().writes.len(), 1, "the set supersedes the touch");
+        w.push_ok(2, Op::Delete { cache: "c".into(), key: b"k".to_vec(), seen: Some(seen) });
+        assert_eq!((w.lookup("c", b"k"), w.seen("c", b"k")), (Pending::Deleted, Some(seen)));
+        w.push_ok(2, set("c", "k", "2"));
+        assert_eq!(w.seen("c", b"k"), None, "a plain write after it is unguarded");
+        w.rollback_to(2);
+        assert_eq!((w.lookup("c", b"k"), w.seen("c", b"k")), (Pending::Value(b"1"), Some(seen)));
+        w.push_ok(1, Op::Clear { cache: "c".into() });
+        assert_eq!(w.seen("c", b"k"), None, "cleared since");
     }
 
     #[test]
@@ -491,8 +594,9 @@ mod tests {
                     0 => Op::Clear { cache },
                     1 => Op::ClearAll,
                     2 => Op::Declare { cache, config: Box::new(config), previous: None },
-                    3 | 4 => Op::Delete { cache, key },
-                    _ => Op::Set { cache, key, value: next(100).to_string().into_bytes(), ttl_us: None, mode: SetMode::Fill },
+                    3 => Op::Delete { cache, key, seen: None },
+                    4 => Op::Touch { cache, key, expiry: Expiry::After(5) },
+                    _ => Op::Set { cache, key, value: next(100).to_string().into_bytes(), expiry: Expiry::Default, mode: SetMode::Fill },
                 };
                 match next(8) {
                     0 if level < 5 => level += 1,
