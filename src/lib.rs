@@ -2,7 +2,8 @@
 //!
 //! The store, write set and key encoding live in the `pg_cache_core` crate, which
 //! needs no PostgreSQL. Here, from the bottom up: `errors` and `pg` (backend facts);
-//! `gucs`, `shmem`, `privileges`, `pending` (the transaction's write set);
+//! `gucs`, `shmem`, `privileges`, `pending` (the transaction's write set), `keylock`
+//! (locks on keys);
 //! `registry` (cache names to slots); `xact` and `worker`, which bind the store to
 //! the server; `api`, what SQL sees. A module uses only those before it in this list.
 
@@ -15,6 +16,7 @@ mod pg;
 mod privileges;
 mod registry;
 mod gucs;
+mod keylock;
 mod shmem;
 mod worker;
 mod xact;

@@ -68,6 +68,121 @@ mod tests {
         assert_eq!(Spi::get_one::<bool>("SELECT cache_delete('t', 'k')").unwrap(), Some(true));
     }
 
+    fn int(sql: &str) -> Option<i64> {
+        Spi::get_one::<i64>(sql).expect("query runs")
+    }
+
+    fn yes(sql: &str) -> bool {
+        Spi::get_one::<bool>(sql).expect("query runs").expect("not null")
+    }
+
+    #[pg_test]
+    fn add_stores_only_into_an_absent_key() {
+        assert!(yes("SELECT cache_add('t', 'a', '1')"));
+        assert!(!yes("SELECT cache_add('t', 'a', '2')"), "present now");
+        assert_eq!(get("SELECT cache_get('t', 'a')::text").as_deref(), Some("1"));
+        Spi::run("SELECT cache_delete('t', 'a')").unwrap();
+        assert!(yes("SELECT cache_add('t', 'a', '3', ttl => '1 hour')"), "absent again after the delete");
+        assert_eq!(get("SELECT cache_get('t', 'a')::text").as_deref(), Some("3"));
+        Spi::run("SELECT cache_clear('t')").unwrap();
+        assert!(yes("SELECT cache_add('t', 'a', '4')"), "absent after the clear");
+    }
+
+    #[pg_test]
+    fn incr_and_decr_count_from_initial_and_return_what_commits() {
+        assert_eq!(int("SELECT cache_incr('t', 'n')"), Some(1), "a missing key starts at 0");
+        assert_eq!(int("SELECT cache_incr('t', 'n', 5)"), Some(6));
+        assert_eq!(int("SELECT cache_decr('t', 'n', 2)"), Some(4));
+        assert_eq!(int("SELECT cache_incr('t', 'n', delta => -10)"), Some(-6));
+        assert_eq!(get("SELECT cache_get('t', 'n')::text").as_deref(), Some("-6"), "stored as a JSON number");
+        assert_eq!(int("SELECT cache_incr('t', 'm', initial => 100)"), Some(101));
+        assert_eq!(int("SELECT cache_incr('t', 'none', initial => NULL)"), None, "missing stays missing");
+        assert!(!yes("SELECT cache_has('t', 'none')"));
+        Spi::run("SELECT cache_put('t', 'p', '41')").unwrap();
+        assert_eq!(int("SELECT cache_incr('t', 'p')"), Some(42), "counts on a put value");
+        // A rolled-back savepoint takes its increment back.
+        Spi::run("DO $$ BEGIN PERFORM cache_incr('t', 'p'); RAISE EXCEPTION 'x'; EXCEPTION WHEN OTHERS THEN NULL; END $$").unwrap();
+        assert_eq!(int("SELECT cache_incr('t', 'p', 0)"), Some(42));
+    }
+
+    #[pg_test(error = "cache_incr: cache \"t\" holds a string under key \"s\", not an integer")]
+    fn incr_of_a_string() {
+        Spi::run("SELECT cache_put('t', 's', '\"x\"')").unwrap();
+        Spi::run("SELECT cache_incr('t', 's')").unwrap();
+    }
+
+    #[pg_test(error = "cache_incr: cache \"t\" holds a number with a fraction under key \"f\", not an integer")]
+    fn incr_of_a_fraction() {
+        Spi::run("SELECT cache_put('t', 'f', '1.5')").unwrap();
+        Spi::run("SELECT cache_incr('t', 'f')").unwrap();
+    }
+
+    #[pg_test(error = "cache_incr: 9223372036854775807 + 1 is out of range for bigint")]
+    fn incr_past_bigint() {
+        Spi::run("SELECT cache_put('t', 'big', '9223372036854775807')").unwrap();
+        Spi::run("SELECT cache_incr('t', 'big')").unwrap();
+    }
+
+    #[pg_test(error = "cache_decr: the value under key \"huge\" is out of range for bigint")]
+    fn decr_of_a_number_past_bigint() {
+        Spi::run("SELECT cache_put('t', 'huge', '1e30')").unwrap();
+        Spi::run("SELECT cache_decr('t', 'huge')").unwrap();
+    }
+
+    #[pg_test]
+    fn a_failed_incr_leaves_the_value_as_it_was() {
+        Spi::run("SELECT cache_put('t', 'big', '9223372036854775800')").unwrap();
+        assert_eq!(error_of("SELECT cache_incr('t', 'big', 100)").0, "22003");
+        assert_eq!(error_of("SELECT cache_decr('t', 'big', '-9223372036854775808'::bigint)").0, "22003");
+        assert_eq!(error_of("SELECT cache_incr('t', 'big', NULL)").0, "22004");
+        assert_eq!(get("SELECT cache_get('t', 'big')::text").as_deref(), Some("9223372036854775800"));
+    }
+
+    #[pg_test]
+    fn pull_returns_the_value_once() {
+        Spi::run("SELECT cache_put('t', 'job', '{\"id\": 7}')").unwrap();
+        assert_eq!(get("SELECT cache_pull('t', 'job')::text").as_deref(), Some("{\"id\": 7}"));
+        assert_eq!(get("SELECT cache_pull('t', 'job')::text"), None, "gone for this transaction");
+        assert_eq!(get("SELECT cache_pull('t', 'job', '\"none\"')::text").as_deref(), Some("\"none\""));
+        assert_eq!(get("SELECT cache_get('t', 'job')::text"), None);
+    }
+
+    #[pg_test]
+    fn has_sees_own_writes_deletes_and_clears() {
+        assert!(!yes("SELECT cache_has('t', 'k')"));
+        Spi::run("SELECT cache_set('t', 'k', 'null')").unwrap();
+        assert!(yes("SELECT cache_has('t', 'k')"), "a JSON null is a value");
+        Spi::run("SELECT cache_delete('t', 'k')").unwrap();
+        assert!(!yes("SELECT cache_has('t', 'k')"));
+        Spi::run("SELECT cache_set('t', 'k', '1'), cache_clear('t')").unwrap();
+        assert!(!yes("SELECT cache_has('t', 'k')"));
+        assert!(!yes("SELECT cache_has('never_declared', 'k')"));
+    }
+
+    #[pg_test]
+    fn touch_keeps_the_value_and_reports_whether_there_was_one() {
+        assert!(!yes("SELECT cache_touch('t', 'k', '1 hour')"), "nothing to touch");
+        Spi::run("SELECT cache_set('t', 'k', '[1, 2]')").unwrap();
+        assert!(yes("SELECT cache_touch('t', 'k', '1 hour')"));
+        assert_eq!(get("SELECT cache_get('t', 'k')::text").as_deref(), Some("[1, 2]"));
+        Spi::run("SELECT cache_delete('t', 'k')").unwrap();
+        assert!(!yes("SELECT cache_touch('t', 'k', '1 hour')"));
+        assert_eq!(error_of("SELECT cache_touch('t', 'k', NULL)").0, "22004");
+        assert_eq!(error_of("SELECT cache_touch('t', 'k', '-1 hour')").0, "22023");
+    }
+
+    #[pg_test]
+    fn get_or_lock_takes_the_keys_lock_on_a_miss_only() {
+        let locks = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 28771 AND pid = pg_backend_pid()";
+        assert_eq!(get("SELECT cache_get_or_lock('t', 'k')::text"), None);
+        assert_eq!(int(locks), Some(1), "the key's lock, shown in pg_locks");
+        Spi::run("SELECT cache_set('t', 'k', '\"computed\"')").unwrap();
+        assert_eq!(get("SELECT cache_get_or_lock('t', 'k')::text").as_deref(), Some("\"computed\""));
+        assert_eq!(get("SELECT cache_get_or_lock('t', 'other')::text"), None);
+        assert_eq!(int(locks), Some(2));
+        assert_eq!(int("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid IN (1, 2)"), Some(0), "not an advisory lock of the user's");
+    }
+
     #[pg_test(error = "value must not be NULL")]
     fn put_of_a_null_value() {
         Spi::run("SELECT cache_put('t', 'k', NULL)").unwrap();
@@ -500,6 +615,11 @@ mod tests {
             ("SELECT cache_set('t', 'k', to_jsonb(repeat('v', 2000000)))", "54000"),
             ("SELECT cache_create('t', readers => ARRAY(SELECT 'r' || g FROM generate_series(1, 9) g))", "42704"),
             ("SELECT cache_drop('no_such_database')", "3D000"),
+            ("SELECT cache_incr('t', 'k', NULL)", "22004"),
+            ("SELECT cache_add('t', 'k', NULL)", "22004"),
+            ("SELECT cache_touch('t', 'k', NULL)", "22004"),
+            ("SELECT cache_put('t', 's', '\"x\"'), cache_incr('t', 's')", "42804"),
+            ("SELECT cache_put('t', 'b', '9223372036854775807'), cache_incr('t', 'b')", "22003"),
         ];
         for (sql, want) in cases {
             assert_eq!(error_of(sql).0, want, "{sql}");
@@ -512,6 +632,12 @@ mod tests {
             "SELECT cache_get('guarded_t', 'k')",
             "SELECT cache_set('guarded_t', 'k', '1')",
             "SELECT cache_create('guarded_t')",
+            "SELECT cache_has('guarded_t', 'k')",
+            "SELECT cache_add('guarded_t', 'k', '1')",
+            "SELECT cache_incr('guarded_t', 'k')",
+            "SELECT cache_pull('guarded_t', 'k')",
+            "SELECT cache_touch('guarded_t', 'k', '1 hour')",
+            "SELECT cache_get_or_lock('guarded_t', 'k')",
         ] {
             assert_eq!(error_of(sql).0, "42501", "{sql}");
         }

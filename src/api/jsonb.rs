@@ -33,6 +33,57 @@ impl RawJsonb {
     }
 }
 
+/// Why a jsonb value is not a counter.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NotInteger {
+    /// Another JSON type (its `jsonb_typeof` name), or a number with a fraction.
+    Kind(&'static str),
+    /// An integer outside bigint's range.
+    OutOfRange,
+}
+
+impl RawJsonb {
+    /// The bigint this value holds: a JSON number with no fraction, in range.
+    pub fn as_integer(&self) -> Result<i64, NotInteger> {
+        // SAFETY: a jsonb datum built by `build` (or detoasted with a 4-byte header):
+        // its container is int-aligned as JsonbToCString reads it; the result is a
+        // palloc'd NUL-terminated string.
+        let text = unsafe {
+            let len = self.bytes().len() as std::ffi::c_int;
+            let container = pgrx::vardata_any(self.0) as *mut pg_sys::JsonbContainer;
+            std::ffi::CStr::from_ptr(pg_sys::JsonbToCString(std::ptr::null_mut(), container, len))
+        };
+        let text = text.to_bytes();
+        match text.first() {
+            Some(b'"') => return Err(NotInteger::Kind("string")),
+            Some(b'{') => return Err(NotInteger::Kind("object")),
+            Some(b'[') => return Err(NotInteger::Kind("array")),
+            Some(b't' | b'f') => return Err(NotInteger::Kind("boolean")),
+            Some(b'n') => return Err(NotInteger::Kind("null")),
+            _ => {}
+        }
+        // numeric_out writes digits with an optional sign and fraction, no exponent.
+        let text = std::str::from_utf8(text).map_err(|_| NotInteger::Kind("number"))?;
+        text.parse::<i64>().map_err(|e| match e.kind() {
+            std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow => NotInteger::OutOfRange,
+            _ => NotInteger::Kind("number with a fraction"),
+        })
+    }
+
+    /// The JSON number `n`.
+    pub fn from_integer(n: i64) -> RawJsonb {
+        // SAFETY: a numeric scalar JsonbValue, converted to a palloc'd jsonb datum
+        // with a 4-byte header.
+        unsafe {
+            let mut v = pg_sys::JsonbValue {
+                type_: pg_sys::jbvType::jbvNumeric,
+                val: pg_sys::JsonbValue__bindgen_ty_1 { numeric: pg_sys::int64_to_numeric(n) },
+            };
+            RawJsonb(pg_sys::JsonbValueToJsonb(&mut v) as *mut pg_sys::varlena)
+        }
+    }
+}
+
 impl FromDatum for RawJsonb {
     unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _: pg_sys::Oid) -> Option<Self> {
         // SAFETY: PostgreSQL passes a jsonb varlena datum for our jsonb arguments.

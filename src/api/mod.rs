@@ -3,4 +3,5 @@
 pub mod args;
 mod functions;
 pub mod jsonb;
+mod keyops;
 mod stats;

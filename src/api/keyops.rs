@@ -1,0 +1,306 @@
+//! Operations on one key beyond get, set, put and delete: those that read the key and
+//! write what they read (add, incr and decr, pull), a single-flight read
+//! (get_or_lock), and two that neither copy nor replace a value (has, touch).
+//!
+//! A read-then-write operation takes the key's lock (see `keylock`) before it reads,
+//! so that such operations on one key follow each other: two adders cannot both
+//! find the key absent, two incrementers cannot both start from the same value. Its
+//! write then commits only if the key still holds what it read: a plain set, put,
+//! delete or clear that committed in between (they take no lock) stands, as if it
+//! had come after (transaction rule 13).
+
+use pgrx::datum::Interval;
+use pgrx::pg_sys::errcodes::PgSqlErrorCode;
+use pgrx::prelude::*;
+
+use super::args::{self, check_key, check_name, check_positive, check_value_size, check_writable};
+use super::functions::owned;
+use super::jsonb::{NotInteger, RawJsonb};
+use crate::errors;
+use crate::keylock;
+use crate::pg::{self, now};
+use crate::registry;
+use crate::{pending, shmem};
+use pg_cache_core::key;
+use pg_cache_core::store::{CacheConfig, Lookup, SlotRef};
+use pg_cache_core::value::ValueKind;
+use pg_cache_core::writeset::{try_copy, Expiry, Op, Pending, SetMode};
+
+/// A key resolved for a write: its cache's slot and configuration, the stored key.
+struct Target<'a> {
+    name: &'a str,
+    key: &'a str,
+    slot: SlotRef,
+    config: std::rc::Rc<CacheConfig>,
+    stored: Vec<u8>,
+}
+
+fn target<'a>(function: &str, cache: Option<&'a str>, key: Option<&'a str>) -> Target<'a> {
+    check_writable(function);
+    let name = check_name(cache);
+    let key = check_key(key);
+    let (slot, config) = registry::resolve(name);
+    args::check_write(name, &config);
+    let stored = registry::stored_key(&config, key);
+    Target { name, key, slot, config, stored }
+}
+
+/// What a read-then-write operation starts from, its key's lock held: the value the
+/// transaction sees (its own write, else the shared cache's), the mode a write made
+/// from it commits in, and the expiry of the entry it read.
+struct Basis {
+    value: Option<RawJsonb>,
+    mode: SetMode,
+    expiry: Expiry,
+}
+
+fn basis(function: &str, t: &Target) -> Basis {
+    let own = pending::last_set(t.name, &t.stored, |set| {
+        set.map(|(v, mode, expiry)| (RawJsonb::build(v.len(), |out| out.copy_from_slice(v)), mode, expiry))
+    });
+    // A write made from the transaction's own write commits as that one would: under
+    // the condition of the read it came from, if any; else as a put.
+    let own_mode = || pending::seen(t.name, &t.stored).map_or(SetMode::Put, SetMode::IfUnchanged);
+    if let Some((value, _, expiry)) = own {
+        return Basis { value: Some(value), mode: own_mode(), expiry };
+    }
+    let deleted = pending::lookup(t.name, &t.stored, |p| !matches!(p, Pending::Unknown));
+    if deleted {
+        return Basis { value: None, mode: own_mode(), expiry: Expiry::Default };
+    }
+    let hash = key::hash(t.slot.index, &t.stored);
+    let o = shmem::store().observe(t.slot, &t.stored, hash, ValueKind::Jsonb, now, |len, copy| RawJsonb::build(len, copy));
+    let mode = SetMode::IfUnchanged(o.seen);
+    match o.found {
+        Lookup::Hit(v) => Basis { value: Some(v), mode, expiry: Expiry::At(o.expires_at) },
+        Lookup::Miss | Lookup::Expired => Basis { value: None, mode, expiry: Expiry::Default },
+        Lookup::OtherKind(kind) => errors::raise(
+            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            format!(
+                "{function}: cache \"{}\" holds a {} value under key \"{}\", not jsonb",
+                t.name,
+                kind.map_or("unknown", ValueKind::name),
+                t.key
+            ),
+            "Read and write it with the functions for its kind.",
+        ),
+    }
+}
+
+/// Logs `value` under the target's key.
+fn push_value(t: &Target, value: &RawJsonb, expiry: Expiry, mode: SetMode) {
+    check_value_size(value.bytes().len());
+    args::check_entry_size(&t.config, t.stored.len(), value.bytes().len());
+    shmem::store().prefetch_bucket(key::hash(t.slot.index, &t.stored));
+    let bytes = try_copy(value.bytes()).unwrap_or_else(|_| errors::out_of_memory("copying a value"));
+    let stored = try_copy(&t.stored).unwrap_or_else(|_| errors::out_of_memory("copying a key"));
+    pending::push(Op::Set { cache: owned(t.name), key: stored, value: bytes, expiry, mode });
+}
+
+fn ttl_expiry(ttl: Option<Interval>) -> Option<Expiry> {
+    ttl.map(|t| Expiry::After(check_positive("ttl", t)))
+}
+
+/// Stores `value` under `key` at commit if the key holds nothing; whether it did.
+/// The answer is the truth at commit: of two transactions adding one key, the
+/// second waits for the first to end (as for a unique index) and then gets false
+/// if the first committed.
+#[pg_extern(volatile, parallel_unsafe)]
+fn cache_add(cache: Option<&str>, key: Option<&str>, value: Option<RawJsonb>, ttl: default!(Option<Interval>, "NULL")) -> bool {
+    let t = target("cache_add", cache, key);
+    let value = value.unwrap_or_else(|| errors::null_argument("value"));
+    check_value_size(value.bytes().len());
+    let expiry = ttl_expiry(ttl).unwrap_or(Expiry::Default);
+    keylock::lock(t.name, &t.stored);
+    let b = basis("cache_add", &t);
+    if b.value.is_some() {
+        return false;
+    }
+    push_value(&t, &value, expiry, b.mode);
+    true
+}
+
+/// Adds `delta` to the integer under `key` and returns the value this transaction
+/// commits. A missing key starts at `initial` (with `initial => NULL` it stays
+/// missing and the result is NULL). Increments of one key by concurrent
+/// transactions follow each other (the second waits for the first to end), so N
+/// committed increments by 1 add N. Without `ttl` the key keeps its expiry.
+#[pg_extern(volatile, parallel_unsafe)]
+fn cache_incr(
+    cache: Option<&str>,
+    key: Option<&str>,
+    delta: default!(Option<i64>, "1"),
+    initial: default!(Option<i64>, "0"),
+    ttl: default!(Option<Interval>, "NULL"),
+) -> Option<i64> {
+    let delta = delta.unwrap_or_else(|| errors::null_argument("delta"));
+    add_to("cache_incr", cache, key, delta, initial, ttl)
+}
+
+/// [`cache_incr`] by `-delta`.
+#[pg_extern(volatile, parallel_unsafe)]
+fn cache_decr(
+    cache: Option<&str>,
+    key: Option<&str>,
+    delta: default!(Option<i64>, "1"),
+    initial: default!(Option<i64>, "0"),
+    ttl: default!(Option<Interval>, "NULL"),
+) -> Option<i64> {
+    let delta = delta.unwrap_or_else(|| errors::null_argument("delta"));
+    let delta = delta.checked_neg().unwrap_or_else(|| out_of_range("cache_decr", format!("-({delta})")));
+    add_to("cache_decr", cache, key, delta, initial, ttl)
+}
+
+fn out_of_range(function: &str, what: String) -> ! {
+    errors::raise(
+        PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+        format!("{function}: {what} is out of range for bigint"),
+        "The key keeps its value.",
+    )
+}
+
+fn add_to(function: &str, cache: Option<&str>, key: Option<&str>, delta: i64, initial: Option<i64>, ttl: Option<Interval>) -> Option<i64> {
+    let t = target(function, cache, key);
+    let ttl = ttl_expiry(ttl);
+    keylock::lock(t.name, &t.stored);
+    let b = basis(function, &t);
+    let current = match &b.value {
+        Some(v) => v.as_integer().unwrap_or_else(|e| match e {
+            NotInteger::Kind(kind) => errors::raise(
+                PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+                format!("{function}: cache \"{}\" holds a {kind} under key \"{}\", not an integer", t.name, t.key),
+                "Counters hold JSON integers: put one there first, or delete the key.",
+            ),
+            NotInteger::OutOfRange => out_of_range(function, format!("the value under key \"{}\"", t.key)),
+        }),
+        None => initial?,
+    };
+    let next = current.checked_add(delta).unwrap_or_else(|| out_of_range(function, format!("{current} + {delta}")));
+    // A key read from the shared cache keeps the expiry it had; a new one gets its
+    // cache's duration.
+    let expiry = ttl.unwrap_or(b.expiry);
+    push_value(&t, &RawJsonb::from_integer(next), expiry, b.mode);
+    Some(next)
+}
+
+/// Returns the value of `key` (or `default` when missing) and deletes it at commit.
+/// Of two transactions pulling one key, the second waits for the first to end and
+/// then finds the key gone if the first committed: one value, one receiver.
+#[pg_extern(volatile, parallel_unsafe)]
+fn cache_pull(cache: Option<&str>, key: Option<&str>, default: default!(Option<RawJsonb>, "NULL")) -> Option<RawJsonb> {
+    let t = target("cache_pull", cache, key);
+    keylock::lock(t.name, &t.stored);
+    let b = basis("cache_pull", &t);
+    let Some(value) = b.value else { return default };
+    let seen = match b.mode {
+        SetMode::IfUnchanged(seen) => Some(seen),
+        SetMode::Fill | SetMode::Put => None,
+    };
+    let stored = try_copy(&t.stored).unwrap_or_else(|_| errors::out_of_memory("copying a key"));
+    pending::push(Op::Delete { cache: owned(t.name), key: stored, seen });
+    Some(value)
+}
+
+/// Whether `key` holds a value: counts no hit or miss, copies nothing and leaves
+/// the entry's place in eviction order as it was.
+#[pg_extern(volatile, parallel_restricted)]
+fn cache_has(cache: Option<&str>, key: Option<&str>) -> bool {
+    let name = check_name(cache);
+    let key = check_key(key);
+    let (slot, config) = match registry::resolve_for_read(name) {
+        Some((slot, config)) => (Some(slot), config),
+        None => (None, registry::undeclared()),
+    };
+    args::check_read(name, &config);
+    let stored = registry::stored_key(&config, key);
+    let own = pending::lookup(name, &stored, |p| match p {
+        Pending::Value(_) => Some(true),
+        Pending::Deleted | Pending::Cleared => Some(false),
+        Pending::Unknown => None,
+    });
+    if let Some(found) = own {
+        return found;
+    }
+    let Some(slot) = slot else { return false };
+    shmem::store().contains(slot, &stored, key::hash(slot.index, &stored), now)
+}
+
+/// Gives `key` a new expiry, `ttl` after commit, without rewriting its value;
+/// whether the key holds a value. Not an invalidation: fills of the key by other
+/// transactions are not dropped for it. At commit it applies to whatever value the
+/// key then holds.
+#[pg_extern(volatile, parallel_unsafe)]
+fn cache_touch(cache: Option<&str>, key: Option<&str>, ttl: Option<Interval>) -> bool {
+    let t = target("cache_touch", cache, key);
+    let ttl = ttl.unwrap_or_else(|| errors::null_argument("ttl"));
+    let expiry = Expiry::After(check_positive("ttl", ttl));
+    // The transaction's own value: written again with the new expiry.
+    let own = pending::last_set(t.name, &t.stored, |set| {
+        set.map(|(v, mode, _)| (try_copy(v).unwrap_or_else(|_| errors::out_of_memory("copying a value")), mode))
+    });
+    let stored = || try_copy(&t.stored).unwrap_or_else(|_| errors::out_of_memory("copying a key"));
+    if let Some((value, mode)) = own {
+        pending::push(Op::Set { cache: owned(t.name), key: stored(), value, expiry, mode });
+        return true;
+    }
+    if pending::lookup(t.name, &t.stored, |p| !matches!(p, Pending::Unknown)) {
+        return false;
+    }
+    if !shmem::store().contains(t.slot, &t.stored, key::hash(t.slot.index, &t.stored), now) {
+        return false;
+    }
+    pending::push(Op::Touch { cache: owned(t.name), key: stored(), expiry });
+    true
+}
+
+/// Single flight: the value of `key`, or NULL after taking the key's lock until the
+/// transaction ends. A caller that gets NULL computes the value, writes it (set or
+/// put) and commits; others asking meanwhile wait for that commit (bounded by
+/// `lock_timeout`, shown in `pg_locks`, part of deadlock detection) and then get
+/// its value, or the lock if it rolled back or its fill was dropped as stale.
+#[pg_extern(volatile, parallel_unsafe)]
+fn cache_get_or_lock(cache: Option<&str>, key: Option<&str>) -> Option<RawJsonb> {
+    let t = target("cache_get_or_lock", cache, key);
+    args::check_read(t.name, &t.config);
+    let own = pending::lookup(t.name, &t.stored, |p| match p {
+        Pending::Value(v) => Some(Some(RawJsonb::build(v.len(), |out| out.copy_from_slice(v)))),
+        Pending::Deleted | Pending::Cleared => Some(None),
+        Pending::Unknown => None,
+    });
+    if let Some(found) = own {
+        // This transaction writes the key itself: nobody else's fill to wait for.
+        return found;
+    }
+    let store = shmem::store();
+    let hash = key::hash(t.slot.index, &t.stored);
+    let read = || store.lookup(t.slot, &t.stored, hash, ValueKind::Jsonb, now, |len, copy| RawJsonb::build(len, copy));
+    let found = read();
+    match &found {
+        Lookup::Hit(_) => store.count_hit(t.slot, pg::stripe()),
+        _ => store.count_miss(t.slot, pg::stripe()),
+    }
+    if let Lookup::Hit(v) = found {
+        return Some(v);
+    }
+    if let Lookup::OtherKind(kind) = found {
+        other_kind(&t, kind);
+    }
+    keylock::lock(t.name, &t.stored);
+    match read() {
+        Lookup::Hit(v) => {
+            // Filled while we waited: nothing left to compute, let others through.
+            keylock::unlock(t.name, &t.stored);
+            Some(v)
+        }
+        Lookup::OtherKind(kind) => other_kind(&t, kind),
+        Lookup::Miss | Lookup::Expired => None,
+    }
+}
+
+fn other_kind(t: &Target, kind: Option<ValueKind>) -> ! {
+    errors::raise(
+        PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+        format!("cache \"{}\" holds a {} value under key \"{}\", not jsonb", t.name, kind.map_or("unknown", ValueKind::name), t.key),
+        "Read it with the function for its kind.",
+    )
+}

@@ -1,0 +1,178 @@
+//! Operations that read a key and write what they read, under real concurrency:
+//! increments add up exactly, one adder wins a key, one puller receives a value.
+//! Transactions roll back at random; only what committed may show.
+
+mod common;
+use common::{connect, fresh_database};
+
+const CONNECTIONS: usize = 8;
+
+/// A small deterministic generator per connection (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+fn run_connections<T: Send + 'static>(db: &'static str, work: fn(usize, &mut postgres::Client) -> T) -> Vec<T> {
+    let threads: Vec<_> = (0..CONNECTIONS)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut c = connect(db);
+                work(i, &mut c)
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+const KEYS: u64 = 10;
+const INCREMENTS: usize = 10_000;
+
+/// 8 connections × 10,000 increments by 1 of 10 keys, one to three per transaction
+/// (keys in order, so that transactions cannot deadlock), a fifth of the
+/// transactions and some savepoints rolled back: each key ends at the number of
+/// increments that committed, and every value an increment returned was new.
+#[test]
+fn concurrent_increments_with_rollbacks_add_up_exactly() {
+    const DB: &str = "pg_cache_counters";
+    fresh_database(DB);
+    let per_connection = run_connections(DB, |i, c| {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1) * 0x1000_0001);
+        let mut committed = [0i64; KEYS as usize];
+        let mut returned: Vec<(u64, i64)> = Vec::new();
+        let mut done = 0;
+        while done < INCREMENTS {
+            let n = (1 + rng.below(3) as usize).min(INCREMENTS - done);
+            let mut keys: Vec<u64> = (0..n).map(|_| rng.below(KEYS)).collect();
+            keys.sort_unstable();
+            let mut tx = c.transaction().unwrap();
+            let mut counted = [0i64; KEYS as usize];
+            let mut seen = Vec::new();
+            for &k in &keys {
+                if rng.below(10) == 0 {
+                    // An increment in a savepoint that rolls back counts for nothing.
+                    let mut sp = tx.transaction().unwrap();
+                    sp.query_one("SELECT cache_incr('counters', $1)", &[&format!("k{k}")]).unwrap();
+                    sp.rollback().unwrap();
+                }
+                let v: i64 = tx.query_one("SELECT cache_incr('counters', $1)", &[&format!("k{k}")]).unwrap().get(0);
+                counted[k as usize] += 1;
+                seen.push((k, v));
+            }
+            if rng.below(5) == 0 {
+                tx.rollback().unwrap();
+            } else {
+                tx.commit().unwrap();
+                for k in 0..KEYS as usize {
+                    committed[k] += counted[k];
+                }
+                returned.extend(seen);
+            }
+            done += n;
+        }
+        (committed, returned)
+    });
+    let mut c = connect(DB);
+    let mut all_returned: Vec<(u64, i64)> = Vec::new();
+    for k in 0..KEYS {
+        let want: i64 = per_connection.iter().map(|(committed, _)| committed[k as usize]).sum();
+        let got: Option<String> = c.query_one("SELECT cache_get('counters', $1)::text", &[&format!("k{k}")]).unwrap().get(0);
+        assert_eq!(got, Some(want.to_string()), "key k{k}: the number of committed increments");
+    }
+    for (_, returned) in &per_connection {
+        all_returned.extend(returned);
+    }
+    // Committed increments of one key returned 1, 2, ... each exactly once (a
+    // transaction's last increment of a key is the value it committed).
+    for k in 0..KEYS {
+        let mut values: Vec<i64> = all_returned.iter().filter(|(key, _)| *key == k).map(|&(_, v)| v).collect();
+        values.sort_unstable();
+        let expected: Vec<i64> = (1..=values.len() as i64).collect();
+        assert_eq!(values, expected, "key k{k}: committed increments returned each value once");
+    }
+}
+
+/// 8 connections add the same 300 keys, each committing or rolling back at random:
+/// at most one committed adder of a key was told true, and a key holds a value
+/// exactly when one was, the value of that adder.
+#[test]
+fn of_concurrent_adders_one_wins_each_key() {
+    const DB: &str = "pg_cache_adders";
+    const ROUNDS: usize = 300;
+    fresh_database(DB);
+    let wins = run_connections(DB, |i, c| {
+        let mut rng = Rng(0x51_7cc1_b727_220a ^ (i as u64 + 7) * 0x3c6e_f372);
+        let mut won = Vec::new();
+        for round in 0..ROUNDS {
+            let mut tx = c.transaction().unwrap();
+            let added: bool = tx
+                .query_one("SELECT cache_add('adds', $1, to_jsonb($2::int))", &[&format!("r{round}"), &(i as i32)])
+                .unwrap()
+                .get(0);
+            if rng.below(3) == 0 {
+                tx.rollback().unwrap();
+            } else {
+                tx.commit().unwrap();
+                if added {
+                    won.push((round, i));
+                }
+            }
+        }
+        won
+    });
+    let mut c = connect(DB);
+    for round in 0..ROUNDS {
+        let winners: Vec<usize> = wins.iter().flatten().filter(|(r, _)| *r == round).map(|&(_, i)| i).collect();
+        assert!(winners.len() <= 1, "round {round}: {winners:?} were all told they added the key");
+        let held: Option<String> = c.query_one("SELECT cache_get('adds', $1)::text", &[&format!("r{round}")]).unwrap().get(0);
+        assert_eq!(held, winners.first().map(|i| i.to_string()), "round {round}: the winner's value, or none");
+    }
+}
+
+/// 8 connections pull from 400 jobs, rolling back a third of their pulls: each job
+/// reaches exactly one committed puller, and none is left.
+#[test]
+fn of_concurrent_pullers_one_receives_each_value() {
+    const DB: &str = "pg_cache_pullers";
+    const JOBS: i32 = 400;
+    fresh_database(DB);
+    connect(DB)
+        .batch_execute(&format!("SELECT cache_put('jobs', 'j' || g, to_jsonb(g)) FROM generate_series(1, {JOBS}) g"))
+        .unwrap();
+    let received = run_connections(DB, |i, c| {
+        let mut rng = Rng(0x2545_f491 ^ (i as u64 + 3) * 0x9e37_79b9);
+        let mut got = Vec::new();
+        for _ in 0..JOBS * 2 {
+            let job = 1 + rng.below(JOBS as u64) as i32;
+            let mut tx = c.transaction().unwrap();
+            let value: Option<String> =
+                tx.query_one("SELECT cache_pull('jobs', $1)::text", &[&format!("j{job}")]).unwrap().get(0);
+            if rng.below(3) == 0 {
+                tx.rollback().unwrap();
+            } else {
+                tx.commit().unwrap();
+                if let Some(v) = value {
+                    assert_eq!(v, job.to_string());
+                    got.push(job);
+                }
+            }
+        }
+        got
+    });
+    let mut c = connect(DB);
+    let mut all: Vec<i32> = received.into_iter().flatten().collect();
+    all.sort_unstable();
+    let before = all.len();
+    all.dedup();
+    assert_eq!(all.len(), before, "a job reached two committed pullers");
+    for job in 1..=JOBS {
+        let left: Option<String> = c.query_one("SELECT cache_get('jobs', $1)::text", &[&format!("j{job}")]).unwrap().get(0);
+        assert_eq!(left.is_some(), all.binary_search(&job).is_err(), "job {job}: pulled once or still there");
+    }
+}
