@@ -1,13 +1,29 @@
 -- pg_cache 0.3.0 -> 0.4.0: cache_put, a write that is never dropped as a stale fill
 -- (last committer wins); cache_add, cache_incr, cache_decr and cache_pull, which read
--- a key under its lock and write what they read; cache_has, cache_touch; and
--- cache_get_or_lock, a single-flight read.
+-- a key under its lock and write what they read; cache_has, cache_touch,
+-- cache_expires_at; cache_get_or_lock, a single-flight read; expires_at beside ttl
+-- on every write (cache_set's C symbol gets a new version: 0.3.0's keeps working
+-- until this update); cache_stats() gains hit_ratio.
+
+DROP FUNCTION cache_set(text, text, jsonb, interval);
+
+CREATE FUNCTION "cache_set"(
+	"cache" TEXT,
+	"key" TEXT,
+	"value" jsonb,
+	"ttl" interval DEFAULT NULL,
+	"expires_at" timestamp with time zone DEFAULT NULL
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cache_set_v2_wrapper';
 
 CREATE FUNCTION "cache_put"(
 	"cache" TEXT,
 	"key" TEXT,
 	"value" jsonb,
-	"ttl" interval DEFAULT NULL
+	"ttl" interval DEFAULT NULL,
+	"expires_at" timestamp with time zone DEFAULT NULL
 ) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
@@ -17,7 +33,8 @@ CREATE FUNCTION "cache_add"(
 	"cache" TEXT,
 	"key" TEXT,
 	"value" jsonb,
-	"ttl" interval DEFAULT NULL
+	"ttl" interval DEFAULT NULL,
+	"expires_at" timestamp with time zone DEFAULT NULL
 ) RETURNS bool
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
@@ -28,7 +45,8 @@ CREATE FUNCTION "cache_incr"(
 	"key" TEXT,
 	"delta" bigint DEFAULT 1,
 	"initial" bigint DEFAULT 0,
-	"ttl" interval DEFAULT NULL
+	"ttl" interval DEFAULT NULL,
+	"expires_at" timestamp with time zone DEFAULT NULL
 ) RETURNS bigint
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
@@ -39,7 +57,8 @@ CREATE FUNCTION "cache_decr"(
 	"key" TEXT,
 	"delta" bigint DEFAULT 1,
 	"initial" bigint DEFAULT 0,
-	"ttl" interval DEFAULT NULL
+	"ttl" interval DEFAULT NULL,
+	"expires_at" timestamp with time zone DEFAULT NULL
 ) RETURNS bigint
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
@@ -65,7 +84,8 @@ AS 'MODULE_PATHNAME', 'cache_has_wrapper';
 CREATE FUNCTION "cache_touch"(
 	"cache" TEXT,
 	"key" TEXT,
-	"ttl" interval
+	"ttl" interval DEFAULT NULL,
+	"expires_at" timestamp with time zone DEFAULT NULL
 ) RETURNS bool
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
@@ -78,3 +98,33 @@ CREATE FUNCTION "cache_get_or_lock"(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'cache_get_or_lock_wrapper';
+
+CREATE FUNCTION "cache_expires_at"(
+	"cache" TEXT,
+	"key" TEXT
+) RETURNS timestamp with time zone
+VOLATILE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cache_expires_at_wrapper';
+
+-- cache_stats() gains hit_ratio (its C symbol's version follows the row shape).
+DROP FUNCTION cache_stats();
+CREATE FUNCTION "cache_stats"() RETURNS TABLE (
+	"cache" TEXT,
+	"entries" bigint,
+	"bytes" bigint,
+	"hits" bigint,
+	"misses" bigint,
+	"sets" bigint,
+	"deletes" bigint,
+	"evictions" bigint,
+	"expirations" bigint,
+	"stale_sets" bigint,
+	"size_limit" bigint,
+	"duration" interval,
+	"last_clear" timestamp with time zone,
+	"hit_ratio" double precision
+)
+STRICT VOLATILE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cache_stats_v3_wrapper';

@@ -43,6 +43,12 @@ pub fn last_set<R>(cache: &str, key: &[u8], f: impl FnOnce(Option<(&[u8], SetMod
     WRITES.with_borrow(|w| f(if w.is_empty() { None } else { w.last_set(cache, key) }))
 }
 
+/// The expiry this transaction's touch gave the key's shared value, if its last
+/// write of the key is a touch.
+pub fn touched(cache: &str, key: &[u8]) -> Option<Expiry> {
+    WRITES.with_borrow(|w| if w.is_empty() { None } else { w.touched(cache, key) })
+}
+
 /// The declaration this transaction made of `cache`, if any.
 pub fn declared(cache: &str) -> Option<CacheConfig> {
     WRITES.with_borrow(|w| w.declared(cache).copied())

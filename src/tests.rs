@@ -168,6 +168,7 @@ mod tests {
         Spi::run("SELECT cache_delete('t', 'k')").unwrap();
         assert!(!yes("SELECT cache_touch('t', 'k', '1 hour')"));
         assert_eq!(error_of("SELECT cache_touch('t', 'k', NULL)").0, "22004");
+        assert_eq!(error_of("SELECT cache_touch('t', 'k', NULL, NULL)").0, "22004");
         assert_eq!(error_of("SELECT cache_touch('t', 'k', '-1 hour')").0, "22023");
     }
 
@@ -181,6 +182,34 @@ mod tests {
         assert_eq!(get("SELECT cache_get_or_lock('t', 'other')::text"), None);
         assert_eq!(int(locks), Some(2));
         assert_eq!(int("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid IN (1, 2)"), Some(0), "not an advisory lock of the user's");
+    }
+
+    #[pg_test]
+    fn expires_at_sets_an_absolute_expiry_and_infinity_never_expires() {
+        Spi::run("SELECT cache_create('timed', duration => '1 minute')").unwrap();
+        assert_eq!(get("SELECT cache_expires_at('timed', 'k')::text"), None, "missing");
+        Spi::run("SELECT cache_set('timed', 'k', '1', expires_at => 'infinity')").unwrap();
+        assert_eq!(get("SELECT cache_expires_at('timed', 'k')::text").as_deref(), Some("infinity"), "never, despite the duration");
+        Spi::run("SELECT cache_put('timed', 'k', '2')").unwrap();
+        assert!(yes("SELECT cache_expires_at('timed', 'k') BETWEEN now() + '59 seconds' AND clock_timestamp() + '1 minute'"), "the cache's duration");
+        Spi::run("SELECT cache_put('timed', 'k', '3', expires_at => '2999-01-01 00:00:00+00')").unwrap();
+        assert!(yes("SELECT cache_expires_at('timed', 'k') = '2999-01-01 00:00:00+00'"));
+        assert!(yes("SELECT cache_touch('timed', 'k', expires_at => 'infinity')"));
+        assert_eq!(get("SELECT cache_expires_at('timed', 'k')::text").as_deref(), Some("infinity"));
+        assert_eq!(get("SELECT cache_get('timed', 'k')::text").as_deref(), Some("3"), "a touch keeps the value");
+        assert!(yes("SELECT cache_add('timed', 'a', '1', ttl => '1 hour')"));
+        assert!(yes("SELECT cache_expires_at('timed', 'a') > now() + '59 minutes'"));
+        assert_eq!(int("SELECT cache_incr('timed', 'k', expires_at => '2999-01-02 00:00:00+00')"), Some(4));
+        assert!(yes("SELECT cache_expires_at('timed', 'k') = '2999-01-02 00:00:00+00'"));
+    }
+
+    #[pg_test]
+    fn bad_expiries_are_refused() {
+        assert_eq!(error_of("SELECT cache_set('t', 'k', '1', ttl => '1 hour', expires_at => 'infinity')").0, "22023");
+        assert_eq!(error_of("SELECT cache_put('t', 'k', '1', expires_at => now() - interval '1 second')").0, "22023");
+        assert_eq!(error_of("SELECT cache_add('t', 'k', '1', expires_at => '-infinity')").0, "22023");
+        assert_eq!(error_of("SELECT cache_touch('t', 'k')").0, "22004");
+        assert_eq!(get("SELECT cache_get('t', 'k')::text"), None, "nothing written");
     }
 
     #[pg_test(error = "value must not be NULL")]

@@ -1,7 +1,8 @@
 //! Checks of SQL arguments and of the caller's right to act: each raises the
 //! documented SQLSTATE with a message and a hint, or returns the checked value.
 
-use pgrx::datum::Interval;
+use pgrx::datum::{Interval, TimestampWithTimeZone};
+use pgrx::pg_sys;
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 
 use crate::errors;
@@ -11,6 +12,7 @@ use crate::registry::declarations::interval_micros;
 use crate::shmem;
 use crate::gucs;
 use pg_cache_core::store::{CacheConfig, RoleList, MAX_NAME};
+use pg_cache_core::writeset::Expiry;
 
 pub fn check_name(cache: Option<&str>) -> &str {
     let name = cache.unwrap_or_else(|| errors::null_argument("cache name"));
@@ -94,6 +96,26 @@ pub fn check_positive(what: &str, interval: Interval) -> i64 {
         );
     }
     us as i64
+}
+
+/// When a written entry expires: after `ttl`, at `expires_at` (`infinity`: never,
+/// even in a cache with a duration), or by its cache's duration when both are NULL.
+pub fn expiry(ttl: Option<Interval>, expires_at: Option<TimestampWithTimeZone>) -> Expiry {
+    match (ttl, expires_at) {
+        (None, None) => Expiry::Default,
+        (Some(t), None) => Expiry::After(check_positive("ttl", t)),
+        (None, Some(at)) => {
+            let at = pg_sys::TimestampTz::from(at);
+            if at <= pg::now() {
+                errors::invalid(
+                    "expires_at must be later than now".into(),
+                    "Pass 'infinity' for an entry that never expires, or delete the key.",
+                );
+            }
+            Expiry::At(at)
+        }
+        (Some(_), Some(_)) => errors::invalid("pass ttl or expires_at, not both".into(), ""),
+    }
 }
 
 /// Writes belong to the leader's transaction: a parallel worker (or a leader in

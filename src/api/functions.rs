@@ -3,7 +3,7 @@
 //! the transaction's own writes live in the leader's memory; writes are PARALLEL
 //! UNSAFE.
 
-use pgrx::datum::Interval;
+use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::pg_sys;
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
@@ -28,27 +28,68 @@ pub(super) fn owned(name: &str) -> String {
 
 /// Stores `value` under `key` when the transaction commits, as a fill: dropped if
 /// the key, its cache or its database was invalidated by a commit after this
-/// transaction started (it may have been computed from older rows).
-#[pg_extern(volatile, parallel_unsafe)]
-fn cache_set(cache: Option<&str>, key: Option<&str>, value: Option<RawJsonb>, ttl: default!(Option<Interval>, "NULL")) {
-    write_value("cache_set", cache, key, value, ttl, SetMode::Fill);
+/// transaction started (it may have been computed from older rows). It expires
+/// after `ttl`, at `expires_at` (`infinity`: never), or by its cache's duration.
+///
+/// The C symbol carries the signature's version (see `cache_create_v3`); the
+/// previous one is [`cache_set_wrapper`].
+#[pg_extern(name = "cache_set", volatile, parallel_unsafe)]
+fn cache_set_v2(
+    cache: Option<&str>,
+    key: Option<&str>,
+    value: Option<RawJsonb>,
+    ttl: default!(Option<Interval>, "NULL"),
+    expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+) {
+    write_value("cache_set", cache, key, value, args::expiry(ttl, expires_at), SetMode::Fill);
+}
+
+/// The C symbol of `cache_set(cache, key, value, ttl)` of 0.1.0 to 0.3.0: a database
+/// not yet updated keeps writing through it (cache_set is on every hot path) until
+/// `ALTER EXTENSION pg_cache UPDATE`. Exported by hand: it has no SQL of its own.
+#[no_mangle]
+pub extern "C" fn pg_finfo_cache_set_wrapper() -> &'static pg_sys::Pg_finfo_record {
+    static V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+#[no_mangle]
+#[pg_guard]
+pub extern "C-unwind" fn cache_set_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: the SQL of those versions declares cache_set(text, text, jsonb,
+    // interval), not STRICT: four arguments of these types, any of them NULL.
+    let (cache, key, value, ttl) = unsafe {
+        (
+            pgrx::fcinfo::pg_getarg::<&str>(fcinfo, 0),
+            pgrx::fcinfo::pg_getarg::<&str>(fcinfo, 1),
+            pgrx::fcinfo::pg_getarg::<RawJsonb>(fcinfo, 2),
+            pgrx::fcinfo::pg_getarg::<Interval>(fcinfo, 3),
+        )
+    };
+    write_value("cache_set", cache, key, value, args::expiry(ttl, None), SetMode::Fill);
+    pgrx::fcinfo::pg_return_void()
 }
 
 /// Stores `value` under `key` when the transaction commits, whatever committed
 /// meanwhile (last committer wins); fills of the key by transactions that started
-/// before this commit are dropped.
+/// before this commit are dropped. Expiry as for `cache_set`.
 #[pg_extern(volatile, parallel_unsafe)]
-fn cache_put(cache: Option<&str>, key: Option<&str>, value: Option<RawJsonb>, ttl: default!(Option<Interval>, "NULL")) {
-    write_value("cache_put", cache, key, value, ttl, SetMode::Put);
+fn cache_put(
+    cache: Option<&str>,
+    key: Option<&str>,
+    value: Option<RawJsonb>,
+    ttl: default!(Option<Interval>, "NULL"),
+    expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+) {
+    write_value("cache_put", cache, key, value, args::expiry(ttl, expires_at), SetMode::Put);
 }
 
-fn write_value(function: &str, cache: Option<&str>, key: Option<&str>, value: Option<RawJsonb>, ttl: Option<Interval>, mode: SetMode) {
+fn write_value(function: &str, cache: Option<&str>, key: Option<&str>, value: Option<RawJsonb>, expiry: Expiry, mode: SetMode) {
     check_writable(function);
     let name = check_name(cache);
     let key = check_key(key);
     let value = value.unwrap_or_else(|| errors::null_argument("value"));
     check_value_size(value.bytes().len());
-    let expiry = ttl.map_or(Expiry::Default, |t| Expiry::After(check_positive("ttl", t)));
     let (slot, config) = registry::resolve(name);
     args::check_write(name, &config);
     let stored = registry::stored_key(&config, key);

@@ -9,11 +9,11 @@
 //! delete or clear that committed in between (they take no lock) stands, as if it
 //! had come after (transaction rule 13).
 
-use pgrx::datum::Interval;
+use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
-use super::args::{self, check_key, check_name, check_positive, check_value_size, check_writable};
+use super::args::{self, check_key, check_name, check_value_size, check_writable};
 use super::functions::owned;
 use super::jsonb::{NotInteger, RawJsonb};
 use crate::errors;
@@ -97,20 +97,22 @@ fn push_value(t: &Target, value: &RawJsonb, expiry: Expiry, mode: SetMode) {
     pending::push(Op::Set { cache: owned(t.name), key: stored, value: bytes, expiry, mode });
 }
 
-fn ttl_expiry(ttl: Option<Interval>) -> Option<Expiry> {
-    ttl.map(|t| Expiry::After(check_positive("ttl", t)))
-}
-
 /// Stores `value` under `key` at commit if the key holds nothing; whether it did.
 /// The answer is the truth at commit: of two transactions adding one key, the
 /// second waits for the first to end (as for a unique index) and then gets false
 /// if the first committed.
 #[pg_extern(volatile, parallel_unsafe)]
-fn cache_add(cache: Option<&str>, key: Option<&str>, value: Option<RawJsonb>, ttl: default!(Option<Interval>, "NULL")) -> bool {
+fn cache_add(
+    cache: Option<&str>,
+    key: Option<&str>,
+    value: Option<RawJsonb>,
+    ttl: default!(Option<Interval>, "NULL"),
+    expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+) -> bool {
     let t = target("cache_add", cache, key);
     let value = value.unwrap_or_else(|| errors::null_argument("value"));
     check_value_size(value.bytes().len());
-    let expiry = ttl_expiry(ttl).unwrap_or(Expiry::Default);
+    let expiry = args::expiry(ttl, expires_at);
     keylock::lock(t.name, &t.stored);
     let b = basis("cache_add", &t);
     if b.value.is_some() {
@@ -124,7 +126,8 @@ fn cache_add(cache: Option<&str>, key: Option<&str>, value: Option<RawJsonb>, tt
 /// commits. A missing key starts at `initial` (with `initial => NULL` it stays
 /// missing and the result is NULL). Increments of one key by concurrent
 /// transactions follow each other (the second waits for the first to end), so N
-/// committed increments by 1 add N. Without `ttl` the key keeps its expiry.
+/// committed increments by 1 add N. Without `ttl` or `expires_at` the key keeps its
+/// expiry.
 #[pg_extern(volatile, parallel_unsafe)]
 fn cache_incr(
     cache: Option<&str>,
@@ -132,9 +135,10 @@ fn cache_incr(
     delta: default!(Option<i64>, "1"),
     initial: default!(Option<i64>, "0"),
     ttl: default!(Option<Interval>, "NULL"),
+    expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
 ) -> Option<i64> {
     let delta = delta.unwrap_or_else(|| errors::null_argument("delta"));
-    add_to("cache_incr", cache, key, delta, initial, ttl)
+    add_to("cache_incr", cache, key, delta, initial, args::expiry(ttl, expires_at))
 }
 
 /// [`cache_incr`] by `-delta`.
@@ -145,10 +149,11 @@ fn cache_decr(
     delta: default!(Option<i64>, "1"),
     initial: default!(Option<i64>, "0"),
     ttl: default!(Option<Interval>, "NULL"),
+    expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
 ) -> Option<i64> {
     let delta = delta.unwrap_or_else(|| errors::null_argument("delta"));
     let delta = delta.checked_neg().unwrap_or_else(|| out_of_range("cache_decr", format!("-({delta})")));
-    add_to("cache_decr", cache, key, delta, initial, ttl)
+    add_to("cache_decr", cache, key, delta, initial, args::expiry(ttl, expires_at))
 }
 
 fn out_of_range(function: &str, what: String) -> ! {
@@ -159,9 +164,8 @@ fn out_of_range(function: &str, what: String) -> ! {
     )
 }
 
-fn add_to(function: &str, cache: Option<&str>, key: Option<&str>, delta: i64, initial: Option<i64>, ttl: Option<Interval>) -> Option<i64> {
+fn add_to(function: &str, cache: Option<&str>, key: Option<&str>, delta: i64, initial: Option<i64>, expiry: Expiry) -> Option<i64> {
     let t = target(function, cache, key);
-    let ttl = ttl_expiry(ttl);
     keylock::lock(t.name, &t.stored);
     let b = basis(function, &t);
     let current = match &b.value {
@@ -178,7 +182,7 @@ fn add_to(function: &str, cache: Option<&str>, key: Option<&str>, delta: i64, in
     let next = current.checked_add(delta).unwrap_or_else(|| out_of_range(function, format!("{current} + {delta}")));
     // A key read from the shared cache keeps the expiry it had; a new one gets its
     // cache's duration.
-    let expiry = ttl.unwrap_or(b.expiry);
+    let expiry = if expiry == Expiry::Default { b.expiry } else { expiry };
     push_value(&t, &RawJsonb::from_integer(next), expiry, b.mode);
     Some(next)
 }
@@ -225,15 +229,22 @@ fn cache_has(cache: Option<&str>, key: Option<&str>) -> bool {
     shmem::store().contains(slot, &stored, key::hash(slot.index, &stored), now)
 }
 
-/// Gives `key` a new expiry, `ttl` after commit, without rewriting its value;
-/// whether the key holds a value. Not an invalidation: fills of the key by other
-/// transactions are not dropped for it. At commit it applies to whatever value the
-/// key then holds.
+/// Gives `key` a new expiry, `ttl` after commit or at `expires_at` (`infinity`:
+/// never), without rewriting its value; whether the key holds a value. Not an
+/// invalidation: fills of the key by other transactions are not dropped for it. At
+/// commit it applies to whatever value the key then holds.
 #[pg_extern(volatile, parallel_unsafe)]
-fn cache_touch(cache: Option<&str>, key: Option<&str>, ttl: Option<Interval>) -> bool {
+fn cache_touch(
+    cache: Option<&str>,
+    key: Option<&str>,
+    ttl: default!(Option<Interval>, "NULL"),
+    expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+) -> bool {
     let t = target("cache_touch", cache, key);
-    let ttl = ttl.unwrap_or_else(|| errors::null_argument("ttl"));
-    let expiry = Expiry::After(check_positive("ttl", ttl));
+    let expiry = args::expiry(ttl, expires_at);
+    if expiry == Expiry::Default {
+        errors::null_argument("ttl or expires_at");
+    }
     // The transaction's own value: written again with the new expiry.
     let own = pending::last_set(t.name, &t.stored, |set| {
         set.map(|(v, mode, _)| (try_copy(v).unwrap_or_else(|_| errors::out_of_memory("copying a value")), mode))
@@ -303,4 +314,32 @@ fn other_kind(t: &Target, kind: Option<ValueKind>) -> ! {
         format!("cache \"{}\" holds a {} value under key \"{}\", not jsonb", t.name, kind.map_or("unknown", ValueKind::name), t.key),
         "Read it with the function for its kind.",
     )
+}
+
+/// When `key`'s value expires: `infinity` for never, NULL when the key holds none.
+/// For a value this transaction wrote, as if it committed now.
+#[pg_extern(volatile, parallel_restricted)]
+fn cache_expires_at(cache: Option<&str>, key: Option<&str>) -> Option<TimestampWithTimeZone> {
+    let name = check_name(cache);
+    let key = check_key(key);
+    let (slot, config) = match registry::resolve_for_read(name) {
+        Some((slot, config)) => (Some(slot), config),
+        None => (None, registry::undeclared()),
+    };
+    args::check_read(name, &config);
+    let stored = registry::stored_key(&config, key);
+    let duration = registry::duration_us(&config);
+    let own = pending::last_set(name, &stored, |set| set.map(|(_, _, expiry)| expiry));
+    let at = match own {
+        Some(expiry) => Some(expiry.at(now(), duration)),
+        None if pending::lookup(name, &stored, |p| !matches!(p, Pending::Unknown)) => None,
+        None => slot.and_then(|slot| {
+            let o = shmem::store().observe(slot, &stored, key::hash(slot.index, &stored), ValueKind::Jsonb, now, |_, _| ());
+            matches!(o.found, Lookup::Hit(()) | Lookup::OtherKind(_)).then_some(o.expires_at)
+        }),
+    };
+    // A touch this transaction made of the shared value: its new expiry.
+    let at = at.map(|at| pending::touched(name, &stored).map_or(at, |expiry| expiry.at(now(), duration)));
+    // NO_EXPIRY is i64::MAX, PostgreSQL's 'infinity'.
+    at.map(|at| TimestampWithTimeZone::try_from(at).unwrap_or_else(|_| unreachable!("an expiry is a representable time")))
 }

@@ -20,9 +20,12 @@ fn timestamptz(t: i64) -> Option<TimestampWithTimeZone> {
 /// The C symbol carries the row shape's version (as pg_stat_statements does): a
 /// database whose extension SQL still declares an older shape gets "could not find
 /// function" until `ALTER EXTENSION pg_cache UPDATE`, never rows of the wrong shape.
+///
+/// `hit_ratio` is hits / (hits + misses) since the counters were last reset, NULL
+/// before the first read.
 #[pg_extern(name = "cache_stats", volatile, parallel_restricted)]
 #[allow(clippy::type_complexity)]
-fn cache_stats_v2() -> TableIterator<
+fn cache_stats_v3() -> TableIterator<
     'static,
     (
         name!(cache, String),
@@ -38,6 +41,7 @@ fn cache_stats_v2() -> TableIterator<
         name!(size_limit, i64),
         name!(duration, Option<Interval>),
         name!(last_clear, Option<TimestampWithTimeZone>),
+        name!(hit_ratio, Option<f64>),
     ),
 > {
     let store = shmem::store();
@@ -60,11 +64,32 @@ fn cache_stats_v2() -> TableIterator<
                 registry::size_limit(&s.config) as i64,
                 registry::duration_us(&s.config).map(Interval::from_micros),
                 s.last_clear.and_then(timestamptz),
+                (s.hits + s.misses > 0).then(|| s.hits as f64 / (s.hits + s.misses) as f64),
             )
         })
         .collect();
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     TableIterator::new(rows)
+}
+
+/// The C symbol of 0.2.0 and 0.3.0's `cache_stats` (a row without `hit_ratio`): a
+/// database still on their SQL reaches this stand-in, which says how to fix it,
+/// instead of reading rows of another shape. Exported by hand: it has no SQL of its
+/// own in this version (but their install scripts must find it).
+#[no_mangle]
+pub extern "C" fn pg_finfo_cache_stats_v2_wrapper() -> &'static pg_sys::Pg_finfo_record {
+    static V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+#[no_mangle]
+#[pg_guard]
+pub extern "C-unwind" fn cache_stats_v2_wrapper(_fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    errors::raise(
+        pgrx::pg_sys::errcodes::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        "cache_stats of pg_cache 0.3.0 cannot run with this library".into(),
+        "Run ALTER EXTENSION pg_cache UPDATE in this database.",
+    )
 }
 
 /// Zeroes the counters of every cache of the current database (hits, misses, sets,

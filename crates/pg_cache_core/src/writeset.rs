@@ -332,6 +332,15 @@ impl WriteSet {
         }
     }
 
+    /// The expiry of the transaction's touch of the shared value, if its last write of
+    /// the key is one.
+    pub fn touched(&self, cache: &str, key: &[u8]) -> Option<Expiry> {
+        match self.live_write(cache, key) {
+            Ok(Op::Touch { expiry, .. }) => Some(*expiry),
+            _ => None,
+        }
+    }
+
     /// The last write of the key since the cache's last clear; `Err(cleared)` when
     /// there is none.
     fn live_write(&self, cache: &str, key: &[u8]) -> Result<&Op, bool> {
@@ -512,6 +521,7 @@ mod tests {
         w.push_ok(1, Op::Touch { cache: "c".into(), key: b"k".to_vec(), expiry: Expiry::After(5) });
         assert_eq!(w.lookup("c", b"k"), Pending::Unknown, "a touch leaves the value to the shared cache");
         assert_eq!(w.seen("c", b"k"), None);
+        assert_eq!(w.touched("c", b"k"), Some(Expiry::After(5)));
         let p = w.plan().unwrap();
         assert_eq!(p.writes, vec![Write { op: 0, cache: "c", key: b"k", change: Change::Touch { expiry: Expiry::After(5) } }]);
         w.push_ok(1, Op::Set { cache: "c".into(), key: b"k".to_vec(), value: b"1".to_vec(), expiry: Expiry::Default, mode: SetMode::IfUnchanged(seen) });

@@ -1,6 +1,7 @@
-//! Operations that read a key and write what they read, under real concurrency:
-//! increments add up exactly, one adder wins a key, one puller receives a value.
-//! Transactions roll back at random; only what committed may show.
+//! The operations beyond get, set and delete, over real connections: those that
+//! read a key and write what they read, under concurrency (increments add up
+//! exactly, one adder wins a key, one puller receives a value; transactions roll
+//! back at random and only what committed may show), hit ratios, expiries.
 
 mod common;
 use common::{connect, fresh_database};
@@ -175,4 +176,61 @@ fn of_concurrent_pullers_one_receives_each_value() {
         let left: Option<String> = c.query_one("SELECT cache_get('jobs', $1)::text", &[&format!("j{job}")]).unwrap().get(0);
         assert_eq!(left.is_some(), all.binary_search(&job).is_err(), "job {job}: pulled once or still there");
     }
+}
+
+/// `cache_stats().hit_ratio` is hits over reads since the last reset: NULL before any
+/// read, and probes (`cache_has`) and writes count for nothing.
+#[test]
+fn hit_ratio_counts_reads_only() {
+    const DB: &str = "pg_cache_hit_ratio";
+    fresh_database(DB);
+    let mut c = connect(DB);
+    let ratio = |c: &mut postgres::Client| -> Option<f64> {
+        c.query_one("SELECT hit_ratio FROM cache_stats() WHERE cache = 'h'", &[]).unwrap().get(0)
+    };
+    c.batch_execute("SELECT cache_put('h', 'a', '1'), cache_has('h', 'a'), cache_has('h', 'b')").unwrap();
+    assert_eq!(ratio(&mut c), None, "no read yet");
+    c.batch_execute("SELECT cache_get('h', 'a'), cache_get('h', 'a'), cache_get('h', 'a'), cache_get('h', 'b')").unwrap();
+    assert_eq!(ratio(&mut c), Some(0.75));
+    c.batch_execute("SELECT cache_stats_reset()").unwrap();
+    assert_eq!(ratio(&mut c), None, "reset with the counters");
+}
+
+/// Expiries as committed: `expires_at` exactly, `infinity` for never, an increment
+/// keeps the key's expiry, a touch moves it without being an invalidation.
+#[test]
+fn committed_expiries_follow_expires_at_touch_and_incr() {
+    const DB: &str = "pg_cache_expiries";
+    fresh_database(DB);
+    let mut c = connect(DB);
+    let at = |c: &mut postgres::Client, key: &str| -> Option<String> {
+        c.query_one("SELECT cache_expires_at('e', $1)::text", &[&key]).unwrap().get(0)
+    };
+    c.batch_execute("SET TIME ZONE 'UTC'; SELECT cache_create('e', duration => '1 minute')").unwrap();
+    c.batch_execute("SELECT cache_put('e', 'k', '1', expires_at => '2999-01-01 00:00:00+00')").unwrap();
+    assert_eq!(at(&mut c, "k").as_deref(), Some("2999-01-01 00:00:00+00"));
+    c.batch_execute("SELECT cache_incr('e', 'k')").unwrap();
+    assert_eq!(at(&mut c, "k").as_deref(), Some("2999-01-01 00:00:00+00"), "an increment keeps the expiry");
+    c.batch_execute("SELECT cache_touch('e', 'k', expires_at => 'infinity')").unwrap();
+    assert_eq!(at(&mut c, "k").as_deref(), Some("infinity"));
+    assert_eq!(common::get(&mut c, "e", "k").as_deref(), Some("2"));
+    assert_eq!(at(&mut c, "missing"), None);
+
+    // A fill by a transaction that started before a touch committed still installs.
+    let mut filler = connect(DB);
+    let mut tx = filler.transaction().unwrap();
+    tx.batch_execute("SELECT cache_get('e', 'k')").unwrap();
+    c.batch_execute("SELECT cache_touch('e', 'k', '1 hour')").unwrap();
+    tx.batch_execute("SELECT cache_set('e', 'k', '\"filled\"')").unwrap();
+    tx.commit().unwrap();
+    assert_eq!(common::get(&mut c, "e", "k").as_deref(), Some("\"filled\""), "a touch is not an invalidation");
+
+    // A touch with a short ttl: the value is gone once it passed.
+    c.batch_execute("SELECT cache_touch('e', 'k', '200 milliseconds')").unwrap();
+    assert_eq!(common::get(&mut c, "e", "k").as_deref(), Some("\"filled\""));
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert_eq!(common::get(&mut c, "e", "k"), None, "expired at the touched time");
+    // Frees the expired entry now rather than when the worker sweeps it: other
+    // tests compare the server's memory before and after.
+    c.batch_execute("SELECT cache_drop(current_database())").unwrap();
 }
