@@ -12,8 +12,28 @@
 //! never meet. A key lock costs one lock table entry until the transaction ends
 //! (`max_locks_per_transaction` × connections in all, PostgreSQL's own limit).
 
+use std::cell::Cell;
+
 use pgrx::pg_sys;
 use pg_cache_core::key;
+
+thread_local! {
+    /// Whether this transaction took a key lock (it may have been released since,
+    /// with a savepoint): such a transaction may not be prepared, since its locks
+    /// would pass to the prepared transaction and hold other sessions up until it
+    /// is resolved.
+    static TAKEN: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this transaction took a key lock.
+pub fn taken() -> bool {
+    TAKEN.get()
+}
+
+/// The transaction ended (its locks are released with it). Cannot fail.
+pub fn forget() {
+    TAKEN.set(false);
+}
 
 /// `pg_locks.objsubid` of a key lock (`locktype = 'advisory'`).
 pub const OBJSUBID: u16 = 0x7063;
@@ -37,6 +57,7 @@ fn tag(name: &str, stored_key: &[u8]) -> pg_sys::LOCKTAG {
 /// deadlock raises PostgreSQL's own ERROR (55P03, 40P01); a full lock table 53200.
 pub fn lock(name: &str, stored_key: &[u8]) {
     let tag = tag(name, stored_key);
+    TAKEN.set(true);
     // SAFETY: a filled-in tag; sessionLock = false ties the lock to the current
     // resource owner (the (sub)transaction), dontWait = false waits. ERRORs unwind.
     unsafe {

@@ -627,6 +627,7 @@ mod tests {
     fn every_sqlstate_of_the_error_table() {
         Spi::run("CREATE ROLE cache_test_stranger").unwrap();
         Spi::run("SELECT cache_create('guarded_t', readers => '{}', writers => '{}')").unwrap();
+        Spi::run("SELECT cache_create('write_only_t', readers => '{}')").unwrap();
         let cases = [
             ("SELECT cache_get(NULL, 'k')", "22004"),
             ("SELECT cache_set('t', NULL, '1')", "22004"),
@@ -667,8 +668,15 @@ mod tests {
             "SELECT cache_pull('guarded_t', 'k')",
             "SELECT cache_touch('guarded_t', 'k', '1 hour')",
             "SELECT cache_get_or_lock('guarded_t', 'k')",
+            // Writers who may not read may not learn a value or whether there is one.
+            "SELECT cache_pull('write_only_t', 'k')",
+            "SELECT cache_incr('write_only_t', 'k')",
+            "SELECT cache_add('write_only_t', 'k', '1')",
+            "SELECT cache_touch('write_only_t', 'k', '1 hour')",
         ] {
             assert_eq!(error_of(sql).0, "42501", "{sql}");
         }
+        // ... though they may write it: the refusals above are the read check's.
+        Spi::run("SELECT cache_set('write_only_t', 'k', '1'), cache_put('write_only_t', 'j', '1')").unwrap();
     }
 }

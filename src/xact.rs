@@ -15,13 +15,14 @@ use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
 use crate::errors;
+use crate::keylock;
 use crate::privileges;
 use crate::registry;
 use pg_cache_core::invalidation::Invalidation;
 use pg_cache_core::key;
-use pg_cache_core::store::{CacheConfig, NewEntry, Prepared, Reserve, Seen, SlotRef};
+use pg_cache_core::store::{CacheConfig, NewEntry, Prepared, Reserve, Seen, SlotRef, NO_EXPIRY};
 use pg_cache_core::value::ValueKind;
-use pg_cache_core::writeset::{Op, SetMode};
+use pg_cache_core::writeset::{Expiry, Op, SetMode};
 use crate::pg::{self, database, nest_level, now, transaction_start};
 use crate::{pending, shmem};
 
@@ -29,7 +30,8 @@ use crate::{pending, shmem};
 enum CommitWrite {
     /// `mode`: how it meets what committed meanwhile (see [`SetMode`]). `skip`: a
     /// commit of several writes judged it stale or overtaken before applying any.
-    Set { entry: Prepared, key: Vec<u8>, hash: u64, mode: SetMode, skip: Skip },
+    /// `keep_expiry`: the entry takes the key's expiry at commit ([`Expiry::Keep`]).
+    Set { entry: Prepared, key: Vec<u8>, hash: u64, mode: SetMode, keep_expiry: bool, skip: Skip },
     /// `seen`: only if the key still holds what a read saw (`cache_pull`).
     Delete { key: Vec<u8>, hash: u64, seen: Option<Seen>, skip: Skip },
     /// A new expiry for the entry the key holds at commit.
@@ -264,19 +266,22 @@ fn prepare_commit() {
                 }
                 Op::Touch { key, expiry, .. } => {
                     let hash = key::hash(r.slot.index, &key);
-                    let expires_at = expiry.at(now, registry::duration_us(&r.config));
+                    let expires_at = expiry.at(now, registry::duration_us(&r.config), NO_EXPIRY);
                     writes.push(CommitWrite::Touch { key, hash, expires_at });
                 }
                 Op::Set { key, value, expiry, mode, .. } => {
                     let hash = key::hash(r.slot.index, &key);
-                    let expires_at = expiry.at(now, registry::duration_us(&r.config));
+                    // Kept expiries are set at COMMIT, from the entry the key holds then.
+                    let expires_at = expiry.at(now, registry::duration_us(&r.config), NO_EXPIRY);
+                    let keep_expiry = expiry == Expiry::Keep;
+                    debug_assert!(!keep_expiry || matches!(mode, SetMode::IfUnchanged(_)));
                     // A write that finds no room at all is lost like an entry evicted at
                     // once (counted so by the store), but its key is still invalidated:
                     // the transaction meant to replace whatever was there. (Too large
                     // cannot happen: cache_set checked the store's limit.)
                     let entry = NewEntry { key: &key, value: &value, kind: ValueKind::Jsonb, hash, expires_at };
                     match RESERVE.with(|res| store.prepare(Some(res), r.slot, &entry, now)) {
-                        Ok(Some(entry)) => writes.push(CommitWrite::Set { entry, key, hash, mode, skip: Skip::No }),
+                        Ok(Some(entry)) => writes.push(CommitWrite::Set { entry, key, hash, mode, keep_expiry, skip: Skip::No }),
                         // A write computed from a read still deletes only what it read.
                         Ok(None) | Err(_) => {
                             let seen = match mode {
@@ -330,8 +335,10 @@ fn apply_commit() {
                     CommitWrite::Set { entry, key, mode: SetMode::Fill, .. } => {
                         RESERVE.with(|res| commit.install_if_fresh(Some(res), *entry, key, cache.size_limit, plan.start));
                     }
-                    CommitWrite::Set { entry, key, mode: SetMode::IfUnchanged(seen), .. } => {
-                        RESERVE.with(|res| commit.install_if_unchanged(Some(res), *entry, key, cache.size_limit, *seen));
+                    CommitWrite::Set { entry, key, mode: SetMode::IfUnchanged(seen), keep_expiry, .. } => {
+                        RESERVE.with(|res| {
+                            commit.install_if_unchanged(Some(res), *entry, key, cache.size_limit, *seen, *keep_expiry)
+                        });
                     }
                     CommitWrite::Delete { key, hash, seen: None, .. } => {
                         commit.delete(key, *hash);
@@ -360,9 +367,15 @@ fn apply_commit() {
                         *skip = Skip::Stale;
                     }
                 }
-                CommitWrite::Set { key, hash, mode: SetMode::IfUnchanged(seen), skip, .. }
-                | CommitWrite::Delete { key, hash, seen: Some(seen), skip } => {
-                    if !commit.holds(key, *hash, *seen) {
+                CommitWrite::Set { entry, key, hash, mode: SetMode::IfUnchanged(seen), keep_expiry, skip } => {
+                    match commit.holds(key, *hash, *seen) {
+                        None => *skip = Skip::Overtaken,
+                        Some(at) if *keep_expiry => commit.set_prepared_expiry(*entry, at),
+                        Some(_) => {}
+                    }
+                }
+                CommitWrite::Delete { key, hash, seen: Some(seen), skip } => {
+                    if commit.holds(key, *hash, *seen).is_none() {
                         *skip = Skip::Overtaken;
                     }
                 }
@@ -466,6 +479,7 @@ pub(crate) unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::T
                 apply_commit();
                 give_back_memory_after_big_transaction();
             }
+            keylock::forget();
         }
         // A parallel worker's commit is not its transaction's commit: writes are
         // refused in workers, and anything left would be dropped, never applied.
@@ -474,6 +488,7 @@ pub(crate) unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::T
                 abort();
                 give_back_memory_after_big_transaction();
             }
+            keylock::forget();
         }
         XACT_EVENT_PRE_PREPARE => {
             if has_writes() {
@@ -481,6 +496,13 @@ pub(crate) unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::T
                     PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
                     "cannot PREPARE a transaction that has pending pg_cache writes".into(),
                     "Write to pg_cache in a transaction that commits directly, not with two-phase commit.",
+                );
+            }
+            if keylock::taken() {
+                errors::raise(
+                    PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                    "cannot PREPARE a transaction that took pg_cache key locks".into(),
+                    "Use cache_add, cache_incr, cache_pull and cache_get_or_lock in a transaction that commits directly.",
                 );
             }
         }

@@ -22,7 +22,7 @@ use crate::pg::{self, now};
 use crate::registry;
 use crate::{pending, shmem};
 use pg_cache_core::key;
-use pg_cache_core::store::{CacheConfig, Lookup, SlotRef};
+use pg_cache_core::store::{CacheConfig, Lookup, SlotRef, NO_EXPIRY};
 use pg_cache_core::value::ValueKind;
 use pg_cache_core::writeset::{try_copy, Expiry, Op, Pending, SetMode};
 
@@ -35,12 +35,15 @@ struct Target<'a> {
     stored: Vec<u8>,
 }
 
+/// Resolves a key for an operation that writes and also reveals what the key holds
+/// (its value, or whether it has one): it needs both privileges.
 fn target<'a>(function: &str, cache: Option<&'a str>, key: Option<&'a str>) -> Target<'a> {
     check_writable(function);
     let name = check_name(cache);
     let key = check_key(key);
     let (slot, config) = registry::resolve(name);
     args::check_write(name, &config);
+    args::check_read(name, &config);
     let stored = registry::stored_key(&config, key);
     Target { name, key, slot, config, stored }
 }
@@ -58,21 +61,27 @@ fn basis(function: &str, t: &Target) -> Basis {
     let own = pending::last_set(t.name, &t.stored, |set| {
         set.map(|(v, mode, expiry)| (RawJsonb::build(v.len(), |out| out.copy_from_slice(v)), mode, expiry))
     });
-    // A write made from the transaction's own write commits as that one would: under
-    // the condition of the read it came from, if any; else as a put.
-    let own_mode = || pending::seen(t.name, &t.stored).map_or(SetMode::Put, SetMode::IfUnchanged);
-    if let Some((value, _, expiry)) = own {
-        return Basis { value: Some(value), mode: own_mode(), expiry };
+    // A write made from the transaction's own write commits as that one would: a
+    // fill stays a fill (it may derive from old rows), a put a put, a write computed
+    // from a read keeps that read's condition.
+    if let Some((value, mode, expiry)) = own {
+        return Basis { value: Some(value), mode, expiry };
     }
     let deleted = pending::lookup(t.name, &t.stored, |p| !matches!(p, Pending::Unknown));
     if deleted {
-        return Basis { value: None, mode: own_mode(), expiry: Expiry::Default };
+        // Deleted or cleared by this transaction: a put, or under the condition of
+        // the pull that deleted it.
+        let mode = pending::seen(t.name, &t.stored).map_or(SetMode::Put, SetMode::IfUnchanged);
+        return Basis { value: None, mode, expiry: Expiry::Default };
     }
     let hash = key::hash(t.slot.index, &t.stored);
     let o = shmem::store().observe(t.slot, &t.stored, hash, ValueKind::Jsonb, now, |len, copy| RawJsonb::build(len, copy));
     let mode = SetMode::IfUnchanged(o.seen);
+    // The shared value's expiry: the one this transaction's touch gave it, else
+    // whatever it has at commit (a touch committed meanwhile included).
+    let kept = pending::touched(t.name, &t.stored).unwrap_or(Expiry::Keep);
     match o.found {
-        Lookup::Hit(v) => Basis { value: Some(v), mode, expiry: Expiry::At(o.expires_at) },
+        Lookup::Hit(v) => Basis { value: Some(v), mode, expiry: kept },
         Lookup::Miss | Lookup::Expired => Basis { value: None, mode, expiry: Expiry::Default },
         Lookup::OtherKind(kind) => errors::raise(
             PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
@@ -304,6 +313,15 @@ fn cache_get_or_lock(cache: Option<&str>, key: Option<&str>) -> Option<RawJsonb>
             Some(v)
         }
         Lookup::OtherKind(kind) => other_kind(&t, kind),
+        // The key was invalidated after this transaction began (for a waiter, often
+        // by the fill it waited for, dropped as stale): this transaction's fill
+        // would be dropped too (rule 5), so holding others back would only make
+        // them compute one after another. They compute side by side instead, and
+        // the next transaction's fill installs.
+        Lookup::Miss | Lookup::Expired if store.fill_would_be_stale(t.slot, hash, pg::transaction_start()) => {
+            keylock::unlock(t.name, &t.stored);
+            None
+        }
         Lookup::Miss | Lookup::Expired => None,
     }
 }
@@ -330,16 +348,24 @@ fn cache_expires_at(cache: Option<&str>, key: Option<&str>) -> Option<TimestampW
     let stored = registry::stored_key(&config, key);
     let duration = registry::duration_us(&config);
     let own = pending::last_set(name, &stored, |set| set.map(|(_, _, expiry)| expiry));
-    let at = match own {
-        Some(expiry) => Some(expiry.at(now(), duration)),
-        None if pending::lookup(name, &stored, |p| !matches!(p, Pending::Unknown)) => None,
-        None => slot.and_then(|slot| {
+    if own.is_none() && pending::lookup(name, &stored, |p| !matches!(p, Pending::Unknown)) {
+        return None;
+    }
+    // The shared entry's expiry, when this transaction's own write keeps it or it
+    // wrote nothing (then the key must hold a value).
+    let shared = || {
+        slot.and_then(|slot| {
             let o = shmem::store().observe(slot, &stored, key::hash(slot.index, &stored), ValueKind::Jsonb, now, |_, _| ());
             matches!(o.found, Lookup::Hit(()) | Lookup::OtherKind(_)).then_some(o.expires_at)
-        }),
+        })
+    };
+    let at = match own {
+        Some(Expiry::Keep) => shared(),
+        Some(expiry) => Some(expiry.at(now(), duration, NO_EXPIRY)),
+        None => shared(),
     };
     // A touch this transaction made of the shared value: its new expiry.
-    let at = at.map(|at| pending::touched(name, &stored).map_or(at, |expiry| expiry.at(now(), duration)));
+    let at = at.map(|at| pending::touched(name, &stored).map_or(at, |expiry| expiry.at(now(), duration, at)));
     // NO_EXPIRY is i64::MAX, PostgreSQL's 'infinity'.
     at.map(|at| TimestampWithTimeZone::try_from(at).unwrap_or_else(|_| unreachable!("an expiry is a representable time")))
 }

@@ -35,16 +35,22 @@ pub enum Expiry {
     After(i64),
     /// At this time (a `TimestampTz`); `i64::MAX`: never, whatever the cache's duration.
     At(i64),
+    /// Whatever expiry the key's entry has at commit: for a write computed from that
+    /// entry (an increment), so that a touch committed meanwhile is not undone.
+    /// Only with [`SetMode::IfUnchanged`], whose commit knows the entry.
+    Keep,
 }
 
 impl Expiry {
     /// The time an entry committed at `now` expires ([`crate::store::NO_EXPIRY`] for
-    /// never), given its cache's duration.
-    pub fn at(self, now: i64, duration_us: Option<i64>) -> i64 {
+    /// never), given its cache's duration. For [`Expiry::Keep`], `kept`: what the
+    /// key's entry has.
+    pub fn at(self, now: i64, duration_us: Option<i64>, kept: i64) -> i64 {
         match self {
             Expiry::Default => duration_us.map_or(crate::store::NO_EXPIRY, |d| now.saturating_add(d)),
             Expiry::After(d) => now.saturating_add(d),
             Expiry::At(t) => t,
+            Expiry::Keep => kept,
         }
     }
 }

@@ -234,3 +234,41 @@ fn committed_expiries_follow_expires_at_touch_and_incr() {
     // tests compare the server's memory before and after.
     c.batch_execute("SELECT cache_drop(current_database())").unwrap();
 }
+
+/// A commit of 1,000 increments (applied as one shadowed commit) judges each against
+/// what committed after its read: a put made meanwhile stands, a touch made
+/// meanwhile keeps its expiry, the other keys are incremented and keep theirs.
+#[test]
+fn a_big_commit_of_increments_forgoes_only_what_was_overtaken() {
+    const DB: &str = "pg_cache_big_incr";
+    fresh_database(DB);
+    let mut c = connect(DB);
+    c.batch_execute(
+        "SET TIME ZONE 'UTC';
+         SELECT count(cache_put('big', 'b' || g, '0', expires_at => '2999-01-01 00:00:00+00')) FROM generate_series(0, 999) g",
+    )
+    .unwrap();
+    let mut other = connect(DB);
+    other.batch_execute("SET TIME ZONE 'UTC'").unwrap();
+    let mut tx = c.transaction().unwrap();
+    let n: i64 = tx.query_one("SELECT count(cache_incr('big', 'b' || g)) FROM generate_series(0, 999) g", &[]).unwrap().get(0);
+    assert_eq!(n, 1000);
+    other
+        .batch_execute("SELECT cache_put('big', 'b5', '100'); SELECT cache_touch('big', 'b7', expires_at => 'infinity')")
+        .unwrap();
+    tx.commit().unwrap();
+    let row = other
+        .query_one(
+            "SELECT cache_get('big', 'b5')::text, cache_get('big', 'b6')::text, cache_get('big', 'b7')::text,
+                    cache_expires_at('big', 'b6')::text, cache_expires_at('big', 'b7')::text,
+                    (SELECT count(*) FROM generate_series(0, 999) g WHERE cache_get('big', 'b' || g) = '1')",
+            &[],
+        )
+        .unwrap();
+    let got: (String, String, String, String, String, i64) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
+    assert_eq!(
+        got,
+        ("100".into(), "1".into(), "1".into(), "2999-01-01 00:00:00+00".into(), "infinity".into(), 999),
+        "b5 put meanwhile stands; b7 incremented with the touched expiry; the others incremented, expiry kept"
+    );
+}

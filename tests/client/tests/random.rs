@@ -50,12 +50,21 @@ enum Op {
     Touch(usize, usize),
     Has(usize, usize),
     GetOrLock(usize, usize),
-    /// A write computed from a read (`None` value: a delete), with its guard: `None`
-    /// commits unconditionally; `Some(seen)` only if the key still holds the entry
-    /// seen (`None`: no entry) when it commits (README rule 13).
-    Computed(usize, usize, Option<i64>, Option<Option<u64>>),
+    /// A write computed from a read (`None` value: a delete), committed as `Mode`
+    /// says (README rule 13).
+    Computed(usize, usize, Option<i64>, Mode),
     /// A touch logged for the shared value: changes no value.
     Touched(usize, usize),
+}
+
+/// How a computed write commits: as the session's own write it was computed from
+/// would (a fill, a put), or only if the key still holds the entry its read saw
+/// (`None`: no entry).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    Fill,
+    Put,
+    Seen(Option<u64>),
 }
 
 impl Op {
@@ -126,7 +135,8 @@ impl Model {
                 .iter()
                 .map(|&i| match ops[i].1 {
                     Op::Set(_, k, _) => self.is_stale(c, k, start),
-                    Op::Computed(_, k, _, Some(seen)) => self.seen(c, k) != seen,
+                    Op::Computed(_, k, _, Mode::Seen(seen)) => self.seen(c, k) != seen,
+                    Op::Computed(_, k, Some(_), Mode::Fill) => self.is_stale(c, k, start),
                     _ => false,
                 })
                 .collect();
@@ -140,10 +150,10 @@ impl Model {
                         self.install(c, k, v, now);
                     }
                     // Overtaken: the write that committed after its read stands.
-                    Op::Computed(..) if skip => self.overtaken += 1,
+                    Op::Computed(_, _, _, Mode::Seen(_)) if skip => self.overtaken += 1,
                     Op::Touched(..) => {}
                     // A dropped fill still invalidates its key (README rule 5).
-                    Op::Set(_, k, _) => {
+                    Op::Set(_, k, _) | Op::Computed(_, k, Some(_), Mode::Fill) => {
                         self.stale += 1;
                         self.committed.remove(&(c, k));
                         self.key_fence.insert((c, k), now);
@@ -196,19 +206,24 @@ impl Session {
         })
     }
 
-    /// The value the session's own writes give (c, k) (`None`: absent) and the guard
-    /// a write computed from it inherits.
-    fn own(&self, c: usize, k: usize) -> Option<(Option<i64>, Option<Option<u64>>)> {
+    /// The value the session's own writes give (c, k) (`None`: absent) and the mode
+    /// a write computed from it commits in.
+    fn own(&self, c: usize, k: usize) -> Option<(Option<i64>, Mode)> {
         self.own_op(c, k).map(|op| match *op {
-            Op::Set(_, _, v) | Op::Put(_, _, v) => (Some(v), None),
-            Op::Computed(_, _, v, guard) => (v, guard),
-            _ => (None, None),
+            Op::Set(_, _, v) => (Some(v), Mode::Fill),
+            Op::Put(_, _, v) => (Some(v), Mode::Put),
+            // A pull's delete keeps its read's condition; one made from the
+            // session's own fill or put is a plain delete.
+            Op::Computed(_, _, None, Mode::Seen(seen)) => (None, Mode::Seen(seen)),
+            Op::Computed(_, _, None, _) => (None, Mode::Put),
+            Op::Computed(_, _, v, mode) => (v, mode),
+            _ => (None, Mode::Put),
         })
     }
 
-    /// What a request sees of (c, k) and the guard of a write computed from it.
-    fn basis(&self, model: &Model, c: usize, k: usize) -> (Option<i64>, Option<Option<u64>>) {
-        self.own(c, k).unwrap_or_else(|| (model.value(c, k), Some(model.seen(c, k))))
+    /// What a request sees of (c, k) and the mode of a write computed from it.
+    fn basis(&self, model: &Model, c: usize, k: usize) -> (Option<i64>, Mode) {
+        self.own(c, k).unwrap_or_else(|| (model.value(c, k), Mode::Seen(model.seen(c, k))))
     }
 
     /// Runs a request: checks its answer against the model and logs what it writes

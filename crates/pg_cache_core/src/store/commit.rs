@@ -1,7 +1,7 @@
 //! The commit path: entries prepared at PRE_COMMIT (everything that may fail), then
 //! linked in at COMMIT under the cache's commit lock (nothing that may fail).
 
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU8, Ordering};
 
 use super::*;
 use crate::invalidation::Invalidation;
@@ -66,8 +66,10 @@ pub(super) enum InstallIf {
     FreshSince(i64),
     /// Only if the key still holds what a read saw: a write computed from that read
     /// (an increment, an add). Otherwise nothing happens at all, as if this write had
-    /// committed before the one that changed the key.
-    Unchanged(Seen),
+    /// committed before the one that changed the key. `true`: the entry takes the
+    /// expiry the key's entry has then (an increment without a new expiry keeps
+    /// the key's, a touch meanwhile included).
+    Unchanged(Seen, bool),
 }
 
 impl<L: Locks> Drop for CacheCommit<'_, '_, L> {
@@ -104,14 +106,22 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
         st.fenced_locked(st.slot(self.r.index), hash, start)
     }
 
-    /// Whether the key still holds the entry `seen` (see [`KeyCommit::install_if_unchanged`]).
-    /// Ask before this commit changes anything: no other commit of the cache can run
-    /// until this one ends, so the answer holds for the whole commit.
-    pub fn holds(&self, key: &[u8], hash: u64, seen: Seen) -> bool {
+    /// Whether the key still holds the entry `seen` (see [`KeyCommit::install_if_unchanged`]):
+    /// `Some` of its expiry now if it does. Ask before this commit changes anything:
+    /// no other commit of the cache can run until this one ends (eviction and the
+    /// worker still can: an entry they remove meanwhile is replaced all the same).
+    pub fn holds(&self, key: &[u8], hash: u64, seen: Seen) -> Option<i64> {
         let st = self.store;
         let bucket = st.bucket_of(hash);
         let _p = st.lock_bucket(bucket, Mode::Shared);
         st.still_seen_locked(self.r, bucket, hash, key, seen)
+    }
+
+    /// Gives a prepared entry, not yet installed, the expiry `at` (what
+    /// [`CacheCommit::holds`] found, for a write that keeps the key's expiry).
+    pub fn set_prepared_expiry(&self, p: Prepared, at: i64) {
+        // SAFETY: the prepared entry is ours until installed or freed.
+        unsafe { (*self.store.head(p.block)).expires_at.store(at, Ordering::Relaxed) };
     }
 
     /// Frees a prepared entry that is not to be installed (its read was overtaken,
@@ -123,7 +133,7 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
     /// As [`KeyCommit::touch`]. In a shadowed commit this touches the entry visible
     /// now, before the commit is published.
     pub fn touch(&self, key: &[u8], hash: u64, expires_at: i64) -> bool {
-        self.store.set_expiry_locked(self.r, key, hash, expires_at)
+        self.store.set_expiry_locked(self.r, key, hash, expires_at, self.now)
     }
 
     /// Applies an invalidation of this cache (a key of it, or all of it).
@@ -240,10 +250,11 @@ impl<L: Locks> KeyCommit<'_, '_, L> {
     }
 
     /// Links a prepared entry as [`KeyCommit::install`] does if the key still holds
-    /// the entry `seen` (judged under the same partition lock hold); otherwise frees
-    /// it and changes nothing. Whether it was installed.
-    pub fn install_if_unchanged(&self, reserve: Option<&Reserve>, p: Prepared, key: &[u8], size_limit: u64, seen: Seen) -> bool {
-        self.store.install_locked(reserve, self.r, p, key, size_limit, self.now, InstallIf::Unchanged(seen))
+    /// the entry `seen` (judged under the same partition lock hold), with that
+    /// entry's expiry when `keep_expiry`; otherwise frees it and changes nothing.
+    /// Whether it was installed.
+    pub fn install_if_unchanged(&self, reserve: Option<&Reserve>, p: Prepared, key: &[u8], size_limit: u64, seen: Seen, keep_expiry: bool) -> bool {
+        self.store.install_locked(reserve, self.r, p, key, size_limit, self.now, InstallIf::Unchanged(seen, keep_expiry))
     }
 
     /// Deletes the key as [`KeyCommit::delete`] does if it still holds the entry
@@ -255,7 +266,7 @@ impl<L: Locks> KeyCommit<'_, '_, L> {
     /// Gives the key's entry a new expiry in place (not an invalidation: fills of it
     /// are not dropped); whether there was an entry to touch.
     pub fn touch(&self, key: &[u8], hash: u64, expires_at: i64) -> bool {
-        self.store.set_expiry_locked(self.r, key, hash, expires_at)
+        self.store.set_expiry_locked(self.r, key, hash, expires_at, self.now)
     }
 
     /// Links a prepared entry as [`CacheCommit::install`] does, whatever committed
@@ -319,7 +330,7 @@ impl<'a, L: Locks> Store<'a, L> {
                     key_len: key.len() as u32,
                     value_len: value.len() as u32,
                     last_block: last,
-                    expires_at,
+                    expires_at: AtomicI64::new(expires_at),
                     pushed_at: AtomicU32::new(0),
                     used_at: AtomicU32::new(ms(now)),
                 },
@@ -413,12 +424,17 @@ impl<'a, L: Locks> Store<'a, L> {
         let replaced;
         let installed = 'locked: {
             let _p = self.lock_bucket(bucket, Mode::Exclusive);
-            if let InstallIf::Unchanged(seen) = cond {
-                if !self.still_seen_locked(r, bucket, p.hash, key, seen) {
+            if let InstallIf::Unchanged(seen, keep_expiry) = cond {
+                match self.still_seen_locked(r, bucket, p.hash, key, seen) {
                     // Another write of the key committed after the read this one was
                     // made from: that write stands, as if it came after this one.
-                    replaced = NIL;
-                    break 'locked false;
+                    None => {
+                        replaced = NIL;
+                        break 'locked false;
+                    }
+                    // SAFETY: the prepared entry is ours until linked below.
+                    Some(at) if keep_expiry => unsafe { (*self.head(p.block)).expires_at.store(at, Ordering::Relaxed) },
+                    Some(_) => {}
                 }
             }
             // Clears take the commit lock exclusively, so last_clear cannot move while
@@ -464,8 +480,9 @@ impl<'a, L: Locks> Store<'a, L> {
         // lock and the list lock.
         unsafe {
             let h = self.head(block);
-            if (*h).expires_at != NO_EXPIRY {
-                self.note_expiry_locked(bucket, (*h).expires_at);
+            let expires_at = (*h).expires_at.load(Ordering::Relaxed);
+            if expires_at != NO_EXPIRY {
+                self.note_expiry_locked(bucket, expires_at);
             }
             (*h).gen = gen;
             (*h).flags |= marks;

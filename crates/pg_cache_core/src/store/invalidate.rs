@@ -116,6 +116,14 @@ impl<'a, L: Locks> Store<'a, L> {
         visible
     }
 
+    /// Whether a fill of the key with `hash` by a transaction that started at `start`
+    /// would be dropped if it committed now (see [`super::CacheCommit::is_stale`]):
+    /// a hint for a filler deciding whether to make others wait for it.
+    pub fn fill_would_be_stale(&self, r: SlotRef, hash: u64, start: i64) -> bool {
+        let _p = self.lock_bucket(self.bucket_of(hash), Mode::Shared);
+        self.fenced_locked(self.slot(r.index), hash, start)
+    }
+
     /// [`Store::delete_locked`] if the key still holds the entry `seen` (judged under
     /// the same partition lock hold); otherwise nothing. Commit lock held.
     pub(super) fn delete_if_unchanged_locked(&self, r: SlotRef, key: &[u8], hash: u64, now: i64, seen: Seen) -> bool {
@@ -123,7 +131,7 @@ impl<'a, L: Locks> Store<'a, L> {
         let bucket = self.bucket_of(hash);
         let (unlinked, visible) = {
             let _p = self.lock_bucket(bucket, Mode::Exclusive);
-            if !self.still_seen_locked(r, bucket, hash, key, seen) {
+            if self.still_seen_locked(r, bucket, hash, key, seen).is_none() {
                 return false;
             }
             self.raise_key_fence_locked(s, hash, now);
@@ -141,10 +149,11 @@ impl<'a, L: Locks> Store<'a, L> {
         visible
     }
 
-    /// Sets the expiry of the key's visible entry in place; whether there was one.
-    /// Under the partition lock (readers of the key) and the list lock (eviction,
-    /// which peeks at expiries of list tails). Commit lock held.
-    pub(super) fn set_expiry_locked(&self, r: SlotRef, key: &[u8], hash: u64, expires_at: i64) -> bool {
+    /// Sets the expiry of the key's visible entry in place, unless it has expired by
+    /// `now` (a touch does not bring a value back); whether there was one. Under the
+    /// partition lock (readers of the key) and the list lock (retiring and eviction).
+    /// Commit lock held.
+    pub(super) fn set_expiry_locked(&self, r: SlotRef, key: &[u8], hash: u64, expires_at: i64, now: i64) -> bool {
         let s = self.slot(r.index);
         let bucket = self.bucket_of(hash);
         let _p = self.lock_bucket(bucket, Mode::Exclusive);
@@ -153,16 +162,17 @@ impl<'a, L: Locks> Store<'a, L> {
             if !self.is_entry_of(e, h, r, hash, key) || h.state.load(Ordering::Acquire) != ENTRY_LIVE || !self.is_visible(s, h) {
                 return Step::Next;
             }
-            found = e;
+            if !self.is_expired(e, now) {
+                found = e;
+            }
             Step::Stop
         });
         if found == NIL {
             return false;
         }
         let _g = self.lock_list(s);
-        // SAFETY: a linked entry; its expiry is read only under its partition lock or
-        // its list lock, both held.
-        unsafe { (*self.head(found)).expires_at = expires_at };
+        // SAFETY: a linked entry, kept so by the partition lock held.
+        unsafe { (*self.head(found)).expires_at.store(expires_at, Ordering::Relaxed) };
         if expires_at != NO_EXPIRY {
             self.note_expiry_locked(bucket, expires_at);
         }

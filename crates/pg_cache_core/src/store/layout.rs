@@ -210,7 +210,9 @@ pub(super) struct EntryHead {
     pub(super) key_len: u32,
     pub(super) value_len: u32,
     pub(super) last_block: u32,
-    pub(super) expires_at: i64,
+    /// Atomic because a touch changes it in place (under the partition and list
+    /// locks) while eviction peeks at list tails with neither.
+    pub(super) expires_at: AtomicI64,
     /// The list's push clock when this entry was last pushed to its head (truncated:
     /// only distances up to the list's length matter), for the "older half" rule.
     pub(super) pushed_at: AtomicU32,

@@ -143,9 +143,9 @@ impl<L: Locks> Store<'_, L> {
             } else if expired {
                 out.expired += 1;
                 s.list.expirations.fetch_add(1, Ordering::Relaxed);
-            } else if h.expires_at != NO_EXPIRY {
+            } else if h.expires_at.load(Ordering::Relaxed) != NO_EXPIRY {
                 out.ttl_left += 1;
-                out.next_expiry = out.next_expiry.min(h.expires_at);
+                out.next_expiry = out.next_expiry.min(h.expires_at.load(Ordering::Relaxed));
             }
             if hidden || expired {
                 self.retire(s, e);

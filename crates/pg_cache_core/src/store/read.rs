@@ -140,10 +140,10 @@ impl<'a, L: Locks> Store<'a, L> {
             if !self.is_visible(s, h) {
                 return Step::Next;
             }
-            expires_at = h.expires_at;
+            expires_at = h.expires_at.load(Ordering::Relaxed);
             found = if !self.is_valid(r) {
                 Lookup::Miss
-            } else if h.expires_at != NO_EXPIRY && now() >= h.expires_at {
+            } else if expires_at != NO_EXPIRY && now() >= expires_at {
                 seen = Seen::Entry { block: e, serial: h.serial, expired: true };
                 Lookup::Expired
             } else if h.kind() != Some(kind) {
@@ -172,25 +172,29 @@ impl<'a, L: Locks> Store<'a, L> {
         h.is_published(|| s.installing.load(Ordering::Acquire) != 0) && h.gen == s.gen.load(Ordering::Acquire)
     }
 
-    /// Whether the key still holds what `seen` saw: the same entry (or, for one seen
-    /// expired, no entry either). Partition lock held; the caller holds the cache's
-    /// commit lock, so no commit of it is half done.
-    pub(super) fn still_seen_locked(&self, r: SlotRef, bucket: u32, hash: u64, key: &[u8], seen: Seen) -> bool {
+    /// Whether the key still holds what `seen` saw (the same entry, or for one seen
+    /// expired, no entry either): then `Some` of that entry's expiry as it is now
+    /// (a touch may have moved it; [`NO_EXPIRY`] for no entry). Partition lock held;
+    /// the caller holds the cache's commit lock, so no commit of it is half done.
+    pub(super) fn still_seen_locked(&self, r: SlotRef, bucket: u32, hash: u64, key: &[u8], seen: Seen) -> Option<i64> {
         let s = self.slot(r.index);
         let mut now = Seen::Absent;
+        let mut expires_at = NO_EXPIRY;
         self.walk_chain(bucket, |e, h| {
             if !self.is_entry_of(e, h, r, hash, key) || h.state.load(Ordering::Acquire) != ENTRY_LIVE || !self.is_visible(s, h) {
                 return Step::Next;
             }
             now = Seen::Entry { block: e, serial: h.serial, expired: false };
+            expires_at = h.expires_at.load(Ordering::Relaxed);
             Step::Stop
         });
-        match (seen, now) {
+        let same = match (seen, now) {
             (Seen::Absent, Seen::Absent) => true,
             (Seen::Entry { expired: true, .. }, Seen::Absent) => true,
             (Seen::Entry { block, serial, .. }, Seen::Entry { block: b, serial: n, .. }) => block == b && serial == n,
             _ => false,
-        }
+        };
+        same.then_some(expires_at)
     }
 
     /// Reclaims (slot, key) if it is past its TTL; counts an expiration.

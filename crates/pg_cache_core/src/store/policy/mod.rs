@@ -51,7 +51,7 @@ impl<'a, L: Locks> Store<'a, L> {
 
     pub(super) fn is_expired(&self, e: u32, now: i64) -> bool {
         // SAFETY: e is allocated while the caller holds a lock that keeps it so.
-        let exp = unsafe { (*self.head(e)).expires_at };
+        let exp = unsafe { (*self.head(e)).expires_at.load(Ordering::Relaxed) };
         exp != NO_EXPIRY && now >= exp
     }
 

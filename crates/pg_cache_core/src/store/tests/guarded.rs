@@ -16,7 +16,7 @@ fn observe(s: &Store<NoLocks>, r: SlotRef, key: &str, now: i64) -> (Lookup<Vec<u
 /// Commits `value` under `key` if the key still holds `seen`, as one key's commit.
 fn set_if(s: &Store<NoLocks>, r: SlotRef, key: &str, value: &[u8], seen: Seen) -> bool {
     let (p, _) = prepared(s, r, key, value);
-    s.commit_one(r, 5).install_if_unchanged(None, p, key.as_bytes(), 100, seen)
+    s.commit_one(r, 5).install_if_unchanged(None, p, key.as_bytes(), 100, seen, false)
 }
 
 #[test]
@@ -89,8 +89,8 @@ fn a_guarded_delete_removes_only_what_was_seen() {
     set(s, r, "k", b"3", 100);
     let (_, seen) = observe(s, r, "k", 0);
     let commit = s.commit(r, 7);
-    assert!(commit.holds(b"k", h, seen));
-    assert!(!commit.holds(b"k", h, Seen::Absent));
+    assert_eq!(commit.holds(b"k", h, seen), Some(NO_EXPIRY));
+    assert_eq!(commit.holds(b"k", h, Seen::Absent), None);
     drop(commit);
 }
 
@@ -111,13 +111,63 @@ fn a_touch_moves_the_expiry_in_place_and_fences_no_fill() {
     // A fill by a transaction that started before the touch still installs.
     let (p, _) = prepared(s, r, "k", b"2");
     assert!(s.commit_one(r, 20).install_if_fresh(None, p, b"k", 100, 5));
-    // The worker finds the new expiry: a sweep after it reclaims the entry.
-    assert!(s.commit_one(r, 30).touch(b"k", h, 600));
+}
+
+/// What a worker pass at `now` sweeps.
+fn sweep_due(s: &Store<NoLocks>, now: i64) {
     let mut out = Sweep::default();
-    for p in (0..PARTITIONS).filter(|&p| s.partition_due(p) <= 700) {
-        s.sweep_partition(p, 7, 700, &mut out);
+    for p in (0..PARTITIONS).filter(|&p| s.partition_due(p) <= now) {
+        s.sweep_partition(p, 7, now, &mut out);
     }
+}
+
+#[test]
+fn the_worker_finds_an_expiry_a_touch_gave() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    set(s, r, "k", b"1", 100);
+    sweep_due(s, 1_000_000);
+    // An entry with no TTL is due nowhere until a touch gives it one.
+    assert!(s.commit_one(r, 30).touch(b"k", hash(r.index, b"k"), 600));
+    sweep_due(s, 700);
     assert_eq!(s.stats(r, String::new()).entries, 0, "swept at the new expiry");
+}
+
+#[test]
+fn a_touch_does_not_bring_back_an_expired_value() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    set_at(s, r, "k", b"1", 50, 100, 0);
+    assert!(!s.commit_one(r, 70).touch(b"k", hash(r.index, b"k"), 500), "expired by the touch's commit");
+    assert_eq!(get_at(s, r, "k", 80), Lookup::Expired);
+}
+
+#[test]
+fn a_write_that_keeps_the_expiry_takes_the_one_a_touch_gave_meanwhile() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    let h = hash(r.index, b"n");
+    set_at(s, r, "n", b"1", 50, 100, 0);
+    let (_, seen) = observe(s, r, "n", 10);
+    assert!(s.commit_one(r, 20).touch(b"n", h, 500));
+    let (p, _) = prepared(s, r, "n", b"2");
+    assert!(s.commit_one(r, 30).install_if_unchanged(None, p, b"n", 100, seen, true), "a touch is not a change of value");
+    assert_eq!(get_at(s, r, "n", 400), Lookup::Hit(b"2".to_vec()), "alive past 50: the touched expiry");
+    assert_eq!(get_at(s, r, "n", 500), Lookup::Expired);
+    // The same through a commit of several writes.
+    let (_, seen) = observe(s, r, "n", 10);
+    assert!(s.commit_one(r, 40).touch(b"n", h, 900));
+    let (p, _) = prepared(s, r, "n", b"3");
+    let commit = s.commit(r, 50);
+    let at = commit.holds(b"n", h, seen).expect("unchanged");
+    commit.set_prepared_expiry(p, at);
+    commit.install(None, p, b"n", 100);
+    drop(commit);
+    assert_eq!(get_at(s, r, "n", 800), Lookup::Hit(b"3".to_vec()));
+    assert_eq!(get_at(s, r, "n", 900), Lookup::Expired);
 }
 
 #[test]
