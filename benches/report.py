@@ -92,6 +92,17 @@ for w, label in names.items():
     lines.append(f"| {label} | {a:,.0f} | {b:,.0f} | {r1:.2f} / {r8:.2f} | {cpu} | {by_cpu} |")
 lines.append("")
 
+lines += [
+    "| 100 keys per call | keys/s, 1 client | keys/s, 8 clients | ratio to Redis MGET (1 / 8) | ratio to 100 separate `cache_get` hits (1 / 8) |",
+    "|---|---:|---:|---:|---:|",
+]
+for w, label in [("get_many", "`cache_get_many` of 100 keys"), ("redis_mget", "Redis MGET of 100 keys (redis-benchmark)")]:
+    k1, k8 = 100 * v("many", w, 1), 100 * v("many", w, 8)
+    m1, m8 = k1 / (100 * v("many", "redis_mget", 1)), k8 / (100 * v("many", "redis_mget", 8))
+    s1, s8 = k1 / v("wire", "get_hit", 1), k8 / v("wire", "get_hit", 8)
+    lines.append(f"| {label} | {k1:,.0f} | {k8:,.0f} | {m1:.2f} / {m8:.2f} | {s1:.1f} / {s8:.1f} |")
+lines.append("")
+
 paired_get = per_run_ratios("paired", "get_hit", "select1", 8)
 paired_set = per_run_ratios("paired", "set", "select1", 8)
 lines += [
@@ -167,6 +178,9 @@ targets = [
     ("`cache_put` ≥ 0.8× `SELECT 1`, 8 clients", per_run_ratios("wire", "put", "select1", 8), 0.8),
     ("`cache_incr` ≥ 0.8× `SELECT 1`, 1 client", per_run_ratios("wire", "incr", "select1", 1), 0.8),
     ("`cache_incr` ≥ 0.8× `SELECT 1`, 8 clients", per_run_ratios("wire", "incr", "select1", 8), 0.8),
+    ("`cache_get_many` keys/s ≥ 0.5× Redis MGET, 1 client", per_run_ratios("many", "get_many", "redis_mget", 1), 0.5),
+    ("`cache_get_many` keys/s ≥ 0.5× Redis MGET, 8 clients", per_run_ratios("many", "get_many", "redis_mget", 8), 0.5),
+    ("`cache_get_many` keys/s ≥ 5× separate `cache_get` hits, 8 clients", [100 * v("many", "get_many", 8) / v("wire", "get_hit", 8)], 5.0),
     ("in-statement `cache_get` ≤ `md5` per row (md5 / cache_get ≥ 1)", [v("statement", "md5") / v("statement", "cache_get")], 1.0),
     ("evicting writes ≥ 0.9× free-memory writes, 1 client", per_run_ratios("pressure", "set_1k_full", "set_1k_free", 1), 0.9),
     ("evicting writes ≥ 0.9× free-memory writes, 8 clients", per_run_ratios("pressure", "set_1k_full", "set_1k_free", 8), 0.9),

@@ -1,7 +1,8 @@
 -- pg_cache 0.3.0 -> 0.4.0: cache_put, a write that is never dropped as a stale fill
 -- (last committer wins); cache_add, cache_incr, cache_decr and cache_pull, which read
 -- a key under its lock and write what they read; cache_has, cache_touch,
--- cache_expires_at; cache_get_or_lock, a single-flight read; expires_at beside ttl
+-- cache_expires_at; cache_get_or_lock, a single-flight read; the _many forms of
+-- get, set, put and delete; expires_at beside ttl
 -- on every write (cache_set's C symbol gets a new version: 0.3.0's keeps working
 -- until this update); cache_stats() gains hit_ratio.
 
@@ -106,6 +107,46 @@ CREATE FUNCTION "cache_expires_at"(
 VOLATILE PARALLEL RESTRICTED
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'cache_expires_at_wrapper';
+
+-- Many keys in one call.
+CREATE FUNCTION "cache_get_many"(
+	"cache" TEXT,
+	"keys" TEXT[]
+) RETURNS TABLE (
+	"key" TEXT,
+	"value" jsonb
+)
+VOLATILE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cache_get_many_wrapper';
+
+CREATE FUNCTION "cache_set_many"(
+	"cache" TEXT,
+	"entries" jsonb,
+	"ttl" interval DEFAULT NULL,
+	"expires_at" timestamp with time zone DEFAULT NULL
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cache_set_many_wrapper';
+
+CREATE FUNCTION "cache_put_many"(
+	"cache" TEXT,
+	"entries" jsonb,
+	"ttl" interval DEFAULT NULL,
+	"expires_at" timestamp with time zone DEFAULT NULL
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cache_put_many_wrapper';
+
+CREATE FUNCTION "cache_delete_many"(
+	"cache" TEXT,
+	"keys" TEXT[]
+) RETURNS INT
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cache_delete_many_wrapper';
 
 -- cache_stats() gains hit_ratio (its C symbol's version follows the row shape).
 DROP FUNCTION cache_stats();

@@ -212,6 +212,42 @@ mod tests {
         assert_eq!(get("SELECT cache_get('t', 'k')::text"), None, "nothing written");
     }
 
+    #[pg_test]
+    fn many_keys_in_one_call_see_own_writes() {
+        Spi::run("SELECT cache_set_many('m', '{\"a\": 1, \"b\": [2], \"c\": {\"x\": null}}')").unwrap();
+        Spi::run("SELECT cache_put_many('m', '{\"d\": \"four\"}', ttl => '1 hour')").unwrap();
+        let rows = get(
+            "SELECT string_agg(key || '=' || value::text, ' ' ORDER BY ord) FROM \
+             cache_get_many('m', ARRAY['c', 'missing', 'a', 'b', 'a', 'd']) WITH ORDINALITY AS t(key, value, ord)",
+        );
+        assert_eq!(rows.as_deref(), Some("c={\"x\": null} a=1 b=[2] d=\"four\""), "found keys, in the order asked, once each");
+        assert_eq!(int("SELECT cache_delete_many('m', ARRAY['a', 'missing', 'd', 'a'])::bigint"), Some(2));
+        assert_eq!(get("SELECT string_agg(key, ',') FROM cache_get_many('m', ARRAY['a', 'b', 'd'])").as_deref(), Some("b"));
+        assert_eq!(int("SELECT count(*) FROM cache_get_many('m', '{}')"), Some(0));
+        assert_eq!(int("SELECT count(*) FROM cache_get_many('never_declared', ARRAY['a'])"), Some(0));
+        Spi::run("SELECT cache_set_many('m', '{}')").unwrap();
+    }
+
+    #[pg_test]
+    fn bad_input_to_the_many_forms_leaves_the_write_set_alone() {
+        Spi::run("SELECT cache_set('m', 'keep', '1')").unwrap();
+        let cases = [
+            ("SELECT cache_get_many('m', NULL)", "22004"),
+            ("SELECT cache_get_many('m', ARRAY['a', NULL])", "22004"),
+            ("SELECT cache_delete_many('m', ARRAY[NULL::text])", "22004"),
+            ("SELECT cache_get_many('m', ARRAY(SELECT g::text FROM generate_series(1, 10001) g))", "54000"),
+            ("SELECT cache_set_many('m', NULL)", "22004"),
+            ("SELECT cache_set_many('m', '[1, 2]')", "22023"),
+            ("SELECT cache_put_many('m', '\"x\"')", "22023"),
+            ("SELECT cache_set_many('m', jsonb_build_object('ok', 1, repeat('k', 1025), 2))", "54000"),
+            ("SELECT cache_set_many('m', '{\"keep\": 2}', ttl => '1 hour', expires_at => 'infinity')", "22023"),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(error_of(sql).0, want, "{sql}");
+        }
+        assert_eq!(get("SELECT string_agg(key || '=' || value::text, ',') FROM cache_get_many('m', ARRAY['keep', 'ok'])").as_deref(), Some("keep=1"));
+    }
+
     #[pg_test(error = "value must not be NULL")]
     fn put_of_a_null_value() {
         Spi::run("SELECT cache_put('t', 'k', NULL)").unwrap();

@@ -70,6 +70,50 @@ impl RawJsonb {
         })
     }
 
+    /// This datum with a 4-byte header (a copy if it had a short one), so that its
+    /// container is int-aligned for the functions that walk it.
+    pub fn aligned(self) -> RawJsonb {
+        // SAFETY: a detoasted varlena; pg_detoast_datum returns it as is when it has
+        // a 4-byte header, else a palloc'd copy that has one.
+        RawJsonb(unsafe { pg_sys::pg_detoast_datum(self.0) })
+    }
+
+    /// The members of a JSON object, in jsonb's key order, each value as a jsonb
+    /// datum of its own; `None` when this is not an object. Call on an
+    /// [`RawJsonb::aligned`] datum.
+    pub fn object_members(&self) -> Option<Vec<(String, RawJsonb)>> {
+        // SAFETY: an aligned jsonb datum (see `aligned`), walked with PostgreSQL's
+        // own iterator, which palloc's; the strings it yields point into the datum,
+        // which outlives the walk, and are copied out.
+        unsafe {
+            let container = pgrx::vardata_any(self.0) as *mut pg_sys::JsonbContainer;
+            if (*container).header & pg_sys::JB_FOBJECT == 0 {
+                return None;
+            }
+            let mut members = Vec::new();
+            let mut it = pg_sys::JsonbIteratorInit(container);
+            let mut v: pg_sys::JsonbValue = std::mem::zeroed();
+            let mut key = String::new();
+            loop {
+                match pg_sys::JsonbIteratorNext(&mut it, &mut v, true) {
+                    pg_sys::JsonbIteratorToken::WJB_KEY => {
+                        let s = v.val.string;
+                        let bytes = std::slice::from_raw_parts(s.val as *const u8, s.len as usize);
+                        key = String::from_utf8(bytes.to_vec())
+                            .unwrap_or_else(|_| crate::errors::invalid("a key of entries is not valid UTF-8".into(), ""));
+                    }
+                    pg_sys::JsonbIteratorToken::WJB_VALUE => {
+                        let value = RawJsonb(pg_sys::JsonbValueToJsonb(&mut v) as *mut pg_sys::varlena);
+                        members.push((std::mem::take(&mut key), value));
+                    }
+                    pg_sys::JsonbIteratorToken::WJB_DONE => break,
+                    _ => {}
+                }
+            }
+            Some(members)
+        }
+    }
+
     /// The JSON number `n`.
     pub fn from_integer(n: i64) -> RawJsonb {
         // SAFETY: a numeric scalar JsonbValue, converted to a palloc'd jsonb datum

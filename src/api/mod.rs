@@ -4,4 +4,5 @@ pub mod args;
 mod functions;
 pub mod jsonb;
 mod keyops;
+mod many;
 mod stats;

@@ -1,4 +1,5 @@
-//! A randomized test of the transactional model. Several sessions run random gets,
+//! A randomized test of the transactional model. Several sessions run random gets
+//! (of one key, or of several through `cache_get_many`),
 //! sets, puts, deletes, clears, increments, adds, pulls, touches, probes,
 //! single-flight reads, savepoints, errors, commits and rollbacks, interleaved one
 //! statement at a time by one driver, and every read is checked against a model: the
@@ -323,6 +324,17 @@ impl Session {
         }
     }
 
+    /// `keys` of cache `c` through one `cache_get_many` (repeats allowed).
+    fn read_many(&mut self, c: usize, keys: &[usize]) -> Vec<Option<i64>> {
+        let names: Vec<String> = keys.iter().map(|&k| key(k)).collect();
+        let rows = self
+            .client
+            .query("SELECT key, (value #>> '{}')::bigint FROM cache_get_many($1, $2)", &[&cache(c), &names])
+            .unwrap();
+        let found: HashMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        names.iter().map(|n| found.get(n).copied()).collect()
+    }
+
     fn read(&mut self, c: usize, k: usize) -> Option<i64> {
         self.client
             .query_one("SELECT (cache_get($1, $2) #>> '{}')::bigint", &[&cache(c), &key(k)])
@@ -414,7 +426,18 @@ fn random_sessions_agree_with_the_model() {
         let s = &mut sessions[who];
         let at = || format!("seed {seed}, step {step}, session {who}");
         let mut check_read = |s: &mut Session, model: &Model, rng: &mut Rng| {
-            let (c, k) = (rng.below(CACHES), rng.below(KEYS));
+            let c = rng.below(CACHES);
+            if rng.below(4) == 0 {
+                // Three keys in one call.
+                let keys: Vec<usize> = (0..3).map(|_| rng.below(KEYS)).collect();
+                let expected: Vec<Option<i64>> = keys.iter().map(|&k| s.pending(c, k).unwrap_or_else(|| model.value(c, k))).collect();
+                trace(&format!("get_many r{c}/{keys:?}, expect {expected:?}"));
+                assert_eq!(s.read_many(c, &keys), expected, "get_many r{c}/{keys:?} at {}", at());
+                reads += 3;
+                hits += expected.iter().filter(|e| e.is_some()).count() as u64;
+                return;
+            }
+            let k = rng.below(KEYS);
             let expected = s.pending(c, k).unwrap_or_else(|| model.value(c, k));
             trace(&format!("get r{c}/k{k}, expect {expected:?}"));
             assert_eq!(s.read(c, k), expected, "get r{c}/k{k} at {}", at());

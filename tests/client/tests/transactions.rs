@@ -135,3 +135,91 @@ fn parallel_plans_give_the_same_results() {
     assert!(db.message().contains("during a parallel operation"), "{}", db.message());
     assert_eq!(common::get(&mut b, "par", "1"), None, "the refused write left nothing");
 }
+
+/// `cache_get_many` sees a cache as of one moment. A writer sets k0..k1999 to
+/// version v = 1, 2, ..., one autocommitted put per key (single-key commits, which
+/// run side by side) in the order k0, k1999, k1, k1998, ... (two writes in a row
+/// land at both ends of a reader's pass), or every third version in one
+/// transaction. At any moment the keys holding v + 1 are a prefix of that order
+/// and the others hold v. Readers of all the keys in one call must never see
+/// otherwise. (As many separate `cache_get` calls in one statement make no such
+/// promise: the test counts how often they tear, and fails if they never do,
+/// since then it could not have told.)
+#[test]
+fn a_read_of_many_keys_sees_one_moment() {
+    const DB: &str = "pg_cache_get_many";
+    const MANY: usize = 2000;
+    fresh_database(DB);
+    connect(DB).batch_execute("SELECT cache_create('snap', size_limit => 10000)").unwrap();
+    let order: Vec<usize> = (0..MANY / 2).flat_map(|i| [i, MANY - 1 - i]).collect();
+    let done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (done, order) = (done.clone(), order.clone());
+        std::thread::spawn(move || {
+            let mut c = connect(DB);
+            let mut v = 0i64;
+            while !done.load(Ordering::Acquire) {
+                v += 1;
+                if v % 3 == 0 {
+                    let mut tx = c.transaction().unwrap();
+                    tx.execute("SELECT cache_put('snap', 'k' || g, to_jsonb($1::bigint)) FROM generate_series(0, 1999) g", &[&v]).unwrap();
+                    tx.commit().unwrap();
+                } else {
+                    for &k in &order {
+                        c.execute("SELECT cache_put('snap', $1, to_jsonb($2::bigint))", &[&format!("k{k}"), &v]).unwrap();
+                    }
+                }
+            }
+            v
+        })
+    };
+    // Whether `v` (versions of k0..k199) is the state after some prefix of `order`.
+    let is_one_moment = move |v: &[i64]| {
+        let low = *v.iter().min().unwrap();
+        if v.iter().any(|&x| x != low && x != low + 1) {
+            return false;
+        }
+        let newer = order.iter().take_while(|&&k| v[k] == low + 1).count();
+        order[newer..].iter().all(|&k| v[k] == low)
+    };
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (done, is_one_moment) = (done.clone(), is_one_moment.clone());
+            std::thread::spawn(move || {
+                let mut c = connect(DB);
+                let many = "SELECT array_agg((value #>> '{}')::bigint ORDER BY ord) FROM \
+                            cache_get_many('snap', ARRAY(SELECT 'k' || g FROM generate_series(0, 1999) g)) \
+                            WITH ORDINALITY AS t(key, value, ord)";
+                let separate: Vec<String> = (0..MANY).map(|k| format!("(cache_get('snap', 'k{k}') #>> '{{}}')::bigint")).collect();
+                let separate = format!("SELECT ARRAY[{}]", separate.join(", "));
+                let (mut reads, mut bad, mut torn_separately) = (0u64, Vec::new(), 0u64);
+                while !done.load(Ordering::Acquire) {
+                    let v: Option<Vec<i64>> = c.query_one(many, &[]).unwrap().get(0);
+                    if let Some(v) = v.filter(|v| v.len() == MANY) {
+                        reads += 1;
+                        if !is_one_moment(&v) {
+                            bad.push(v);
+                        }
+                    }
+                    let v: Vec<Option<i64>> = c.query_one(separate.as_str(), &[]).unwrap().get(0);
+                    if let Some(v) = v.into_iter().collect::<Option<Vec<i64>>>() {
+                        torn_separately += !is_one_moment(&v) as u64;
+                    }
+                }
+                (reads, bad, torn_separately)
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    done.store(true, Ordering::Release);
+    let versions = writer.join().unwrap();
+    let (mut reads, mut torn) = (0, 0);
+    for r in readers {
+        let (n, bad, t) = r.join().unwrap();
+        assert!(bad.is_empty(), "cache_get_many saw {} mixed moments, first {:?}", bad.len(), bad[0]);
+        reads += n;
+        torn += t;
+    }
+    eprintln!("get_many: {reads} reads of one moment over {versions} versions; separate gets tore {torn} times");
+    assert!(reads > 100 && torn > 0, "{reads} reads, {torn} torn separate reads: the race was not exercised");
+}

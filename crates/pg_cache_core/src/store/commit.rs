@@ -92,6 +92,7 @@ impl<L: Locks> Drop for CacheCommit<'_, '_, L> {
 
 impl<L: Locks> Drop for KeyCommit<'_, '_, L> {
     fn drop(&mut self) {
+        self.store.slot(self.r.index).list.key_commits_ended.fetch_add(1, Ordering::Release);
         self.store.locks.unlock_cache(self.r.index);
     }
 }
@@ -396,6 +397,7 @@ impl<'a, L: Locks> Store<'a, L> {
     /// shared.
     pub fn commit_one(&self, r: SlotRef, now: i64) -> KeyCommit<'_, 'a, L> {
         self.locks.lock_cache(r.index, Mode::Shared);
+        self.slot(r.index).list.key_commits_begun.fetch_add(1, Ordering::AcqRel);
         KeyCommit { store: self, r, now }
     }
 

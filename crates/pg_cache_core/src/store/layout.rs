@@ -145,6 +145,12 @@ pub(super) struct SlotList {
     /// The cache's [`Policy`] as a byte (its declaration's), kept here so that a hit
     /// reads it from the line it reads anyway.
     pub(super) policy: AtomicU8,
+    /// Single-key commits begun and ended ([`super::KeyCommit`]), which run side by
+    /// side under the commit lock held shared: a read of many keys that saw neither
+    /// move, and no commit in flight, saw the cache as of one moment. On the line
+    /// an install writes anyway.
+    pub(super) key_commits_begun: AtomicU64,
+    pub(super) key_commits_ended: AtomicU64,
 }
 
 /// Hits and misses of one cache, counted per stripe of backends so that readers on

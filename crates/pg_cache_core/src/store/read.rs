@@ -77,6 +77,52 @@ impl<'a, L: Locks> Store<'a, L> {
         self.lookup_seen::<true, T>(r, key, hash, kind, now, read)
     }
 
+    /// Looks up each of `keys` (stored key and hash) as [`Store::lookup`] does and
+    /// pushes what it found to `out`, in order, all as of one moment: no commit to
+    /// the cache lands between the first lookup and the last. `read(i, len, copy)`
+    /// reads the value of `keys[i]`; it may run more than once for a key (a pass
+    /// that overlapped a commit is thrown away and `out` cleared).
+    ///
+    /// Optimistic first, like a single lookup: commits of several writes are seen by
+    /// the cache's commit sequence, commits of one key by its count of such commits
+    /// begun and ended. After two overlapped passes it takes the commit lock
+    /// exclusively for one pass (as a commit would: briefly, the keys of one call).
+    pub fn lookup_many<T>(
+        &self,
+        r: SlotRef,
+        keys: &[(&[u8], u64)],
+        kind: ValueKind,
+        now: impl Fn() -> i64,
+        mut read: impl FnMut(usize, usize, &dyn Fn(&mut [u8])) -> T,
+        out: &mut Vec<Lookup<T>>,
+    ) {
+        let s = self.slot(r.index);
+        let mut pass = |out: &mut Vec<Lookup<T>>| {
+            out.clear();
+            for (i, &(key, hash)) in keys.iter().enumerate() {
+                let found = self.lookup_once::<true, T>(r, key, hash, kind, &now, &mut |len, copy| read(i, len, copy)).found;
+                out.push(found);
+            }
+        };
+        for _ in 0..OPTIMISTIC_LOOKUPS {
+            let seq = s.commit_seq.load(Ordering::Acquire);
+            // Ended before begun: a commit counted in `begun` but not in `ended`
+            // between the two loads is still in flight.
+            let ended = s.list.key_commits_ended.load(Ordering::Acquire);
+            let begun = s.list.key_commits_begun.load(Ordering::Acquire);
+            if seq % 2 == 0 && begun == ended {
+                pass(out);
+                if s.commit_seq.load(Ordering::Acquire) == seq && s.list.key_commits_begun.load(Ordering::Acquire) == begun {
+                    return;
+                }
+            }
+            std::hint::spin_loop();
+        }
+        self.locks.lock_cache(r.index, Mode::Exclusive);
+        let _c = CacheReadGuard { locks: self.locks, slot: r.index };
+        pass(out);
+    }
+
     /// Whether the key holds a live value of any kind: no copy, no hit counted by the
     /// caller, and the entry is not marked used (a probe must not keep it from
     /// eviction).

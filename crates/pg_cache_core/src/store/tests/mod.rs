@@ -16,6 +16,11 @@ struct NoLocks;
 
 thread_local! {
     static SHARED_COMMIT_LOCKS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    static EXCLUSIVE_COMMIT_LOCKS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+fn exclusive_commit_locks() -> u32 {
+    EXCLUSIVE_COMMIT_LOCKS.get()
 }
 
 fn shared_commit_locks() -> u32 {
@@ -32,6 +37,8 @@ impl Locks for NoLocks {
     fn lock_cache(&self, _: u32, mode: Mode) {
         if mode == Mode::Shared {
             SHARED_COMMIT_LOCKS.set(SHARED_COMMIT_LOCKS.get() + 1);
+        } else {
+            EXCLUSIVE_COMMIT_LOCKS.set(EXCLUSIVE_COMMIT_LOCKS.get() + 1);
         }
     }
     fn unlock_cache(&self, _: u32) {}

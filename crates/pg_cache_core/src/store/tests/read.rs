@@ -90,3 +90,43 @@ fn a_lookup_returns_only_values_of_the_kind_asked_for() {
     unsafe { (*s.head(e)).flags = 0x1f };
     assert_eq!(found(ValueKind::Jsonb), Lookup::OtherKind(None));
 }
+
+fn get_many(s: &Store<NoLocks>, r: SlotRef, keys: &[&str]) -> Vec<Option<Vec<u8>>> {
+    let keyed: Vec<(&[u8], u64)> = keys.iter().map(|k| (k.as_bytes(), hash(r.index, k.as_bytes()))).collect();
+    let mut out = Vec::new();
+    s.lookup_many(r, &keyed, ValueKind::Jsonb, || 0, |_, len, copy| {
+        let mut v = vec![0u8; len];
+        copy(&mut v);
+        v
+    }, &mut out);
+    out.into_iter().map(|l| match l {
+        Lookup::Hit(v) => Some(v),
+        _ => None,
+    }).collect()
+}
+
+#[test]
+fn a_read_of_many_keys_takes_no_lock_unless_a_commit_is_in_flight() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    set(s, r, "a", b"1", 10);
+    set(s, r, "c", b"3", 10);
+    let (shared, exclusive) = (shared_commit_locks(), exclusive_commit_locks());
+    assert_eq!(get_many(s, r, &["a", "b", "c", "a"]), [Some(b"1".to_vec()), None, Some(b"3".to_vec()), Some(b"1".to_vec())]);
+    assert_eq!((shared_commit_locks(), exclusive_commit_locks()), (shared, exclusive), "no commit: no lock");
+    // A single-key commit in flight (begun, not ended): the read waits for it by
+    // taking the commit lock exclusively, so it cannot see the cache mid-way.
+    let one = s.commit_one(r, 20);
+    assert_eq!(get_many(s, r, &["a", "c"]).len(), 2);
+    assert_eq!(exclusive_commit_locks(), exclusive + 1);
+    drop(one);
+    // So does a commit of several writes.
+    let many = s.commit(r, 30);
+    let exclusive = exclusive_commit_locks();
+    assert_eq!(get_many(s, r, &["a"]), [Some(b"1".to_vec())]);
+    assert_eq!(exclusive_commit_locks(), exclusive + 1);
+    drop(many);
+    assert_eq!(get_many(s, r, &["c"]), [Some(b"3".to_vec())]);
+    assert_eq!(exclusive_commit_locks(), exclusive + 1, "all ended: optimistic again");
+}
