@@ -272,3 +272,46 @@ fn a_big_commit_of_increments_forgoes_only_what_was_overtaken() {
         "b5 put meanwhile stands; b7 incremented with the touched expiry; the others incremented, expiry kept"
     );
 }
+
+/// Waits for a key's lock are PostgreSQL's: past `lock_timeout` they fail with
+/// 55P03, and two transactions taking two keys' locks in opposite orders are a
+/// deadlock that PostgreSQL detects (40P01) and breaks by failing one of them.
+#[test]
+fn key_lock_waits_time_out_and_deadlocks_are_detected() {
+    const DB: &str = "pg_cache_key_lock_waits";
+    fresh_database(DB);
+    let (mut a, mut b) = (connect(DB), connect(DB));
+    let state = |e: postgres::Error| e.as_db_error().map(|d| d.code().code().to_string()).unwrap_or_default();
+
+    let mut ta = a.transaction().unwrap();
+    ta.batch_execute("SELECT cache_incr('w', 'x')").unwrap();
+    let mut tb = b.transaction().unwrap();
+    tb.batch_execute("SET LOCAL lock_timeout = '100ms'").unwrap();
+    let e = tb.batch_execute("SELECT cache_incr('w', 'x')").unwrap_err();
+    assert_eq!(state(e), "55P03", "a wait past lock_timeout");
+    tb.rollback().unwrap();
+    ta.commit().unwrap();
+
+    // a holds x and waits for y; b holds y and asks for x.
+    let mut tb = b.transaction().unwrap();
+    tb.batch_execute("SELECT cache_incr('w', 'y')").unwrap();
+    let waiter = std::thread::spawn(move || {
+        let mut ta = a.transaction().unwrap();
+        ta.batch_execute("SET LOCAL deadlock_timeout = '50ms'; SELECT cache_incr('w', 'x')").unwrap();
+        let r = ta.batch_execute("SELECT cache_incr('w', 'y')").map_err(state);
+        if r.is_ok() {
+            ta.commit().unwrap();
+        }
+        r
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mine = tb.batch_execute("SET LOCAL deadlock_timeout = '50ms'; SELECT cache_incr('w', 'x')").map_err(state);
+    if mine.is_ok() {
+        tb.commit().unwrap();
+    } else {
+        tb.rollback().unwrap();
+    }
+    let theirs = waiter.join().unwrap();
+    let failed: Vec<&String> = [&mine, &theirs].into_iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(failed, ["40P01"], "exactly one side fails, with deadlock_detected: {mine:?} / {theirs:?}");
+}
