@@ -195,7 +195,7 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
     /// Deletes the key and fences older fills of it; whether a visible entry was there.
     pub fn delete(&self, key: &[u8], hash: u64) -> bool {
         if self.shadow.is_none() {
-            return self.store.delete_locked(self.r, key, hash, self.now);
+            return self.store.delete_locked(self.r, key, hash, self.now, None);
         }
         let visible = self.store.retire_key_shadowed(self.r, key, hash, self.now);
         if visible {
@@ -261,7 +261,7 @@ impl<L: Locks> KeyCommit<'_, '_, L> {
     /// Deletes the key as [`KeyCommit::delete`] does if it still holds the entry
     /// `seen`; otherwise changes nothing. Whether it deleted a visible entry.
     pub fn delete_if_unchanged(&self, key: &[u8], hash: u64, seen: Seen) -> bool {
-        self.store.delete_if_unchanged_locked(self.r, key, hash, self.now, seen)
+        self.store.delete_locked(self.r, key, hash, self.now, Some(seen))
     }
 
     /// Gives the key's entry a new expiry in place (not an invalidation: fills of it
@@ -278,7 +278,7 @@ impl<L: Locks> KeyCommit<'_, '_, L> {
 
     /// Deletes the key and fences older fills of it; whether a visible entry was there.
     pub fn delete(&self, key: &[u8], hash: u64) -> bool {
-        self.store.delete_locked(self.r, key, hash, self.now)
+        self.store.delete_locked(self.r, key, hash, self.now, None)
     }
 }
 

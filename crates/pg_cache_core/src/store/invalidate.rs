@@ -4,7 +4,6 @@
 use std::sync::atomic::Ordering;
 
 use super::*;
-use super::chain::Step;
 use crate::invalidation::Invalidation;
 
 impl<'a, L: Locks> Store<'a, L> {
@@ -54,7 +53,7 @@ impl<'a, L: Locks> Store<'a, L> {
     /// held (they take each cache's in turn). Whether a visible entry was removed.
     pub(super) fn apply_locked(&self, inv: &Invalidation, now: i64) -> bool {
         match *inv {
-            Invalidation::Key { cache, key, hash } => self.invalidate_key_locked(cache, key, hash, now),
+            Invalidation::Key { cache, key, hash } => self.invalidate_key_locked(cache, key, hash, now, None),
             Invalidation::Cache { cache } => {
                 self.clear_locked(cache, now);
                 false
@@ -107,9 +106,11 @@ impl<'a, L: Locks> Store<'a, L> {
         visible
     }
 
-    /// Deletes (slot, key); whether a visible entry was there. Commit lock held.
-    pub(super) fn delete_locked(&self, r: SlotRef, key: &[u8], hash: u64, now: i64) -> bool {
-        let visible = self.apply_locked(&Invalidation::Key { cache: r, key, hash }, now);
+    /// Deletes (slot, key); whether a visible entry was there. With `only_if`, only
+    /// if the key still holds the entry a read saw (judged under the same partition
+    /// lock hold); otherwise nothing. Commit lock held.
+    pub(super) fn delete_locked(&self, r: SlotRef, key: &[u8], hash: u64, now: i64, only_if: Option<Seen>) -> bool {
+        let visible = self.invalidate_key_locked(r, key, hash, now, only_if);
         if visible {
             self.slot(r.index).list.deletes.fetch_add(1, Ordering::Relaxed);
         }
@@ -124,31 +125,6 @@ impl<'a, L: Locks> Store<'a, L> {
         self.fenced_locked(self.slot(r.index), hash, start)
     }
 
-    /// [`Store::delete_locked`] if the key still holds the entry `seen` (judged under
-    /// the same partition lock hold); otherwise nothing. Commit lock held.
-    pub(super) fn delete_if_unchanged_locked(&self, r: SlotRef, key: &[u8], hash: u64, now: i64, seen: Seen) -> bool {
-        let s = self.slot(r.index);
-        let bucket = self.bucket_of(hash);
-        let (unlinked, visible) = {
-            let _p = self.lock_bucket(bucket, Mode::Exclusive);
-            if self.still_seen_locked(r, bucket, hash, key, seen).is_none() {
-                return false;
-            }
-            self.raise_key_fence_locked(s, hash, now);
-            let unlinked = self.unlink_key_locked(r, bucket, hash, key).first;
-            let visible = unlinked != NIL && {
-                let _g = self.lock_list(s);
-                self.retire_unlinked(s, unlinked, now)
-            };
-            (unlinked, visible)
-        };
-        self.free_unlinked(None, unlinked);
-        if visible {
-            s.list.deletes.fetch_add(1, Ordering::Relaxed);
-        }
-        visible
-    }
-
     /// Sets the expiry of the key's visible entry in place, unless it has expired by
     /// `now` (a touch does not bring a value back); whether there was one. Under the
     /// partition lock (readers of the key) and the list lock (retiring and eviction).
@@ -157,19 +133,9 @@ impl<'a, L: Locks> Store<'a, L> {
         let s = self.slot(r.index);
         let bucket = self.bucket_of(hash);
         let _p = self.lock_bucket(bucket, Mode::Exclusive);
-        let mut found = NIL;
-        self.walk_chain(bucket, |e, h| {
-            if !self.is_entry_of(e, h, r, hash, key) || h.state.load(Ordering::Acquire) != ENTRY_LIVE || !self.is_visible(s, h) {
-                return Step::Next;
-            }
-            if !self.is_expired(e, now) {
-                found = e;
-            }
-            Step::Stop
-        });
-        if found == NIL {
+        let Some(found) = self.visible_entry_locked(r, bucket, hash, key).filter(|&e| !self.is_expired(e, now)) else {
             return false;
-        }
+        };
         let _g = self.lock_list(s);
         // SAFETY: a linked entry, kept so by the partition lock held.
         unsafe { (*self.head(found)).expires_at.store(expires_at, Ordering::Relaxed) };
@@ -180,13 +146,17 @@ impl<'a, L: Locks> Store<'a, L> {
     }
 
     /// Removes every entry of (slot, key) and raises the key's fence, so that fills
-    /// older than `now` are dropped; whether a visible entry was there. Counts
+    /// older than `now` are dropped; whether a visible entry was there. With
+    /// `only_if`, nothing unless the key still holds what a read saw. Counts
     /// nothing: the caller says why. Commit lock held.
-    fn invalidate_key_locked(&self, r: SlotRef, key: &[u8], hash: u64, now: i64) -> bool {
+    fn invalidate_key_locked(&self, r: SlotRef, key: &[u8], hash: u64, now: i64, only_if: Option<Seen>) -> bool {
         let s = self.slot(r.index);
         let bucket = self.bucket_of(hash);
         let (unlinked, visible) = {
             let _p = self.lock_bucket(bucket, Mode::Exclusive);
+            if only_if.is_some_and(|seen| self.still_seen_locked(r, bucket, hash, key, seen).is_none()) {
+                return false;
+            }
             self.raise_key_fence_locked(s, hash, now);
             let unlinked = self.unlink_key_locked(r, bucket, hash, key).first;
             let visible = unlinked != NIL && {

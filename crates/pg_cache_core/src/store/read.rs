@@ -223,24 +223,29 @@ impl<'a, L: Locks> Store<'a, L> {
     /// (a touch may have moved it; [`NO_EXPIRY`] for no entry). Partition lock held;
     /// the caller holds the cache's commit lock, so no commit of it is half done.
     pub(super) fn still_seen_locked(&self, r: SlotRef, bucket: u32, hash: u64, key: &[u8], seen: Seen) -> Option<i64> {
+        let now = self.visible_entry_locked(r, bucket, hash, key);
+        // SAFETY: a linked entry, kept so by the partition lock held.
+        let head = now.map(|e| unsafe { &*self.head(e) });
+        let same = match (seen, head) {
+            (Seen::Absent, None) | (Seen::Entry { expired: true, .. }, None) => true,
+            (Seen::Entry { block, serial, .. }, Some(h)) => now == Some(block) && h.serial == serial,
+            _ => false,
+        };
+        same.then(|| head.map_or(NO_EXPIRY, |h| h.expires_at.load(Ordering::Relaxed)))
+    }
+
+    /// The live entry of (slot, key) that lookups see, if any. Partition lock held.
+    pub(super) fn visible_entry_locked(&self, r: SlotRef, bucket: u32, hash: u64, key: &[u8]) -> Option<u32> {
         let s = self.slot(r.index);
-        let mut now = Seen::Absent;
-        let mut expires_at = NO_EXPIRY;
+        let mut found = None;
         self.walk_chain(bucket, |e, h| {
             if !self.is_entry_of(e, h, r, hash, key) || h.state.load(Ordering::Acquire) != ENTRY_LIVE || !self.is_visible(s, h) {
                 return Step::Next;
             }
-            now = Seen::Entry { block: e, serial: h.serial, expired: false };
-            expires_at = h.expires_at.load(Ordering::Relaxed);
+            found = Some(e);
             Step::Stop
         });
-        let same = match (seen, now) {
-            (Seen::Absent, Seen::Absent) => true,
-            (Seen::Entry { expired: true, .. }, Seen::Absent) => true,
-            (Seen::Entry { block, serial, .. }, Seen::Entry { block: b, serial: n, .. }) => block == b && serial == n,
-            _ => false,
-        };
-        same.then_some(expires_at)
+        found
     }
 
     /// Reclaims (slot, key) if it is past its TTL; counts an expiration.
