@@ -45,6 +45,16 @@ pub fn invalid(message: String, hint: &str) -> ! {
     raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, message, hint)
 }
 
+/// 42804: the key holds a value of another kind than the function reads (`found`:
+/// its kind's name).
+pub fn other_kind(cache: &str, key: &str, found: &str) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+        format!("cache \"{cache}\" holds a {found} value under key \"{key}\", not jsonb"),
+        "Read it with the function for its kind.",
+    )
+}
+
 pub fn too_large(message: String, hint: &str) -> ! {
     raise(PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, message, hint)
 }

@@ -362,10 +362,8 @@ fn apply_commit() {
         // changes anything itself.
         for w in &mut cache.writes {
             match w {
-                CommitWrite::Set { hash, mode: SetMode::Fill, skip, .. } => {
-                    if commit.is_stale(*hash, plan.start) {
-                        *skip = Skip::Stale;
-                    }
+                CommitWrite::Set { hash, mode: SetMode::Fill, skip, .. } if commit.is_stale(*hash, plan.start) => {
+                    *skip = Skip::Stale;
                 }
                 CommitWrite::Set { entry, key, hash, mode: SetMode::IfUnchanged(seen), keep_expiry, skip } => {
                     match commit.holds(key, *hash, *seen) {
@@ -374,10 +372,8 @@ fn apply_commit() {
                         Some(_) => {}
                     }
                 }
-                CommitWrite::Delete { key, hash, seen: Some(seen), skip } => {
-                    if commit.holds(key, *hash, *seen).is_none() {
-                        *skip = Skip::Overtaken;
-                    }
+                CommitWrite::Delete { key, hash, seen: Some(seen), skip } if commit.holds(key, *hash, *seen).is_none() => {
+                    *skip = Skip::Overtaken;
                 }
                 _ => {}
             }

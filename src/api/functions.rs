@@ -15,7 +15,8 @@ use super::jsonb::RawJsonb;
 use pg_cache_core::invalidation::Invalidation;
 use pg_cache_core::key;
 use pg_cache_core::value::ValueKind;
-use pg_cache_core::store::{CacheConfig, RoleList, MAX_ROLES};
+use pg_cache_core::store::{CacheConfig, RoleList, SlotRef, MAX_ROLES};
+use std::rc::Rc;
 use pg_cache_core::store::Lookup;
 use pg_cache_core::writeset::{try_copy, try_string, Expiry, Op, Pending, SetMode};
 use crate::pg::{self, now};
@@ -100,23 +101,37 @@ fn write_value(function: &str, cache: Option<&str>, key: Option<&str>, value: Op
     pending::push(Op::Set { cache: owned(name), key: stored, value, expiry, mode });
 }
 
-/// The value of `key`, or `default` when it is missing or expired.
-#[pg_extern(volatile, parallel_restricted)]
-fn cache_get(cache: Option<&str>, key: Option<&str>, default: default!(Option<RawJsonb>, "NULL")) -> Option<RawJsonb> {
-    let name = check_name(cache);
-    let key = check_key(key);
+/// A cache resolved for a read, the caller's right to read it checked: its slot if
+/// anything was committed or declared under the name (`None`: nothing can be
+/// found), and its settings (the server's defaults for a name nobody declared).
+pub(super) fn resolve_read(name: &str) -> (Option<SlotRef>, Rc<CacheConfig>) {
     let (slot, config) = match registry::resolve_for_read(name) {
         Some((slot, config)) => (Some(slot), config),
         None => (None, registry::undeclared()),
     };
     args::check_read(name, &config);
-    let stored = registry::stored_key(&config, key);
-    let own = pending::lookup(name, &stored, |p| match p {
+    (slot, config)
+}
+
+/// What this transaction's own writes say about the key: `Some` of its value (or of
+/// `None`, deleted or cleared), or `None` when the shared cache decides.
+#[inline]
+pub(super) fn own_value(name: &str, stored: &[u8]) -> Option<Option<RawJsonb>> {
+    pending::lookup(name, stored, |p| match p {
         Pending::Value(v) => Some(Some(RawJsonb::build(v.len(), |out| out.copy_from_slice(v)))),
         Pending::Deleted | Pending::Cleared => Some(None),
         Pending::Unknown => None,
-    });
-    if let Some(found) = own {
+    })
+}
+
+/// The value of `key`, or `default` when it is missing or expired.
+#[pg_extern(volatile, parallel_restricted)]
+fn cache_get(cache: Option<&str>, key: Option<&str>, default: default!(Option<RawJsonb>, "NULL")) -> Option<RawJsonb> {
+    let name = check_name(cache);
+    let key = check_key(key);
+    let (slot, config) = resolve_read(name);
+    let stored = registry::stored_key(&config, key);
+    if let Some(found) = own_value(name, &stored) {
         return found.or(default);
     }
     // No slot and no declaration: nothing was committed under the name.
@@ -138,14 +153,7 @@ fn cache_get(cache: Option<&str>, key: Option<&str>, default: default!(Option<Ra
             default
         }
         // Only jsonb is stored yet: the seam for the value kinds to come.
-        Lookup::OtherKind(kind) => errors::raise(
-            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-            format!(
-                "cache \"{name}\" holds a {} value under this key, not jsonb",
-                kind.map_or("unknown", ValueKind::name)
-            ),
-            "Read it with the function for its kind.",
-        ),
+        Lookup::OtherKind(kind) => errors::other_kind(name, key, kind.map_or("unknown", ValueKind::name)),
     }
 }
 

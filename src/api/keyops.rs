@@ -14,7 +14,7 @@ use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
 use super::args::{self, check_key, check_name, check_value_size, check_writable};
-use super::functions::owned;
+use super::functions::{owned, own_value, resolve_read};
 use super::jsonb::{NotInteger, RawJsonb};
 use crate::errors;
 use crate::keylock;
@@ -57,7 +57,7 @@ struct Basis {
     expiry: Expiry,
 }
 
-fn basis(function: &str, t: &Target) -> Basis {
+fn basis(t: &Target) -> Basis {
     let own = pending::last_set(t.name, &t.stored, |set| {
         set.map(|(v, mode, expiry)| (RawJsonb::build(v.len(), |out| out.copy_from_slice(v)), mode, expiry))
     });
@@ -83,16 +83,7 @@ fn basis(function: &str, t: &Target) -> Basis {
     match o.found {
         Lookup::Hit(v) => Basis { value: Some(v), mode, expiry: kept },
         Lookup::Miss | Lookup::Expired => Basis { value: None, mode, expiry: Expiry::Default },
-        Lookup::OtherKind(kind) => errors::raise(
-            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-            format!(
-                "{function}: cache \"{}\" holds a {} value under key \"{}\", not jsonb",
-                t.name,
-                kind.map_or("unknown", ValueKind::name),
-                t.key
-            ),
-            "Read and write it with the functions for its kind.",
-        ),
+        Lookup::OtherKind(kind) => other_kind(t, kind),
     }
 }
 
@@ -123,7 +114,7 @@ fn cache_add(
     check_value_size(value.bytes().len());
     let expiry = args::expiry(ttl, expires_at);
     keylock::lock(t.name, &t.stored);
-    let b = basis("cache_add", &t);
+    let b = basis(&t);
     if b.value.is_some() {
         return false;
     }
@@ -176,7 +167,7 @@ fn out_of_range(function: &str, what: String) -> ! {
 fn add_to(function: &str, cache: Option<&str>, key: Option<&str>, delta: i64, initial: Option<i64>, expiry: Expiry) -> Option<i64> {
     let t = target(function, cache, key);
     keylock::lock(t.name, &t.stored);
-    let b = basis(function, &t);
+    let b = basis(&t);
     let current = match &b.value {
         Some(v) => v.as_integer().unwrap_or_else(|e| match e {
             NotInteger::Kind(kind) => errors::raise(
@@ -203,7 +194,7 @@ fn add_to(function: &str, cache: Option<&str>, key: Option<&str>, delta: i64, in
 fn cache_pull(cache: Option<&str>, key: Option<&str>, default: default!(Option<RawJsonb>, "NULL")) -> Option<RawJsonb> {
     let t = target("cache_pull", cache, key);
     keylock::lock(t.name, &t.stored);
-    let b = basis("cache_pull", &t);
+    let b = basis(&t);
     let Some(value) = b.value else { return default };
     let seen = match b.mode {
         SetMode::IfUnchanged(seen) => Some(seen),
@@ -220,12 +211,9 @@ fn cache_pull(cache: Option<&str>, key: Option<&str>, default: default!(Option<R
 fn cache_has(cache: Option<&str>, key: Option<&str>) -> bool {
     let name = check_name(cache);
     let key = check_key(key);
-    let (slot, config) = match registry::resolve_for_read(name) {
-        Some((slot, config)) => (Some(slot), config),
-        None => (None, registry::undeclared()),
-    };
-    args::check_read(name, &config);
+    let (slot, config) = resolve_read(name);
     let stored = registry::stored_key(&config, key);
+    // No copy of the transaction's own value either: whether it has one.
     let own = pending::lookup(name, &stored, |p| match p {
         Pending::Value(_) => Some(true),
         Pending::Deleted | Pending::Cleared => Some(false),
@@ -281,13 +269,7 @@ fn cache_touch(
 #[pg_extern(volatile, parallel_unsafe)]
 fn cache_get_or_lock(cache: Option<&str>, key: Option<&str>) -> Option<RawJsonb> {
     let t = target("cache_get_or_lock", cache, key);
-    args::check_read(t.name, &t.config);
-    let own = pending::lookup(t.name, &t.stored, |p| match p {
-        Pending::Value(v) => Some(Some(RawJsonb::build(v.len(), |out| out.copy_from_slice(v)))),
-        Pending::Deleted | Pending::Cleared => Some(None),
-        Pending::Unknown => None,
-    });
-    if let Some(found) = own {
+    if let Some(found) = own_value(t.name, &t.stored) {
         // This transaction writes the key itself: nobody else's fill to wait for.
         return found;
     }
@@ -327,11 +309,7 @@ fn cache_get_or_lock(cache: Option<&str>, key: Option<&str>) -> Option<RawJsonb>
 }
 
 fn other_kind(t: &Target, kind: Option<ValueKind>) -> ! {
-    errors::raise(
-        PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-        format!("cache \"{}\" holds a {} value under key \"{}\", not jsonb", t.name, kind.map_or("unknown", ValueKind::name), t.key),
-        "Read it with the function for its kind.",
-    )
+    errors::other_kind(t.name, t.key, kind.map_or("unknown", ValueKind::name))
 }
 
 /// When `key`'s value expires: `infinity` for never, NULL when the key holds none.
@@ -340,11 +318,7 @@ fn other_kind(t: &Target, kind: Option<ValueKind>) -> ! {
 fn cache_expires_at(cache: Option<&str>, key: Option<&str>) -> Option<TimestampWithTimeZone> {
     let name = check_name(cache);
     let key = check_key(key);
-    let (slot, config) = match registry::resolve_for_read(name) {
-        Some((slot, config)) => (Some(slot), config),
-        None => (None, registry::undeclared()),
-    };
-    args::check_read(name, &config);
+    let (slot, config) = resolve_read(name);
     let stored = registry::stored_key(&config, key);
     let duration = registry::duration_us(&config);
     let own = pending::last_set(name, &stored, |set| set.map(|(_, _, expiry)| expiry));

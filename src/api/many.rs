@@ -4,11 +4,10 @@
 use std::collections::HashSet;
 
 use pgrx::datum::{Interval, TimestampWithTimeZone};
-use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
 use super::args::{self, check_key, check_name, check_value_size, check_writable};
-use super::functions::owned;
+use super::functions::{owned, own_value, resolve_read};
 use super::jsonb::RawJsonb;
 use crate::errors;
 use crate::pg::{self, now};
@@ -59,21 +58,13 @@ fn cache_get_many(
 ) -> TableIterator<'static, (name!(key, String), name!(value, RawJsonb))> {
     let name = check_name(cache);
     let keys = distinct_keys(keys);
-    let (slot, config) = match registry::resolve_for_read(name) {
-        Some((slot, config)) => (Some(slot), config),
-        None => (None, registry::undeclared()),
-    };
-    args::check_read(name, &config);
+    let (slot, config) = resolve_read(name);
     let stored: Vec<Vec<u8>> = keys.iter().map(|k| registry::stored_key(&config, k)).collect();
     // What the transaction's own writes say; the rest is asked of the shared cache.
     let mut found: Vec<Option<RawJsonb>> = Vec::with_capacity(keys.len());
     let mut ask: Vec<usize> = Vec::new();
     for (i, s) in stored.iter().enumerate() {
-        let own = pending::lookup(name, s, |p| match p {
-            Pending::Value(v) => Some(Some(RawJsonb::build(v.len(), |out| out.copy_from_slice(v)))),
-            Pending::Deleted | Pending::Cleared => Some(None),
-            Pending::Unknown => None,
-        });
+        let own = own_value(name, s);
         if own.is_none() {
             ask.push(i);
         }
@@ -97,15 +88,7 @@ fn cache_get_many(
                     store.count_miss(slot, stripe);
                     store.remove_expired(slot, keyed[j].0, keyed[j].1, now());
                 }
-                Lookup::OtherKind(kind) => errors::raise(
-                    PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-                    format!(
-                        "cache \"{name}\" holds a {} value under key \"{}\", not jsonb",
-                        kind.map_or("unknown", ValueKind::name),
-                        keys[i]
-                    ),
-                    "Read it with the function for its kind.",
-                ),
+                Lookup::OtherKind(kind) => errors::other_kind(name, &keys[i], kind.map_or("unknown", ValueKind::name)),
             }
         }
     }
