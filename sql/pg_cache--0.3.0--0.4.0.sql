@@ -169,3 +169,46 @@ CREATE FUNCTION "cache_stats"() RETURNS TABLE (
 STRICT VOLATILE PARALLEL RESTRICTED
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'cache_stats_v3_wrapper';
+
+-- Binary values: entries record their kind; a read of the other kind is an error.
+CREATE FUNCTION "cache_set_bytes"(
+	"cache" TEXT,
+	"key" TEXT,
+	"value" bytea,
+	"ttl" interval DEFAULT NULL,
+	"expires_at" timestamp with time zone DEFAULT NULL
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cache_set_bytes_wrapper';
+
+CREATE FUNCTION "cache_put_bytes"(
+	"cache" TEXT,
+	"key" TEXT,
+	"value" bytea,
+	"ttl" interval DEFAULT NULL,
+	"expires_at" timestamp with time zone DEFAULT NULL
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cache_put_bytes_wrapper';
+
+CREATE FUNCTION "cache_get_bytes"(
+	"cache" TEXT,
+	"key" TEXT,
+	"default" bytea DEFAULT NULL
+) RETURNS bytea
+VOLATILE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cache_get_bytes_wrapper';
+
+CREATE FUNCTION "cache_get_many_bytes"(
+	"cache" TEXT,
+	"keys" TEXT[]
+) RETURNS TABLE (
+	"key" TEXT,
+	"value" bytea
+)
+VOLATILE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cache_get_many_bytes_wrapper';

@@ -5,6 +5,8 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::PgLogLevel;
 use std::cell::RefCell;
 
+use pg_cache_core::value::ValueKind;
+
 /// Keeps Rust backtraces out of error reports in release builds. pgrx attaches
 /// `Backtrace::capture()` to the DETAIL of an ERROR raised inside SPI whenever the
 /// server's environment sets `RUST_BACKTRACE`: some 25 lines of frames sent to the
@@ -47,11 +49,22 @@ pub fn invalid(message: String, hint: &str) -> ! {
 
 /// 42804: the key holds a value of another kind than the function reads (`found`:
 /// its kind's name).
-pub fn other_kind(cache: &str, key: &str, found: &str) -> ! {
+/// A read of `wanted` found a value of another kind (`None`: one this build does not
+/// know).
+pub fn other_kind(cache: &str, key: &str, found: Option<ValueKind>, wanted: ValueKind) -> ! {
+    let hint = match found {
+        Some(ValueKind::Jsonb) => "Read it with cache_get or cache_get_many, or replace it with a value of the kind you read.",
+        Some(ValueKind::Bytea) => "Read it with cache_get_bytes or cache_get_many_bytes, or replace it with a value of the kind you read.",
+        None => "The entry was written by a newer pg_cache: read it with that version's function for its kind.",
+    };
     raise(
         PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-        format!("cache \"{cache}\" holds a {found} value under key \"{key}\", not jsonb"),
-        "Read it with the function for its kind.",
+        format!(
+            "cache \"{cache}\" holds a {} value under key \"{key}\", not {}",
+            found.map_or("unknown", ValueKind::name),
+            wanted.name()
+        ),
+        hint,
     )
 }
 

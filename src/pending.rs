@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use crate::errors;
 use crate::pg::nest_level;
 use pg_cache_core::store::{CacheConfig, Seen};
-use pg_cache_core::writeset::{Expiry, Op, Pending, SetMode, WriteSet};
+use pg_cache_core::writeset::{Expiry, LastSet, Op, Pending, WriteSet};
 
 thread_local! {
     static WRITES: RefCell<WriteSet> = RefCell::new(WriteSet::default());
@@ -37,9 +37,9 @@ pub fn seen(cache: &str, key: &[u8]) -> Option<Seen> {
     WRITES.with_borrow(|w| if w.is_empty() { None } else { w.seen(cache, key) })
 }
 
-/// Calls `f` with the value, mode and expiry of the transaction's last write of the
-/// key if it is a set, else with `None`.
-pub fn last_set<R>(cache: &str, key: &[u8], f: impl FnOnce(Option<(&[u8], SetMode, Expiry)>) -> R) -> R {
+/// Calls `f` with the transaction's last write of the key if it is a set, else with
+/// `None`.
+pub fn last_set<R>(cache: &str, key: &[u8], f: impl FnOnce(Option<LastSet<'_>>) -> R) -> R {
     WRITES.with_borrow(|w| f(if w.is_empty() { None } else { w.last_set(cache, key) }))
 }
 

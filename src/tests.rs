@@ -660,6 +660,46 @@ mod tests {
     /// the input that triggers it. (53400, 0A000, 25000, 25006, 53200 and 55000 need
     /// other sessions or clusters: see tests/client.)
     #[pg_test]
+    fn bytea_values_are_read_back_as_written_and_only_as_bytea() {
+        Spi::run("SELECT cache_set_bytes('t', 'b', '\\x00ff10'), cache_put_bytes('t', 'p', ''::bytea)").unwrap();
+        assert_eq!(get("SELECT encode(cache_get_bytes('t', 'b'), 'hex')").as_deref(), Some("00ff10"));
+        assert_eq!(get("SELECT encode(cache_get_bytes('t', 'p'), 'hex')").as_deref(), Some(""));
+        assert_eq!(get("SELECT encode(cache_get_bytes('t', 'none', '\\x01'), 'hex')").as_deref(), Some("01"));
+        assert_eq!(
+            get("SELECT string_agg(key || '=' || encode(value, 'hex'), ',') FROM cache_get_many_bytes('t', '{p,none,b}')")
+                .as_deref(),
+            Some("p=,b=00ff10")
+        );
+        // A read of the other kind, or an operation on jsonb values, is refused.
+        let (state, message) = error_of("SELECT cache_get('t', 'b')");
+        assert_eq!((state.as_str(), message.as_str()), ("42804", "cache \"t\" holds a bytea value under key \"b\", not jsonb"));
+        for sql in [
+            "SELECT cache_get_many('t', '{b}')",
+            "SELECT cache_incr('t', 'b')",
+            "SELECT cache_pull('t', 'b')",
+            "SELECT cache_get_or_lock('t', 'b')",
+        ] {
+            assert_eq!(error_of(sql).0, "42804", "{sql}");
+        }
+        Spi::run("SELECT cache_set('t', 'j', '1')").unwrap();
+        let (_, message) = error_of("SELECT cache_get_bytes('t', 'j')");
+        assert_eq!(message, "cache \"t\" holds a jsonb value under key \"j\", not bytea");
+        // A bytea value makes its key present, and a touch keeps its kind.
+        assert_eq!(get("SELECT cache_add('t', 'b', '1')::text").as_deref(), Some("false"));
+        assert_eq!(get("SELECT cache_has('t', 'b')::text").as_deref(), Some("true"));
+        assert_eq!(get("SELECT cache_touch('t', 'b', '1 hour')::text").as_deref(), Some("true"));
+        assert_eq!(get("SELECT encode(cache_get_bytes('t', 'b'), 'hex')").as_deref(), Some("00ff10"));
+        // An untyped literal is still jsonb: the bytea functions have names of their own.
+        Spi::run("SELECT cache_set('t', 'price', '19.90')").unwrap();
+        assert_eq!(get("SELECT cache_get('t', 'price')::text").as_deref(), Some("19.90"));
+    }
+
+    #[pg_test(error = "value must not be NULL")]
+    fn a_null_bytea_value() {
+        Spi::run("SELECT cache_set_bytes('t', 'b', NULL)").unwrap();
+    }
+
+    #[pg_test]
     fn every_sqlstate_of_the_error_table() {
         Spi::run("CREATE ROLE cache_test_stranger").unwrap();
         Spi::run("SELECT cache_create('guarded_t', readers => '{}', writers => '{}')").unwrap();
@@ -685,6 +725,8 @@ mod tests {
             ("SELECT cache_add('t', 'k', NULL)", "22004"),
             ("SELECT cache_touch('t', 'k', NULL)", "22004"),
             ("SELECT cache_put('t', 's', '\"x\"'), cache_incr('t', 's')", "42804"),
+            ("SELECT cache_put_bytes('t', 'y', '\\x00'), cache_get('t', 'y')", "42804"),
+            ("SELECT cache_put_bytes('t', 'z', NULL)", "22004"),
             ("SELECT cache_put('t', 'b', '9223372036854775807'), cache_incr('t', 'b')", "22003"),
         ];
         for (sql, want) in cases {
@@ -704,6 +746,8 @@ mod tests {
             "SELECT cache_pull('guarded_t', 'k')",
             "SELECT cache_touch('guarded_t', 'k', '1 hour')",
             "SELECT cache_get_or_lock('guarded_t', 'k')",
+            "SELECT cache_get_bytes('guarded_t', 'k')",
+            "SELECT cache_set_bytes('guarded_t', 'k', '\\x00')",
             // Writers who may not read may not learn a value or whether there is one.
             "SELECT cache_pull('write_only_t', 'k')",
             "SELECT cache_incr('write_only_t', 'k')",

@@ -21,7 +21,6 @@ use crate::registry;
 use pg_cache_core::invalidation::Invalidation;
 use pg_cache_core::key;
 use pg_cache_core::store::{CacheConfig, NewEntry, Prepared, Reserve, Seen, SlotRef, NO_EXPIRY};
-use pg_cache_core::value::ValueKind;
 use pg_cache_core::writeset::{Expiry, Op, SetMode};
 use crate::pg::{self, database, nest_level, now, transaction_start};
 use crate::{pending, shmem};
@@ -269,7 +268,7 @@ fn prepare_commit() {
                     let expires_at = expiry.at(now, registry::duration_us(&r.config), NO_EXPIRY);
                     writes.push(CommitWrite::Touch { key, hash, expires_at });
                 }
-                Op::Set { key, value, expiry, mode, .. } => {
+                Op::Set { key, value, kind, expiry, mode, .. } => {
                     let hash = key::hash(r.slot.index, &key);
                     // Kept expiries are set at COMMIT, from the entry the key holds then.
                     let expires_at = expiry.at(now, registry::duration_us(&r.config), NO_EXPIRY);
@@ -279,7 +278,7 @@ fn prepare_commit() {
                     // once (counted so by the store), but its key is still invalidated:
                     // the transaction meant to replace whatever was there. (Too large
                     // cannot happen: cache_set checked the store's limit.)
-                    let entry = NewEntry { key: &key, value: &value, kind: ValueKind::Jsonb, hash, expires_at };
+                    let entry = NewEntry { key: &key, value: &value, kind, hash, expires_at };
                     match RESERVE.with(|res| store.prepare(Some(res), r.slot, &entry, now)) {
                         Ok(Some(entry)) => writes.push(CommitWrite::Set { entry, key, hash, mode, keep_expiry, skip: Skip::No }),
                         // A write computed from a read still deletes only what it read.

@@ -12,6 +12,7 @@ use super::args::{self, check_admin, check_key, check_name, check_writable, chec
 use crate::registry::{self, declarations};
 use crate::errors;
 use super::jsonb::RawJsonb;
+use super::raw::{RawBytea, RawValue};
 use pg_cache_core::invalidation::Invalidation;
 use pg_cache_core::key;
 use pg_cache_core::value::ValueKind;
@@ -43,6 +44,18 @@ fn cache_set_v2(
     expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
 ) {
     write_value("cache_set", cache, key, value, args::expiry(ttl, expires_at), SetMode::Fill);
+}
+
+/// `cache_set` of a `bytea` value: read it back with `cache_get_bytes`.
+#[pg_extern(volatile, parallel_unsafe)]
+fn cache_set_bytes(
+    cache: Option<&str>,
+    key: Option<&str>,
+    value: Option<RawBytea>,
+    ttl: default!(Option<Interval>, "NULL"),
+    expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+) {
+    write_value("cache_set_bytes", cache, key, value, args::expiry(ttl, expires_at), SetMode::Fill);
 }
 
 /// The C symbol of `cache_set(cache, key, value, ttl)` of 0.1.0 to 0.3.0: a database
@@ -85,7 +98,19 @@ fn cache_put(
     write_value("cache_put", cache, key, value, args::expiry(ttl, expires_at), SetMode::Put);
 }
 
-fn write_value(function: &str, cache: Option<&str>, key: Option<&str>, value: Option<RawJsonb>, expiry: Expiry, mode: SetMode) {
+/// `cache_put` of a `bytea` value: read it back with `cache_get_bytes`.
+#[pg_extern(volatile, parallel_unsafe)]
+fn cache_put_bytes(
+    cache: Option<&str>,
+    key: Option<&str>,
+    value: Option<RawBytea>,
+    ttl: default!(Option<Interval>, "NULL"),
+    expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+) {
+    write_value("cache_put_bytes", cache, key, value, args::expiry(ttl, expires_at), SetMode::Put);
+}
+
+fn write_value<V: RawValue>(function: &str, cache: Option<&str>, key: Option<&str>, value: Option<V>, expiry: Expiry, mode: SetMode) {
     check_writable(function);
     let name = check_name(cache);
     let key = check_key(key);
@@ -98,7 +123,7 @@ fn write_value(function: &str, cache: Option<&str>, key: Option<&str>, value: Op
     // The install reads this bucket at COMMIT: start loading it now.
     shmem::store().prefetch_bucket(key::hash(slot.index, &stored));
     let value = try_copy(value.bytes()).unwrap_or_else(|_| errors::out_of_memory("copying a value"));
-    pending::push(Op::Set { cache: owned(name), key: stored, value, expiry, mode });
+    pending::push(Op::Set { cache: owned(name), key: stored, value, kind: V::KIND, expiry, mode });
 }
 
 /// A cache resolved for a read, the caller's right to read it checked: its slot if
@@ -114,31 +139,46 @@ pub(super) fn resolve_read(name: &str) -> (Option<SlotRef>, Rc<CacheConfig>) {
 }
 
 /// What this transaction's own writes say about the key: `Some` of its value (or of
-/// `None`, deleted or cleared), or `None` when the shared cache decides.
+/// `None`, deleted or cleared), or `None` when the shared cache decides. A value of
+/// another kind than `V` is an error (`key` names it).
 #[inline]
-pub(super) fn own_value(name: &str, stored: &[u8]) -> Option<Option<RawJsonb>> {
-    pending::lookup(name, stored, |p| match p {
-        Pending::Value(v) => Some(Some(RawJsonb::build(v.len(), |out| out.copy_from_slice(v)))),
-        Pending::Deleted | Pending::Cleared => Some(None),
+pub(super) fn own_value<V: RawValue>(name: &str, key: &str, stored: &[u8]) -> Option<Option<V>> {
+    let own = pending::lookup(name, stored, |p| match p {
+        Pending::Value(v, kind) if kind == V::KIND => Some(Ok(Some(V::build(v.len(), |out| out.copy_from_slice(v))))),
+        Pending::Value(_, kind) => Some(Err(kind)),
+        Pending::Deleted | Pending::Cleared => Some(Ok(None)),
         Pending::Unknown => None,
-    })
+    });
+    own.map(|own| own.unwrap_or_else(|kind| errors::other_kind(name, key, Some(kind), V::KIND)))
 }
 
 /// The value of `key`, or `default` when it is missing or expired.
 #[pg_extern(volatile, parallel_restricted)]
 fn cache_get(cache: Option<&str>, key: Option<&str>, default: default!(Option<RawJsonb>, "NULL")) -> Option<RawJsonb> {
+    get(cache, key, default)
+}
+
+/// The `bytea` value of `key` (written by `cache_set_bytes` or `cache_put_bytes`),
+/// or `default` when it is missing or expired.
+#[pg_extern(volatile, parallel_restricted)]
+fn cache_get_bytes(cache: Option<&str>, key: Option<&str>, default: default!(Option<RawBytea>, "NULL")) -> Option<RawBytea> {
+    get(cache, key, default)
+}
+
+#[inline]
+fn get<V: RawValue>(cache: Option<&str>, key: Option<&str>, default: Option<V>) -> Option<V> {
     let name = check_name(cache);
     let key = check_key(key);
     let (slot, config) = resolve_read(name);
     let stored = registry::stored_key(&config, key);
-    if let Some(found) = own_value(name, &stored) {
+    if let Some(found) = own_value(name, key, &stored) {
         return found.or(default);
     }
     // No slot and no declaration: nothing was committed under the name.
     let Some(slot) = slot else { return default };
     let store = shmem::store();
     let hash = key::hash(slot.index, &stored);
-    match store.lookup(slot, &stored, hash, ValueKind::Jsonb, now, |len, copy| RawJsonb::build(len, copy)) {
+    match store.lookup(slot, &stored, hash, V::KIND, now, |len, copy| V::build(len, copy)) {
         Lookup::Hit(v) => {
             store.count_hit(slot, pg::stripe());
             Some(v)
@@ -152,8 +192,7 @@ fn cache_get(cache: Option<&str>, key: Option<&str>, default: default!(Option<Ra
             store.remove_expired(slot, &stored, hash, now());
             default
         }
-        // Only jsonb is stored yet: the seam for the value kinds to come.
-        Lookup::OtherKind(kind) => errors::other_kind(name, key, kind.map_or("unknown", ValueKind::name)),
+        Lookup::OtherKind(kind) => errors::other_kind(name, key, kind, V::KIND),
     }
 }
 
@@ -167,7 +206,7 @@ fn cache_delete(cache: Option<&str>, key: Option<&str>) -> bool {
     args::check_write(name, &config);
     let stored = registry::stored_key(&config, key);
     let own = pending::lookup(name, &stored, |p| match p {
-        Pending::Value(_) => Some(true),
+        Pending::Value(..) => Some(true),
         Pending::Deleted | Pending::Cleared => Some(false),
         Pending::Unknown => None,
     });

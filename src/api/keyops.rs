@@ -16,6 +16,7 @@ use pgrx::prelude::*;
 use super::args::{self, check_key, check_name, check_value_size, check_writable};
 use super::functions::{owned, own_value, resolve_read};
 use super::jsonb::{NotInteger, RawJsonb};
+use super::raw::RawValue;
 use crate::errors;
 use crate::keylock;
 use crate::pg::{self, now};
@@ -48,31 +49,57 @@ fn target<'a>(function: &str, cache: Option<&'a str>, key: Option<&'a str>) -> T
     Target { name, key, slot, config, stored }
 }
 
-/// What a read-then-write operation starts from, its key's lock held: the value the
-/// transaction sees (its own write, else the shared cache's), the mode a write made
-/// from it commits in, and the expiry of the entry it read.
+/// What a read-then-write operation starts from, its key's lock held: what the
+/// transaction sees under the key (its own write, else the shared cache's), the
+/// mode a write made from it commits in, and the expiry of the entry it read.
 struct Basis {
-    value: Option<RawJsonb>,
+    held: Held,
     mode: SetMode,
     expiry: Expiry,
 }
 
+/// What a key holds for an operation on jsonb values.
+enum Held {
+    Nothing,
+    Jsonb(RawJsonb),
+    /// A value of another kind (`None`: unknown to this build).
+    OtherKind(Option<ValueKind>),
+}
+
+impl Held {
+    /// The jsonb value, if any; a value of another kind is an error.
+    fn jsonb(self, t: &Target) -> Option<RawJsonb> {
+        match self {
+            Held::Nothing => None,
+            Held::Jsonb(v) => Some(v),
+            Held::OtherKind(kind) => errors::other_kind(t.name, t.key, kind, ValueKind::Jsonb),
+        }
+    }
+}
+
 fn basis(t: &Target) -> Basis {
     let own = pending::last_set(t.name, &t.stored, |set| {
-        set.map(|(v, mode, expiry)| (RawJsonb::build(v.len(), |out| out.copy_from_slice(v)), mode, expiry))
+        set.map(|s| {
+            let held = if s.kind == ValueKind::Jsonb {
+                Held::Jsonb(RawJsonb::build(s.value.len(), |out| out.copy_from_slice(s.value)))
+            } else {
+                Held::OtherKind(Some(s.kind))
+            };
+            (held, s.mode, s.expiry)
+        })
     });
     // A write made from the transaction's own write commits as that one would: a
     // fill stays a fill (it may derive from old rows), a put a put, a write computed
     // from a read keeps that read's condition.
-    if let Some((value, mode, expiry)) = own {
-        return Basis { value: Some(value), mode, expiry };
+    if let Some((held, mode, expiry)) = own {
+        return Basis { held, mode, expiry };
     }
     let deleted = pending::lookup(t.name, &t.stored, |p| !matches!(p, Pending::Unknown));
     if deleted {
         // Deleted or cleared by this transaction: a put, or under the condition of
         // the pull that deleted it.
         let mode = pending::seen(t.name, &t.stored).map_or(SetMode::Put, SetMode::IfUnchanged);
-        return Basis { value: None, mode, expiry: Expiry::Default };
+        return Basis { held: Held::Nothing, mode, expiry: Expiry::Default };
     }
     let hash = key::hash(t.slot.index, &t.stored);
     let o = shmem::store().observe(t.slot, &t.stored, hash, ValueKind::Jsonb, now, |len, copy| RawJsonb::build(len, copy));
@@ -81,9 +108,9 @@ fn basis(t: &Target) -> Basis {
     // whatever it has at commit (a touch committed meanwhile included).
     let kept = pending::touched(t.name, &t.stored).unwrap_or(Expiry::Keep);
     match o.found {
-        Lookup::Hit(v) => Basis { value: Some(v), mode, expiry: kept },
-        Lookup::Miss | Lookup::Expired => Basis { value: None, mode, expiry: Expiry::Default },
-        Lookup::OtherKind(kind) => other_kind(t, kind),
+        Lookup::Hit(v) => Basis { held: Held::Jsonb(v), mode, expiry: kept },
+        Lookup::Miss | Lookup::Expired => Basis { held: Held::Nothing, mode, expiry: Expiry::Default },
+        Lookup::OtherKind(kind) => Basis { held: Held::OtherKind(kind), mode, expiry: kept },
     }
 }
 
@@ -94,7 +121,7 @@ fn push_value(t: &Target, value: &RawJsonb, expiry: Expiry, mode: SetMode) {
     shmem::store().prefetch_bucket(key::hash(t.slot.index, &t.stored));
     let bytes = try_copy(value.bytes()).unwrap_or_else(|_| errors::out_of_memory("copying a value"));
     let stored = try_copy(&t.stored).unwrap_or_else(|_| errors::out_of_memory("copying a key"));
-    pending::push(Op::Set { cache: owned(t.name), key: stored, value: bytes, expiry, mode });
+    pending::push(Op::Set { cache: owned(t.name), key: stored, value: bytes, kind: ValueKind::Jsonb, expiry, mode });
 }
 
 /// Stores `value` under `key` at commit if the key holds nothing; whether it did.
@@ -115,7 +142,8 @@ fn cache_add(
     let expiry = args::expiry(ttl, expires_at);
     keylock::lock(t.name, &t.stored);
     let b = basis(&t);
-    if b.value.is_some() {
+    // A value of any kind makes the key present.
+    if !matches!(b.held, Held::Nothing) {
         return false;
     }
     push_value(&t, &value, expiry, b.mode);
@@ -168,7 +196,7 @@ fn add_to(function: &str, cache: Option<&str>, key: Option<&str>, delta: i64, in
     let t = target(function, cache, key);
     keylock::lock(t.name, &t.stored);
     let b = basis(&t);
-    let current = match &b.value {
+    let current = match &b.held.jsonb(&t) {
         Some(v) => v.as_integer().unwrap_or_else(|e| match e {
             NotInteger::Kind(kind) => errors::raise(
                 PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
@@ -195,7 +223,7 @@ fn cache_pull(cache: Option<&str>, key: Option<&str>, default: default!(Option<R
     let t = target("cache_pull", cache, key);
     keylock::lock(t.name, &t.stored);
     let b = basis(&t);
-    let Some(value) = b.value else { return default };
+    let Some(value) = b.held.jsonb(&t) else { return default };
     let seen = match b.mode {
         SetMode::IfUnchanged(seen) => Some(seen),
         SetMode::Fill | SetMode::Put => None,
@@ -215,7 +243,7 @@ fn cache_has(cache: Option<&str>, key: Option<&str>) -> bool {
     let stored = registry::stored_key(&config, key);
     // No copy of the transaction's own value either: whether it has one.
     let own = pending::lookup(name, &stored, |p| match p {
-        Pending::Value(_) => Some(true),
+        Pending::Value(..) => Some(true),
         Pending::Deleted | Pending::Cleared => Some(false),
         Pending::Unknown => None,
     });
@@ -244,11 +272,11 @@ fn cache_touch(
     }
     // The transaction's own value: written again with the new expiry.
     let own = pending::last_set(t.name, &t.stored, |set| {
-        set.map(|(v, mode, _)| (try_copy(v).unwrap_or_else(|_| errors::out_of_memory("copying a value")), mode))
+        set.map(|s| (try_copy(s.value).unwrap_or_else(|_| errors::out_of_memory("copying a value")), s.kind, s.mode))
     });
     let stored = || try_copy(&t.stored).unwrap_or_else(|_| errors::out_of_memory("copying a key"));
-    if let Some((value, mode)) = own {
-        pending::push(Op::Set { cache: owned(t.name), key: stored(), value, expiry, mode });
+    if let Some((value, kind, mode)) = own {
+        pending::push(Op::Set { cache: owned(t.name), key: stored(), value, kind, expiry, mode });
         return true;
     }
     if pending::lookup(t.name, &t.stored, |p| !matches!(p, Pending::Unknown)) {
@@ -269,7 +297,7 @@ fn cache_touch(
 #[pg_extern(volatile, parallel_unsafe)]
 fn cache_get_or_lock(cache: Option<&str>, key: Option<&str>) -> Option<RawJsonb> {
     let t = target("cache_get_or_lock", cache, key);
-    if let Some(found) = own_value(t.name, &t.stored) {
+    if let Some(found) = own_value(t.name, t.key, &t.stored) {
         // This transaction writes the key itself: nobody else's fill to wait for.
         return found;
     }
@@ -309,7 +337,7 @@ fn cache_get_or_lock(cache: Option<&str>, key: Option<&str>) -> Option<RawJsonb>
 }
 
 fn other_kind(t: &Target, kind: Option<ValueKind>) -> ! {
-    errors::other_kind(t.name, t.key, kind.map_or("unknown", ValueKind::name))
+    errors::other_kind(t.name, t.key, kind, ValueKind::Jsonb)
 }
 
 /// When `key`'s value expires: `infinity` for never, NULL when the key holds none.
@@ -321,7 +349,7 @@ fn cache_expires_at(cache: Option<&str>, key: Option<&str>) -> Option<TimestampW
     let (slot, config) = resolve_read(name);
     let stored = registry::stored_key(&config, key);
     let duration = registry::duration_us(&config);
-    let own = pending::last_set(name, &stored, |set| set.map(|(_, _, expiry)| expiry));
+    let own = pending::last_set(name, &stored, |set| set.map(|s| s.expiry));
     if own.is_none() && pending::lookup(name, &stored, |p| !matches!(p, Pending::Unknown)) {
         return None;
     }

@@ -9,6 +9,7 @@ use pgrx::prelude::*;
 use super::args::{self, check_key, check_name, check_value_size, check_writable};
 use super::functions::{owned, own_value, resolve_read};
 use super::jsonb::RawJsonb;
+use super::raw::{RawBytea, RawValue};
 use crate::errors;
 use crate::pg::{self, now};
 use crate::registry;
@@ -56,15 +57,29 @@ fn cache_get_many(
     cache: Option<&str>,
     keys: Option<Vec<Option<String>>>,
 ) -> TableIterator<'static, (name!(key, String), name!(value, RawJsonb))> {
+    TableIterator::new(get_many(cache, keys))
+}
+
+/// `cache_get_many` of `bytea` values (written by `cache_set_bytes` or
+/// `cache_put_bytes`).
+#[pg_extern(volatile, parallel_restricted)]
+fn cache_get_many_bytes(
+    cache: Option<&str>,
+    keys: Option<Vec<Option<String>>>,
+) -> TableIterator<'static, (name!(key, String), name!(value, RawBytea))> {
+    TableIterator::new(get_many(cache, keys))
+}
+
+fn get_many<V: RawValue>(cache: Option<&str>, keys: Option<Vec<Option<String>>>) -> Vec<(String, V)> {
     let name = check_name(cache);
     let keys = distinct_keys(keys);
     let (slot, config) = resolve_read(name);
     let stored: Vec<Vec<u8>> = keys.iter().map(|k| registry::stored_key(&config, k)).collect();
     // What the transaction's own writes say; the rest is asked of the shared cache.
-    let mut found: Vec<Option<RawJsonb>> = Vec::with_capacity(keys.len());
+    let mut found: Vec<Option<V>> = Vec::with_capacity(keys.len());
     let mut ask: Vec<usize> = Vec::new();
     for (i, s) in stored.iter().enumerate() {
-        let own = own_value(name, s);
+        let own = own_value(name, &keys[i], s);
         if own.is_none() {
             ask.push(i);
         }
@@ -74,7 +89,7 @@ fn cache_get_many(
         let store = shmem::store();
         let keyed: Vec<(&[u8], u64)> = ask.iter().map(|&i| (stored[i].as_slice(), key::hash(slot.index, &stored[i]))).collect();
         let mut results = Vec::with_capacity(keyed.len());
-        store.lookup_many(slot, &keyed, ValueKind::Jsonb, now, |_, len, copy| RawJsonb::build(len, copy), &mut results);
+        store.lookup_many(slot, &keyed, V::KIND, now, |_, len, copy| V::build(len, copy), &mut results);
         let stripe = pg::stripe();
         for (j, result) in results.into_iter().enumerate() {
             let i = ask[j];
@@ -88,12 +103,11 @@ fn cache_get_many(
                     store.count_miss(slot, stripe);
                     store.remove_expired(slot, keyed[j].0, keyed[j].1, now());
                 }
-                Lookup::OtherKind(kind) => errors::other_kind(name, &keys[i], kind.map_or("unknown", ValueKind::name)),
+                Lookup::OtherKind(kind) => errors::other_kind(name, &keys[i], kind, V::KIND),
             }
         }
     }
-    let rows: Vec<(String, RawJsonb)> = keys.into_iter().zip(found).filter_map(|(k, v)| v.map(|v| (k, v))).collect();
-    TableIterator::new(rows)
+    keys.into_iter().zip(found).filter_map(|(k, v)| v.map(|v| (k, v))).collect()
 }
 
 /// Stores each member of the JSON object `entries` (key → value) at commit, as
@@ -145,7 +159,7 @@ fn write_many(function: &str, cache: Option<&str>, entries: Option<RawJsonb>, ex
         args::check_entry_size(&config, stored.len(), v.bytes().len());
         shmem::store().prefetch_bucket(key::hash(slot.index, &stored));
         let value = try_copy(v.bytes()).unwrap_or_else(|_| errors::out_of_memory("copying a value"));
-        ops.push(Op::Set { cache: owned(name), key: stored, value, expiry, mode });
+        ops.push(Op::Set { cache: owned(name), key: stored, value, kind: ValueKind::Jsonb, expiry, mode });
     }
     for op in ops {
         pending::push(op);
@@ -167,7 +181,7 @@ fn cache_delete_many(cache: Option<&str>, keys: Option<Vec<Option<String>>>) -> 
     for k in &keys {
         let stored = registry::stored_key(&config, k);
         let own = pending::lookup(name, &stored, |p| match p {
-            Pending::Value(_) => Some(true),
+            Pending::Value(..) => Some(true),
             Pending::Deleted | Pending::Cleared => Some(false),
             Pending::Unknown => None,
         });

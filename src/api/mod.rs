@@ -1,8 +1,9 @@
-//! Everything SQL-facing: the functions, argument checks, errors, the jsonb bridge.
+//! Everything SQL-facing: the functions, argument checks, errors, the jsonb and bytea bridges.
 
 pub mod args;
 mod functions;
 pub mod jsonb;
 mod keyops;
 mod many;
+pub mod raw;
 mod stats;

@@ -9,6 +9,7 @@ use std::collections::TryReserveError;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 
 use super::store::{CacheConfig, Seen};
+use super::value::ValueKind;
 
 /// How a committed set meets invalidations that committed while its transaction ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +58,7 @@ impl Expiry {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    Set { cache: String, key: Vec<u8>, value: Vec<u8>, expiry: Expiry, mode: SetMode },
+    Set { cache: String, key: Vec<u8>, value: Vec<u8>, kind: ValueKind, expiry: Expiry, mode: SetMode },
     /// `seen`: only if the key still holds what a read saw (`cache_pull`), as for
     /// [`SetMode::IfUnchanged`].
     Delete { cache: String, key: Vec<u8>, seen: Option<Seen> },
@@ -75,13 +76,22 @@ pub enum Op {
 /// What the transaction's own operations say about a key.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pending<'a> {
-    Value(&'a [u8]),
+    Value(&'a [u8], ValueKind),
     Deleted,
     /// The cache was cleared by this transaction and the key not written since:
     /// a miss, whatever the shared cache holds.
     Cleared,
     /// Nothing: ask the shared cache.
     Unknown,
+}
+
+/// A transaction's own set of a key, as [`WriteSet::last_set`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LastSet<'a> {
+    pub value: &'a [u8],
+    pub kind: ValueKind,
+    pub mode: SetMode,
+    pub expiry: Expiry,
 }
 
 #[derive(Debug, PartialEq)]
@@ -309,7 +319,7 @@ impl WriteSet {
 
     pub fn lookup(&self, cache: &str, key: &[u8]) -> Pending<'_> {
         match self.live_write(cache, key) {
-            Ok(Op::Set { value, .. }) => Pending::Value(value),
+            Ok(Op::Set { value, kind, .. }) => Pending::Value(value, *kind),
             Ok(Op::Delete { .. }) => Pending::Deleted,
             // A touch is logged only when the transaction has no value of its own:
             // the shared cache's value it is.
@@ -329,11 +339,11 @@ impl WriteSet {
         }
     }
 
-    /// The value, mode and expiry of the transaction's last write of the key, if that
-    /// write is a set (what a touch or an increment of the key starts from).
-    pub fn last_set(&self, cache: &str, key: &[u8]) -> Option<(&[u8], SetMode, Expiry)> {
+    /// The transaction's last write of the key, if that write is a set (what a touch
+    /// or an increment of the key starts from).
+    pub fn last_set(&self, cache: &str, key: &[u8]) -> Option<LastSet<'_>> {
         match self.live_write(cache, key) {
-            Ok(Op::Set { value, mode, expiry, .. }) => Some((value, *mode, *expiry)),
+            Ok(Op::Set { value, kind, mode, expiry, .. }) => Some(LastSet { value, kind: *kind, mode: *mode, expiry: *expiry }),
             _ => None,
         }
     }
@@ -453,7 +463,7 @@ mod tests {
     }
 
     fn set(c: &str, k: &str, v: &str) -> Op {
-        Op::Set { cache: c.into(), key: k.into(), value: v.into(), expiry: Expiry::Default, mode: SetMode::Fill }
+        Op::Set { cache: c.into(), key: k.into(), value: v.into(), kind: ValueKind::Jsonb, expiry: Expiry::Default, mode: SetMode::Fill }
     }
 
     #[test]
@@ -461,7 +471,7 @@ mod tests {
         let mut w = WriteSet::default();
         assert_eq!(w.lookup("c", b"k"), Pending::Unknown);
         w.push_ok(1, set("c", "k", "1"));
-        assert_eq!(w.lookup("c", b"k"), Pending::Value(b"1"));
+        assert_eq!(w.lookup("c", b"k"), Pending::Value(b"1", ValueKind::Jsonb));
         w.push_ok(1, Op::Delete { cache: "c".into(), key: b"k".to_vec(), seen: None });
         assert_eq!(w.lookup("c", b"k"), Pending::Deleted);
         w.push_ok(1, set("c", "k", "2"));
@@ -470,7 +480,7 @@ mod tests {
         assert_eq!(w.lookup("c", b"other"), Pending::Cleared);
         assert_eq!(w.lookup("d", b"k"), Pending::Unknown);
         w.push_ok(1, set("c", "k", "3"));
-        assert_eq!(w.lookup("c", b"k"), Pending::Value(b"3"));
+        assert_eq!(w.lookup("c", b"k"), Pending::Value(b"3", ValueKind::Jsonb));
         w.push_ok(1, Op::ClearAll);
         assert_eq!(w.lookup("d", b"k"), Pending::Cleared);
         assert_eq!(w.lookup("c", b"k"), Pending::Cleared);
@@ -507,7 +517,7 @@ mod tests {
         // A rolled-back savepoint's write neither shows nor hides the one before it.
         w.push_ok(2, set("c", "b", "3"));
         w.rollback_to(2);
-        assert_eq!(w.lookup("c", b"b"), Pending::Value(b"1"));
+        assert_eq!(w.lookup("c", b"b"), Pending::Value(b"1", ValueKind::Jsonb));
         let written: Vec<_> = w.plan().unwrap().writes.into_iter().map(|x| (x.op, x.cache, x.key, match x.change {
             Change::Set { value, .. } => Some(value),
             _ => None,
@@ -530,16 +540,16 @@ mod tests {
         assert_eq!(w.touched("c", b"k"), Some(Expiry::After(5)));
         let p = w.plan().unwrap();
         assert_eq!(p.writes, vec![Write { op: 0, cache: "c", key: b"k", change: Change::Touch { expiry: Expiry::After(5) } }]);
-        w.push_ok(1, Op::Set { cache: "c".into(), key: b"k".to_vec(), value: b"1".to_vec(), expiry: Expiry::Default, mode: SetMode::IfUnchanged(seen) });
+        w.push_ok(1, Op::Set { cache: "c".into(), key: b"k".to_vec(), value: b"1".to_vec(), kind: ValueKind::Jsonb, expiry: Expiry::Default, mode: SetMode::IfUnchanged(seen) });
         assert_eq!(w.seen("c", b"k"), Some(seen));
-        assert_eq!(w.last_set("c", b"k"), Some((&b"1"[..], SetMode::IfUnchanged(seen), Expiry::Default)));
+        assert_eq!(w.last_set("c", b"k"), Some(LastSet { value: b"1", kind: ValueKind::Jsonb, mode: SetMode::IfUnchanged(seen), expiry: Expiry::Default }));
         assert_eq!(w.plan().unwrap().writes.len(), 1, "the set supersedes the touch");
         w.push_ok(2, Op::Delete { cache: "c".into(), key: b"k".to_vec(), seen: Some(seen) });
         assert_eq!((w.lookup("c", b"k"), w.seen("c", b"k")), (Pending::Deleted, Some(seen)));
         w.push_ok(2, set("c", "k", "2"));
         assert_eq!(w.seen("c", b"k"), None, "a plain write after it is unguarded");
         w.rollback_to(2);
-        assert_eq!((w.lookup("c", b"k"), w.seen("c", b"k")), (Pending::Value(b"1"), Some(seen)));
+        assert_eq!((w.lookup("c", b"k"), w.seen("c", b"k")), (Pending::Value(b"1", ValueKind::Jsonb), Some(seen)));
         w.push_ok(1, Op::Clear { cache: "c".into() });
         assert_eq!(w.seen("c", b"k"), None, "cleared since");
     }
@@ -551,7 +561,7 @@ mod tests {
         w.push_ok(2, set("c", "k", "inner"));
         w.push_ok(3, Op::Clear { cache: "c".into() });
         w.rollback_to(2);
-        assert_eq!(w.lookup("c", b"k"), Pending::Value(b"outer"));
+        assert_eq!(w.lookup("c", b"k"), Pending::Value(b"outer", ValueKind::Jsonb));
         assert_eq!(w.len(), 1);
         // A released savepoint hands its ops to the parent; a later rollback of a
         // sibling at the same level keeps them.
@@ -559,7 +569,7 @@ mod tests {
         w.commit_sub(2);
         w.push_ok(2, set("c", "k", "sibling"));
         w.rollback_to(2);
-        assert_eq!(w.lookup("c", b"k"), Pending::Value(b"released"));
+        assert_eq!(w.lookup("c", b"k"), Pending::Value(b"released", ValueKind::Jsonb));
     }
 
     #[test]
@@ -612,7 +622,7 @@ mod tests {
                     2 => Op::Declare { cache, config: Box::new(config), previous: None },
                     3 => Op::Delete { cache, key, seen: None },
                     4 => Op::Touch { cache, key, expiry: Expiry::After(5) },
-                    _ => Op::Set { cache, key, value: next(100).to_string().into_bytes(), expiry: Expiry::Default, mode: SetMode::Fill },
+                    _ => Op::Set { cache, key, value: next(100).to_string().into_bytes(), kind: ValueKind::Jsonb, expiry: Expiry::Default, mode: SetMode::Fill },
                 };
                 match next(8) {
                     0 if level < 5 => level += 1,

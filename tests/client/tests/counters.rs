@@ -4,7 +4,7 @@
 //! back at random and only what committed may show), hit ratios, expiries.
 
 mod common;
-use common::{connect, fresh_database};
+use common::{connect, fresh_database, get, sqlstate};
 
 const CONNECTIONS: usize = 8;
 
@@ -314,4 +314,48 @@ fn key_lock_waits_time_out_and_deadlocks_are_detected() {
     let theirs = waiter.join().unwrap();
     let failed: Vec<&String> = [&mine, &theirs].into_iter().filter_map(|r| r.as_ref().err()).collect();
     assert_eq!(failed, ["40P01"], "exactly one side fails, with deadlock_detected: {mine:?} / {theirs:?}");
+}
+
+/// Binary values over real connections: a committed bytea entry reads back byte for
+/// byte in another session (NUL bytes, a toasted value), alone and among many keys;
+/// reading it as jsonb or counting on it is refused (42804) and leaves it as it was;
+/// a jsonb put replaces it and then only jsonb reads work.
+#[test]
+fn bytea_entries_read_back_exactly_and_only_as_bytea() {
+    const DB: &str = "pg_cache_bytea";
+    fresh_database(DB);
+    let (mut a, mut b) = (connect(DB), connect(DB));
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    a.execute("SELECT cache_put_bytes('b', 'k', $1)", &[&&[0u8, 255, 0, 10][..]]).unwrap();
+    a.execute("SELECT cache_set_bytes('b', 'big', $1)", &[&big]).unwrap();
+
+    let read = |c: &mut postgres::Client, key: &str| -> Option<Vec<u8>> {
+        c.query_one("SELECT cache_get_bytes('b', $1)", &[&key]).unwrap().get(0)
+    };
+    assert_eq!(read(&mut b, "k"), Some(vec![0, 255, 0, 10]));
+    assert_eq!(read(&mut b, "big"), Some(big.clone()));
+    let rows: Vec<(String, Vec<u8>)> = b
+        .query("SELECT key, value FROM cache_get_many_bytes('b', '{missing,k}')", &[])
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows, [("k".to_string(), vec![0, 255, 0, 10])]);
+
+    for sql in [
+        "SELECT cache_get('b', 'k')",
+        "SELECT * FROM cache_get_many('b', '{k}')",
+        "SELECT cache_incr('b', 'k')",
+        "SELECT cache_pull('b', 'k')",
+    ] {
+        assert_eq!(sqlstate(&mut b, sql), "42804", "{sql}");
+    }
+    assert_eq!(read(&mut b, "k"), Some(vec![0, 255, 0, 10]), "a refused call changes nothing");
+    let added: bool = b.query_one("SELECT cache_add('b', 'k', '1')", &[]).unwrap().get(0);
+    assert!(!added, "a bytea value makes its key present");
+
+    a.batch_execute("SELECT cache_put('b', 'k', '1')").unwrap();
+    assert_eq!(get(&mut b, "b", "k").as_deref(), Some("1"));
+    assert_eq!(sqlstate(&mut b, "SELECT cache_get_bytes('b', 'k')"), "42804");
+    a.batch_execute("SELECT cache_drop(current_database())").unwrap();
 }

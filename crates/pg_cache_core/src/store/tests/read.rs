@@ -80,6 +80,19 @@ fn a_lookup_returns_only_values_of_the_kind_asked_for() {
         v
     });
     assert_eq!(found(ValueKind::Jsonb), Lookup::Hit(b"v".to_vec()));
+    assert_eq!(found(ValueKind::Bytea), Lookup::OtherKind(Some(ValueKind::Jsonb)));
+    // A bytea entry answers only a bytea reader.
+    let hb = hash(r.index, b"b");
+    let bytes = NewEntry { key: b"b", value: b"\x00\xff", kind: ValueKind::Bytea, hash: hb, expires_at: NO_EXPIRY };
+    let p = s.prepare(None, r, &bytes, 0).unwrap().expect("room");
+    s.commit(r, 0).install(None, p, b"b", 10);
+    let found_b = |kind| s.lookup(r, b"b", hb, kind, || 0, |len, copy| {
+        let mut v = vec![0; len];
+        copy(&mut v);
+        v
+    });
+    assert_eq!(found_b(ValueKind::Bytea), Lookup::Hit(b"\x00\xff".to_vec()));
+    assert_eq!(found_b(ValueKind::Jsonb), Lookup::OtherKind(Some(ValueKind::Bytea)));
     // An entry whose head records another kind is not handed to a jsonb reader.
     let mut e = NIL;
     s.walk_chain(s.bucket_of(h), |b, _| {
