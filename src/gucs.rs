@@ -18,6 +18,7 @@ static MAX_VALUE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024);
 static DEFAULT_SIZE_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(1024);
 static DEFAULT_DURATION_S: GucSetting<i32> = GucSetting::<i32>::new(0);
 static EXPIRY_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
+static KEEP_FILLS_ON_ROLLBACK: GucSetting<bool> = GucSetting::<bool>::new(false);
 static CONTEXT_SETTINGS: GucSetting<Option<std::ffi::CString>> = GucSetting::<Option<std::ffi::CString>>::new(None);
 
 pub fn init() {
@@ -119,6 +120,14 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_bool_guc(
+        c"pg_cache.keep_fills_on_rollback",
+        c"Whether a ROLLBACK of a transaction that wrote no data keeps its cache fills.",
+        c"For read-only work that ends with ROLLBACK: its fills (cache_set) install as at a commit, judged stale the same way; only when the transaction has no transaction ID and wrote nothing else to pg_cache.",
+        &KEEP_FILLS_ON_ROLLBACK,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     // A misspelt pg_cache.* setting is an error rather than a placeholder silently
     // ignored (as pg_stat_statements does); ones already set in postgresql.conf are
     // reported with a WARNING and removed.
@@ -152,6 +161,10 @@ pub fn max_value_size() -> usize {
 
 pub fn default_size_limit() -> u64 {
     DEFAULT_SIZE_LIMIT.get() as u64
+}
+
+pub fn keep_fills_on_rollback() -> bool {
+    KEEP_FILLS_ON_ROLLBACK.get()
 }
 
 /// `None` when entries live until evicted or cleared.

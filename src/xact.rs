@@ -15,6 +15,7 @@ use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
 use crate::errors;
+use crate::gucs;
 use crate::keylock;
 use crate::privileges;
 use crate::registry;
@@ -77,6 +78,9 @@ struct Txn {
     /// This transaction drops the extension in the current database: its caches go
     /// at commit, so that a later `CREATE EXTENSION` starts empty.
     dropped_extension: bool,
+    /// Its ROLLBACK prepared its fills to install at ABORT as at a commit (see
+    /// [`prepare_fills_kept_at_rollback`]).
+    keep_fills: bool,
 }
 
 thread_local! {
@@ -102,6 +106,7 @@ unsafe extern "C-unwind" fn release_reserve(_code: std::ffi::c_int, _arg: pg_sys
 }
 
 static mut PREV_OBJECT_ACCESS_HOOK: pg_sys::object_access_hook_type = None;
+static mut PREV_PROCESS_UTILITY_HOOK: pg_sys::ProcessUtility_hook_type = None;
 
 pub fn register() {
     // SAFETY: callback and hook registration, once, from _PG_init in the postmaster.
@@ -110,6 +115,82 @@ pub fn register() {
         pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
         PREV_OBJECT_ACCESS_HOOK = pg_sys::object_access_hook;
         pg_sys::object_access_hook = Some(object_access);
+        PREV_PROCESS_UTILITY_HOOK = pg_sys::ProcessUtility_hook;
+        pg_sys::ProcessUtility_hook = Some(process_utility);
+    }
+}
+
+/// Sees `ROLLBACK` before it runs, while the transaction can still do what may fail
+/// (see [`prepare_fills_kept_at_rollback`]); everything else passes straight on.
+#[pg_guard]
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C-unwind" fn process_utility(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query: *const std::ffi::c_char,
+    read_only_tree: bool,
+    context: pg_sys::ProcessUtilityContext::Type,
+    params: pg_sys::ParamListInfo,
+    env: *mut pg_sys::QueryEnvironment,
+    dest: *mut pg_sys::DestReceiver,
+    qc: *mut pg_sys::QueryCompletion,
+) {
+    // SAFETY: PostgreSQL passes the planned utility statement it is about to run;
+    // a node's tag says which struct it is.
+    let rollback = unsafe {
+        let stmt = (*pstmt).utilityStmt;
+        !stmt.is_null()
+            && (*stmt).type_ == pg_sys::NodeTag::T_TransactionStmt
+            && (*(stmt as *mut pg_sys::TransactionStmt)).kind == pg_sys::TransactionStmtKind::TRANS_STMT_ROLLBACK
+    };
+    if rollback && gucs::keep_fills_on_rollback() {
+        prepare_fills_kept_at_rollback();
+    }
+    // SAFETY: chaining to the hook installed before ours (or the standard function),
+    // with the arguments we were given.
+    unsafe {
+        match PREV_PROCESS_UTILITY_HOOK {
+            Some(prev) => prev(pstmt, query, read_only_tree, context, params, env, dest, qc),
+            None => pg_sys::standard_ProcessUtility(pstmt, query, read_only_tree, context, params, env, dest, qc),
+        }
+    }
+}
+
+/// `pg_cache.keep_fills_on_rollback`: a transaction that wrote no data (it has no
+/// transaction ID) read only committed rows, so its fills are as good as a committed
+/// transaction's; Tryton runs its reads in such transactions and ends them with
+/// ROLLBACK, as PostgreSQL advises. When its pg_cache writes are all fills (a put,
+/// delete, clear or guarded write rolls back, and a fill might derive from one), the
+/// commit's first half runs here, before the ROLLBACK, where it may still fail; ABORT
+/// then installs them as COMMIT would, judged stale the same way (rule 17). A
+/// failure here only drops the fills, with a WARNING: it must not fail the ROLLBACK.
+fn prepare_fills_kept_at_rollback() {
+    if pending::is_empty() || !pending::with(|w| w.only_fills()) {
+        return;
+    }
+    // SAFETY: no preconditions; reads this backend's transaction state.
+    let (aborted, xid) = unsafe { (pg_sys::IsAbortedTransactionBlockState(), pg_sys::GetTopTransactionIdIfAny()) };
+    if aborted || xid != pg_sys::InvalidTransactionId {
+        return;
+    }
+    if TXN.with_borrow(|t| t.commit.is_some() || !t.dropped_databases.is_empty() || t.dropped_extension) {
+        return;
+    }
+    let prepared = PgTryBuilder::new(|| {
+        prepare_commit();
+        true
+    })
+    .catch_others(|e| {
+        let message = match &e {
+            pgrx::pg_sys::panic::CaughtError::PostgresError(r)
+            | pgrx::pg_sys::panic::CaughtError::ErrorReport(r)
+            | pgrx::pg_sys::panic::CaughtError::RustPanic { ereport: r, .. } => r.message().to_string(),
+        };
+        pgrx::warning!("pg_cache: the fills of this transaction are dropped with it: {message}");
+        false
+    })
+    .execute();
+    if prepared {
+        TXN.with_borrow_mut(|t| t.keep_fills = true);
     }
 }
 
@@ -418,6 +499,12 @@ fn apply_commit() {
 }
 
 fn abort() {
+    if TXN.with_borrow_mut(|t| std::mem::take(&mut t.keep_fills)) {
+        // A plan of fills only, made by the ROLLBACK that is running (see
+        // prepare_fills_kept_at_rollback): installed as at COMMIT, which cannot fail.
+        apply_commit();
+        return;
+    }
     pending::reset();
     let plan = TXN.with_borrow_mut(|t| {
         t.dropped_databases.clear();

@@ -239,6 +239,13 @@ impl WriteSet {
         self.ops.len()
     }
 
+    /// Whether every operation logged (superseded ones included) is a fill: such a
+    /// write set changes nothing but derived data, and none of its fills can have
+    /// been computed from a write of its own that another operation made.
+    pub fn only_fills(&self) -> bool {
+        self.ops.iter().all(|l| matches!(l.op, Op::Set { mode: SetMode::Fill, .. }))
+    }
+
     pub fn reset(&mut self) {
         *self = WriteSet::default();
     }
@@ -464,6 +471,25 @@ mod tests {
 
     fn set(c: &str, k: &str, v: &str) -> Op {
         Op::Set { cache: c.into(), key: k.into(), value: v.into(), kind: ValueKind::Jsonb, expiry: Expiry::Default, mode: SetMode::Fill }
+    }
+
+    #[test]
+    fn only_fills_means_every_logged_operation() {
+        let mut w = WriteSet::default();
+        w.push_ok(1, set("c", "k", "1"));
+        w.push_ok(1, set("c", "j", "2"));
+        assert!(w.only_fills());
+        // A put overwritten by a fill still counts: the fill may derive from it.
+        w.push_ok(1, Op::Set { cache: "c".into(), key: b"k".to_vec(), value: b"3".to_vec(), kind: ValueKind::Jsonb, expiry: Expiry::Default, mode: SetMode::Put });
+        w.push_ok(1, set("c", "k", "4"));
+        assert!(!w.only_fills());
+        let mut w = WriteSet::default();
+        w.push_ok(1, set("c", "k", "1"));
+        w.push_ok(2, Op::Clear { cache: "c".into() });
+        assert!(!w.only_fills());
+        // ... but not once its subtransaction rolled back.
+        w.rollback_to(2);
+        assert!(w.only_fills());
     }
 
     #[test]
