@@ -212,3 +212,16 @@ CREATE FUNCTION "cache_get_many_bytes"(
 VOLATILE PARALLEL RESTRICTED
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'cache_get_many_bytes_wrapper';
+
+-- An idempotent declaration that also works in a READ ONLY transaction.
+CREATE FUNCTION "cache_declare"(
+	"cache" TEXT,
+	"size_limit" INT DEFAULT NULL,
+	"duration" interval DEFAULT NULL,
+	"context" bool DEFAULT true,
+	"context_ignored_keys" TEXT[] DEFAULT '{}',
+	"max_bytes" bigint DEFAULT NULL
+) RETURNS bool
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cache_declare_wrapper';

@@ -43,6 +43,12 @@ pub fn stripe() -> usize {
 }
 
 /// Whether this backend runs a parallel operation (as leader or worker).
+/// Whether the transaction is READ ONLY (`transaction_read_only`).
+pub fn transaction_read_only() -> bool {
+    // SAFETY: a backend global, read in the backend that owns it.
+    unsafe { pg_sys::XactReadOnly }
+}
+
 pub fn in_parallel_mode() -> bool {
     // SAFETY: no preconditions.
     unsafe { pg_sys::IsInParallelMode() }

@@ -660,6 +660,28 @@ mod tests {
     /// the input that triggers it. (53400, 0A000, 25000, 25006, 53200 and 55000 need
     /// other sessions or clusters: see tests/client.)
     #[pg_test]
+    fn fills_are_dropped_at_rollback_unless_asked() {
+        assert_eq!(get("SHOW pg_cache.keep_fills_on_rollback").as_deref(), Some("off"));
+        Spi::run("SET LOCAL pg_cache.keep_fills_on_rollback = on").unwrap();
+        assert_eq!(get("SHOW pg_cache.keep_fills_on_rollback").as_deref(), Some("on"));
+    }
+
+    #[pg_test]
+    fn a_declaration_already_in_effect_is_not_made_again() {
+        let declare = |sql: &str| Spi::get_one::<bool>(sql).expect("query runs");
+        assert_eq!(declare("SELECT cache_declare('lazy_t', size_limit => 5)"), Some(true));
+        assert_eq!(declare("SELECT cache_declare('lazy_t', size_limit => 5)"), Some(false));
+        assert_eq!(declare("SELECT cache_declare('lazy_t', size_limit => 6)"), Some(true));
+        assert_eq!(declare("SELECT cache_declare('lazy_t', size_limit => 6, context => false)"), Some(true));
+        // Roles declared by cache_create stay: cache_declare does not open the cache.
+        Spi::run("SELECT cache_create('lazy_r', readers => '{}')").unwrap();
+        assert_eq!(declare("SELECT cache_declare('lazy_r', size_limit => 9)"), Some(true));
+        Spi::run("CREATE ROLE cache_test_lazy_reader").unwrap();
+        Spi::run("SET ROLE cache_test_lazy_reader").unwrap();
+        assert_eq!(error_of("SELECT cache_get('lazy_r', 'k')").0, "42501");
+    }
+
+    #[pg_test]
     fn bytea_values_are_read_back_as_written_and_only_as_bytea() {
         Spi::run("SELECT cache_set_bytes('t', 'b', '\\x00ff10'), cache_put_bytes('t', 'p', ''::bytea)").unwrap();
         assert_eq!(get("SELECT encode(cache_get_bytes('t', 'b'), 'hex')").as_deref(), Some("00ff10"));
@@ -727,6 +749,8 @@ mod tests {
             ("SELECT cache_put('t', 's', '\"x\"'), cache_incr('t', 's')", "42804"),
             ("SELECT cache_put_bytes('t', 'y', '\\x00'), cache_get('t', 'y')", "42804"),
             ("SELECT cache_put_bytes('t', 'z', NULL)", "22004"),
+            ("SELECT cache_declare('t', size_limit => 0)", "22023"),
+            ("SELECT cache_declare('t', context => NULL)", "22004"),
             ("SELECT cache_put('t', 'b', '9223372036854775807'), cache_incr('t', 'b')", "22003"),
         ];
         for (sql, want) in cases {

@@ -239,6 +239,16 @@ fn resolve_pinned(name: &str) -> (SlotRef, std::rc::Rc<CacheConfig>) {
     }
 }
 
+/// Gives `name` the settings `config` at once, outside the transaction (a
+/// `cache_declare` in a READ ONLY transaction): as a committed declaration's
+/// commit does, under the cache's commit lock. A cache dropped meanwhile is left
+/// alone (its slot may be another cache's by then).
+pub fn declare_now(name: &str, config: &CacheConfig) {
+    let (slot, _) = registry::resolve(name);
+    let store = shmem::store();
+    store.commit(slot, now()).set_config(config, registry::size_limit(config));
+}
+
 /// Unpins what [`resolve_pinned`] pinned; at COMMIT and ABORT, so it cannot fail.
 fn unpin_all() {
     let store = shmem::store();

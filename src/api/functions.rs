@@ -301,36 +301,81 @@ fn cache_create_v3(
 ) {
     check_writable("cache_create");
     let name = check_name(cache);
-    if let Some(n) = size_limit {
-        if n < 1 {
-            errors::invalid(format!("size_limit must be at least 1, not {n}"), "Pass NULL for the server default.");
+    let settings = Settings::checked(size_limit, duration, context, context_ignored_keys, max_bytes);
+    let readers = role_list("readers", readers);
+    let writers = role_list("writers", writers);
+    declare(name, settings, readers, writers);
+}
+
+/// The settings of a declaration but its roles, checked.
+struct Settings {
+    size_limit: Option<i32>,
+    duration: Option<Interval>,
+    context: bool,
+    ignored: Vec<String>,
+    max_bytes: Option<i64>,
+    /// The same as the store keeps them (roles and owner not set).
+    config: CacheConfig,
+}
+
+impl Settings {
+    fn checked(
+        size_limit: Option<i32>,
+        duration: Option<Interval>,
+        context: Option<bool>,
+        context_ignored_keys: Option<Vec<Option<String>>>,
+        max_bytes: Option<i64>,
+    ) -> Settings {
+        if let Some(n) = size_limit {
+            if n < 1 {
+                errors::invalid(format!("size_limit must be at least 1, not {n}"), "Pass NULL for the server default.");
+            }
         }
-    }
-    if let Some(n) = max_bytes {
-        if n < 1 {
-            errors::invalid(format!("max_bytes must be at least 1, not {n}"), "Pass NULL for no limit of its own.");
+        if let Some(n) = max_bytes {
+            if n < 1 {
+                errors::invalid(format!("max_bytes must be at least 1, not {n}"), "Pass NULL for no limit of its own.");
+            }
         }
+        let duration_us = duration.map(|d| check_positive("duration", d));
+        let context = context.unwrap_or_else(|| errors::null_argument("context"));
+        let ignored: Vec<String> = context_ignored_keys
+            .unwrap_or_else(|| errors::null_argument("context_ignored_keys"))
+            .into_iter()
+            .map(|k| k.unwrap_or_else(|| errors::null_argument("an element of context_ignored_keys")))
+            .collect();
+        if let Some(bad) = ignored.iter().find(|k| k.contains(',') || k.trim().is_empty()) {
+            errors::invalid(format!("context_ignored_keys element \"{bad}\" is not a setting name"), "");
+        }
+        let mut config = CacheConfig::new(size_limit.unwrap_or(0), duration_us.unwrap_or(0), context, &ignored.join(","))
+            .unwrap_or_else(|| errors::too_large("context_ignored_keys is longer than 256 bytes in all".into(), ""));
+        config.max_bytes = max_bytes.map_or(0, |n| n as u64);
+        Settings { size_limit, duration, context, ignored, max_bytes, config }
     }
-    let duration_us = duration.map(|d| check_positive("duration", d));
-    let context = context.unwrap_or_else(|| errors::null_argument("context"));
-    let ignored: Vec<String> = context_ignored_keys
-        .unwrap_or_else(|| errors::null_argument("context_ignored_keys"))
-        .into_iter()
-        .map(|k| k.unwrap_or_else(|| errors::null_argument("an element of context_ignored_keys")))
-        .collect();
-    if let Some(bad) = ignored.iter().find(|k| k.contains(',') || k.trim().is_empty()) {
-        errors::invalid(format!("context_ignored_keys element \"{bad}\" is not a setting name"), "");
+
+    /// Whether `declared` has these settings (its roles and owner aside).
+    fn same_as(&self, declared: &CacheConfig) -> bool {
+        let c = &self.config;
+        declared.size_limit == c.size_limit
+            && declared.duration_us == c.duration_us
+            && declared.context == c.context
+            && declared.ignored() == c.ignored()
+            && declared.max_bytes == c.max_bytes
     }
-    let mut config = CacheConfig::new(size_limit.unwrap_or(0), duration_us.unwrap_or(0), context, &ignored.join(","))
-        .unwrap_or_else(|| errors::too_large("context_ignored_keys is longer than 256 bytes in all".into(), ""));
-    let (reader_oids, readers) = role_list("readers", readers);
-    let (writer_oids, writers) = role_list("writers", writers);
+}
+
+/// Logs a declaration of `name` for commit, written to the declarations table now.
+fn declare(
+    name: &str,
+    settings: Settings,
+    (reader_oids, readers): (Option<Vec<pg_sys::Oid>>, RoleList),
+    (writer_oids, writers): (Option<Vec<pg_sys::Oid>>, RoleList),
+) {
     shmem::store();
     let mut previous = declarations::read(name);
     let caller = pg_sys::Oid::from(pg::current_role());
+    let Settings { size_limit, duration, context, ignored, max_bytes, mut config } = settings;
     config.readers = readers;
     config.writers = writers;
-    config.max_bytes = max_bytes.map_or(0, |n| n as u64);
     let mut declaration = declarations::Declaration {
         size_limit,
         duration,
@@ -367,6 +412,63 @@ fn cache_create_v3(
     }
     config.owner = declaration.owner.to_u32();
     pending::push(Op::Declare { cache: owned(name), config: Box::new(config), previous: previous.map(Box::new) });
+}
+
+/// Declares `cache` with these settings unless it already has them; whether it
+/// changed anything. For an ORM that declares its caches lazily: a declaration
+/// that is already in effect writes nothing (no row, no WAL), so calling it on every
+/// first use is cheap. In a read-write transaction a change is made as by
+/// `cache_create` (transactional, in the declarations table), its readers and
+/// writers kept. In a READ ONLY transaction it applies at once, outside the
+/// transaction, in shared memory only: the cache has these settings for every
+/// session until the server restarts or a committed declaration replaces them.
+#[pg_extern(volatile, parallel_unsafe)]
+fn cache_declare(
+    cache: Option<&str>,
+    size_limit: default!(Option<i32>, "NULL"),
+    duration: default!(Option<Interval>, "NULL"),
+    context: default!(Option<bool>, "true"),
+    context_ignored_keys: default!(Option<Vec<Option<String>>>, "'{}'"),
+    max_bytes: default!(Option<i64>, "NULL"),
+) -> bool {
+    check_writable("cache_declare");
+    let name = check_name(cache);
+    let settings = Settings::checked(size_limit, duration, context, context_ignored_keys, max_bytes);
+    shmem::store();
+    let roles = |list: RoleList| {
+        let oids = (!list.is_open()).then(|| list.roles().iter().map(|&r| pg_sys::Oid::from(r)).collect());
+        (oids, list)
+    };
+    if !pg::transaction_read_only() {
+        let current = pending::declared(name).or_else(|| declarations::read(name));
+        if current.as_ref().is_some_and(|c| settings.same_as(c)) {
+            return false;
+        }
+        let (readers, writers) = current.map_or((RoleList::ANYONE, RoleList::ANYONE), |c| (c.readers, c.writers));
+        declare(name, settings, roles(readers), roles(writers));
+        return true;
+    }
+    // What is in effect: the slot's settings, a committed or an earlier at-once
+    // declaration (owner set), else the table's row for a slot not made yet.
+    let current = registry::resolve_for_read(name)
+        .map(|(_, c)| *c)
+        .filter(|c| c.owner != 0)
+        .or_else(|| declarations::read(name));
+    if current.as_ref().is_some_and(|c| settings.same_as(c)) {
+        return false;
+    }
+    let mut config = settings.config;
+    config.owner = match &current {
+        Some(c) if c.owner != 0 => {
+            args::check_redeclare(name, c.owner);
+            config.readers = c.readers;
+            config.writers = c.writers;
+            c.owner
+        }
+        _ => pg::current_role(),
+    };
+    crate::xact::declare_now(name, &config);
+    true
 }
 
 /// The C symbol of the 0.2.0 `cache_create` (five arguments). A database still on

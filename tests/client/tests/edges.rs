@@ -117,6 +117,55 @@ fn reads_assign_no_transaction_id() {
     assert_eq!(stat(&mut c, "declared_ro", "size_limit"), 7, "the declaration was read");
 }
 
+/// An ORM declares its caches lazily, often inside a READ ONLY transaction, where
+/// `cache_create` (a row in the declarations table) cannot run: `cache_declare`
+/// applies there at once, for every session, and survives the transaction's end; a
+/// declaration already in effect writes nothing, in a read-write transaction too.
+#[test]
+fn a_read_only_transaction_can_declare_a_cache() {
+    const DB: &str = "pg_cache_declare_ro";
+    fresh_database(DB);
+    let (mut a, mut b) = (connect(DB), connect(DB));
+    let declare = |c: &mut Client, sql: &str| -> bool { c.query_one(sql, &[]).unwrap().get(0) };
+    a.batch_execute("BEGIN READ ONLY").unwrap();
+    assert_eq!(
+        common::sqlstate(&mut a, "SAVEPOINT s; SELECT cache_create('lazy', size_limit => 5)"),
+        "25006",
+        "cache_create writes a row"
+    );
+    a.batch_execute("ROLLBACK TO SAVEPOINT s").unwrap();
+    assert!(declare(&mut a, "SELECT cache_declare('lazy', size_limit => 5, duration => '1 hour')"));
+    assert_eq!(stat(&mut b, "lazy", "size_limit"), 5, "in effect at once, for everyone");
+    assert!(!declare(&mut a, "SELECT cache_declare('lazy', size_limit => 5, duration => '1 hour')"), "already in effect");
+    a.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(stat(&mut b, "lazy", "size_limit"), 5, "outside the transaction: kept at its rollback");
+    b.batch_execute("SELECT cache_set('lazy', 'k', '1')").unwrap();
+    let expires: bool = b.query_one("SELECT cache_expires_at('lazy', 'k') < now() + '2 hours'", &[]).unwrap().get(0);
+    assert!(expires, "the declared duration applies");
+
+    // Another role may not change what the first declarer declared, read-only or not.
+    ensure_roles(&mut b, &["declare_stranger"]);
+    a.batch_execute("BEGIN READ ONLY").unwrap();
+    a.batch_execute("SET LOCAL ROLE declare_stranger").unwrap();
+    assert_eq!(common::sqlstate(&mut a, "SELECT cache_declare('lazy', size_limit => 6)"), "42501");
+    a.batch_execute("ROLLBACK").unwrap();
+
+    // In a read-write transaction it is cache_create's transactional declaration; the
+    // same declaration again writes no row.
+    a.batch_execute("BEGIN").unwrap();
+    assert!(declare(&mut a, "SELECT cache_declare('lazy', size_limit => 7)"));
+    assert_eq!(stat(&mut b, "lazy", "size_limit"), 5, "not before commit");
+    a.batch_execute("COMMIT").unwrap();
+    assert_eq!(stat(&mut b, "lazy", "size_limit"), 7);
+    let row_version = |c: &mut Client| -> String {
+        c.query_one("SELECT xmin::text FROM pg_cache_declarations WHERE cache = 'lazy'", &[]).unwrap().get(0)
+    };
+    let before = row_version(&mut b);
+    assert!(!declare(&mut a, "SELECT cache_declare('lazy', size_limit => 7)"));
+    assert_eq!(row_version(&mut b), before, "an unchanged declaration writes nothing");
+    a.batch_execute("SELECT cache_drop(current_database())").unwrap();
+}
+
 /// The first use of cache names (declared or not) inside a parallel plan.
 #[test]
 fn a_parallel_plan_may_be_the_first_to_use_a_cache_name() {
