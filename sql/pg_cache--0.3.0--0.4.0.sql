@@ -2,9 +2,10 @@
 -- (last committer wins); cache_add, cache_incr, cache_decr and cache_pull, which read
 -- a key under its lock and write what they read; cache_has, cache_touch,
 -- cache_expires_at; cache_get_or_lock, a single-flight read; the _many forms of
--- get, set, put and delete; expires_at beside ttl
--- on every write (cache_set's C symbol gets a new version: 0.3.0's keeps working
--- until this update); cache_stats() gains hit_ratio.
+-- get, set, put and delete; expires_at beside ttl on every write (cache_set's C
+-- symbol gets a new version: 0.3.0's keeps working until this update); bytea values;
+-- cache_declare; cache_stats() gains hit_ratio and skipped, cache_memory()
+-- skipped_without_slot.
 
 DROP FUNCTION cache_set(text, text, jsonb, interval);
 
@@ -148,7 +149,7 @@ VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'cache_delete_many_wrapper';
 
--- cache_stats() gains hit_ratio (its C symbol's version follows the row shape).
+-- cache_stats() gains hit_ratio and skipped (its C symbol's version follows the row shape).
 DROP FUNCTION cache_stats();
 CREATE FUNCTION "cache_stats"() RETURNS TABLE (
 	"cache" TEXT,
@@ -164,11 +165,26 @@ CREATE FUNCTION "cache_stats"() RETURNS TABLE (
 	"size_limit" bigint,
 	"duration" interval,
 	"last_clear" timestamp with time zone,
-	"hit_ratio" double precision
+	"hit_ratio" double precision,
+	"skipped" bigint
 )
 STRICT VOLATILE PARALLEL RESTRICTED
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'cache_stats_v3_wrapper';
+
+-- cache_memory() gains skipped_without_slot (calls skipped under
+-- pg_cache.on_limit = warning for want of a slot), with a new C symbol.
+DROP FUNCTION cache_memory();
+CREATE FUNCTION "cache_memory"() RETURNS TABLE (
+	"total_bytes" bigint,
+	"used_bytes" bigint,
+	"entries" bigint,
+	"databases" bigint,
+	"skipped_without_slot" bigint
+)
+STRICT VOLATILE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cache_memory_v2_wrapper';
 
 -- Binary values: entries record their kind; a read of the other kind is an error.
 CREATE FUNCTION "cache_set_bytes"(

@@ -27,6 +27,16 @@ pub fn raise(code: PgSqlErrorCode, message: String, hint: &str) -> ! {
     unreachable!("ERROR does not return")
 }
 
+/// A WARNING with an SQLSTATE and a hint: what a call that skips instead of raising
+/// tells its caller.
+pub fn warn(code: PgSqlErrorCode, message: String, hint: &str) {
+    let mut report = ErrorReport::new(code, message, "pg_cache");
+    if !hint.is_empty() {
+        report = report.set_hint(hint);
+    }
+    report.report(PgLogLevel::WARNING);
+}
+
 pub fn not_preloaded() -> ! {
     raise(
         PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,

@@ -3,7 +3,16 @@
 
 use std::ffi::CStr;
 
-use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
+
+/// What a call does when it meets a cache limit (`pg_cache.on_limit`).
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum OnLimit {
+    /// Raise the ERROR (the default): the caller's transaction aborts.
+    Error,
+    /// Send a WARNING, count the call in `cache_stats().skipped`, and skip it.
+    Warning,
+}
 
 /// Most cache slots a server may have: slot indexes are 32 bits, but each slot takes
 /// about 1.1 kB of shared memory (about 850 bytes in `pg_cache.memory`, two LWLocks), so a
@@ -18,6 +27,7 @@ static MAX_VALUE_SIZE: GucSetting<i32> = GucSetting::<i32>::new(1024 * 1024);
 static DEFAULT_SIZE_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(1024);
 static DEFAULT_DURATION_S: GucSetting<i32> = GucSetting::<i32>::new(0);
 static EXPIRY_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
+static ON_LIMIT: GucSetting<OnLimit> = GucSetting::<OnLimit>::new(OnLimit::Error);
 static KEEP_FILLS_ON_ROLLBACK: GucSetting<bool> = GucSetting::<bool>::new(false);
 static CONTEXT_SETTINGS: GucSetting<Option<std::ffi::CString>> = GucSetting::<Option<std::ffi::CString>>::new(None);
 
@@ -120,6 +130,14 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_enum_guc(
+        c"pg_cache.on_limit",
+        c"What a pg_cache call does when it meets a limit: error, or warning and skip.",
+        c"Limits: pg_cache.max_key_size, pg_cache.max_value_size, what one entry can hold, a cache's max_bytes, no cache slot left. With warning the call skips (a write leaves its key invalidated, a read misses) and is counted in cache_stats().skipped.",
+        &ON_LIMIT,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     GucRegistry::define_bool_guc(
         c"pg_cache.keep_fills_on_rollback",
         c"Whether a ROLLBACK of a transaction that wrote no data keeps its cache fills.",
@@ -161,6 +179,10 @@ pub fn max_value_size() -> usize {
 
 pub fn default_size_limit() -> u64 {
     DEFAULT_SIZE_LIMIT.get() as u64
+}
+
+pub fn on_limit() -> OnLimit {
+    ON_LIMIT.get()
 }
 
 pub fn keep_fills_on_rollback() -> bool {

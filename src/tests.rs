@@ -660,6 +660,52 @@ mod tests {
     /// the input that triggers it. (53400, 0A000, 25000, 25006, 53200 and 55000 need
     /// other sessions or clusters: see tests/client.)
     #[pg_test]
+    fn under_on_limit_warning_a_call_over_a_limit_skips_and_is_counted() {
+        Spi::run("SELECT cache_create('lim_t', max_bytes => 300)").unwrap();
+        Spi::run("SELECT cache_put('lim_t', 'k', '\"small\"'), cache_set('lim_t', 'n', '1')").unwrap();
+        Spi::run("SET LOCAL pg_cache.on_limit = warning").unwrap();
+        let long = "repeat('x', 2000)";
+        let big = "to_jsonb(repeat('v', 400))";
+        let skipped = || Spi::get_one::<i64>("SELECT skipped FROM cache_stats() WHERE cache = 'lim_t'").unwrap().unwrap();
+        let before = skipped();
+        // A value too large: skipped, and the key it meant to replace is invalidated.
+        Spi::run(&format!("SELECT cache_put('lim_t', 'k', {big})")).unwrap();
+        assert_eq!(get("SELECT cache_get('lim_t', 'k')::text"), None);
+        // A key too long can hold no value: writes skip, reads miss.
+        for sql in [
+            format!("SELECT cache_set('lim_t', {long}, '1')"),
+            format!("SELECT cache_put_bytes('lim_t', {long}, '\\x00')"),
+        ] {
+            Spi::run(&sql).unwrap();
+        }
+        for (sql, want) in [
+            (format!("SELECT cache_get('lim_t', {long}, '\"dflt\"')::text"), Some("\"dflt\"")),
+            (format!("SELECT cache_has('lim_t', {long})::text"), Some("false")),
+            (format!("SELECT cache_delete('lim_t', {long})::text"), Some("false")),
+            (format!("SELECT cache_touch('lim_t', {long}, '1 hour')::text"), Some("false")),
+            (format!("SELECT cache_expires_at('lim_t', {long})::text"), None),
+            (format!("SELECT cache_incr('lim_t', {long})::text"), None),
+            (format!("SELECT cache_add('lim_t', {long}, '1')::text"), None),
+            (format!("SELECT cache_add('lim_t', 'a', {big})::text"), None),
+            (format!("SELECT cache_pull('lim_t', {long}, '0')::text"), Some("0")),
+            (format!("SELECT cache_get_or_lock('lim_t', {long})::text"), None),
+            (format!("SELECT count(*)::text FROM cache_get_many('lim_t', ARRAY['n', {long}])"), Some("1")),
+            (format!("SELECT cache_delete_many('lim_t', ARRAY['n', {long}])::text"), Some("1")),
+        ] {
+            assert_eq!(get(&sql).as_deref(), want, "{sql}");
+        }
+        assert_eq!(get("SELECT cache_has('lim_t', 'a')::text").as_deref(), Some("false"), "a skipped add adds nothing");
+        // Of many entries, those over a limit are skipped and the others written.
+        Spi::run(&format!("SELECT cache_set_many('lim_t', jsonb_build_object('m1', 1, 'm2', {big}, {long}, 3))")).unwrap();
+        assert_eq!(get("SELECT cache_get('lim_t', 'm1')::text").as_deref(), Some("1"));
+        assert_eq!(get("SELECT cache_get('lim_t', 'm2')::text"), None);
+        assert_eq!(skipped() - before, 17, "each skipped call (or entry) counted once");
+        // Bad input is still an error.
+        assert_eq!(error_of("SELECT cache_set('lim_t', NULL, '1')").0, "22004");
+        assert_eq!(error_of(&format!("SELECT cache_add('lim_t', {long}, NULL)")).0, "22004");
+    }
+
+    #[pg_test]
     fn fills_are_dropped_at_rollback_unless_asked() {
         assert_eq!(get("SHOW pg_cache.keep_fills_on_rollback").as_deref(), Some("off"));
         Spi::run("SET LOCAL pg_cache.keep_fills_on_rollback = on").unwrap();

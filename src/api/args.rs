@@ -10,8 +10,10 @@ use crate::pg;
 use crate::privileges::{acts_as, is_admin, may, role_names};
 use crate::registry::declarations::interval_micros;
 use crate::shmem;
-use crate::gucs;
-use pg_cache_core::store::{CacheConfig, RoleList, MAX_NAME};
+use crate::gucs::{self, OnLimit};
+use crate::registry;
+use pg_cache_core::store::{CacheConfig, RoleList, SlotRef, MAX_NAME};
+use std::rc::Rc;
 use pg_cache_core::writeset::Expiry;
 
 pub fn check_name(cache: Option<&str>) -> &str {
@@ -35,34 +37,56 @@ pub fn check_name(cache: Option<&str>) -> &str {
     name
 }
 
-pub fn check_key(key: Option<&str>) -> &str {
-    let key = key.unwrap_or_else(|| errors::null_argument("key"));
-    if key.len() > gucs::max_key_size() {
-        errors::too_large(
-            format!("key is {} bytes long, more than pg_cache.max_key_size ({} bytes)", key.len(), gucs::max_key_size()),
-            "Use a shorter key (a hash of it, for example) or raise pg_cache.max_key_size.",
-        );
+/// A call that met a cache limit under `pg_cache.on_limit = warning`: its WARNING
+/// was sent and it was counted; the caller skips (a write leaves its key
+/// invalidated, a read misses).
+pub struct Skipped;
+
+/// A cache limit met (a key, value or entry too large, no slot left): by default
+/// the ERROR; under `pg_cache.on_limit = warning` a WARNING with the same SQLSTATE,
+/// counted in `slot` (server-wide when there is none), and [`Skipped`].
+fn over_limit(slot: Option<SlotRef>, code: PgSqlErrorCode, message: String, hint: &str) -> Skipped {
+    if gucs::on_limit() == OnLimit::Error {
+        errors::raise(code, message, hint);
     }
-    key
+    errors::warn(code, format!("{message}: skipped (pg_cache.on_limit = warning)"), hint);
+    shmem::store().count_skipped(slot);
+    Skipped
 }
 
-pub fn check_value_size(len: usize) {
-    if len > gucs::max_value_size() {
-        errors::too_large(
-            format!("value is {len} bytes, more than pg_cache.max_value_size ({} bytes)", gucs::max_value_size()),
+/// The key argument, which must not be NULL.
+pub fn key_arg(key: Option<&str>) -> &str {
+    key.unwrap_or_else(|| errors::null_argument("key"))
+}
+
+/// A key of cache `slot` (`None`: a cache without a slot) within
+/// `pg_cache.max_key_size`.
+pub fn check_key(slot: Option<SlotRef>, key: &str) -> Result<&str, Skipped> {
+    if key.len() > gucs::max_key_size() {
+        return Err(over_limit(
+            slot,
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("key is {} bytes long, more than pg_cache.max_key_size ({} bytes)", key.len(), gucs::max_key_size()),
+            "Use a shorter key (a hash of it, for example) or raise pg_cache.max_key_size.",
+        ));
+    }
+    Ok(key)
+}
+
+/// A value within `pg_cache.max_value_size`, the store's limit on one entry (its
+/// stored key and value must fit in half of the block pool, so that eviction can
+/// always make room) and the cache's own `max_bytes`, if it has one.
+pub fn check_value(slot: SlotRef, config: &CacheConfig, stored_key: usize, value: usize) -> Result<(), Skipped> {
+    let over = |message: String, hint: &str| Err(over_limit(Some(slot), PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, message, hint));
+    if value > gucs::max_value_size() {
+        return over(
+            format!("value is {value} bytes, more than pg_cache.max_value_size ({} bytes)", gucs::max_value_size()),
             "Cache a smaller value or raise pg_cache.max_value_size.",
         );
     }
-}
-
-/// The store's own limit on one entry: its stored key (context included) and value
-/// must fit in half of the block pool, so that eviction can always make room; and in
-/// the cache's own `max_bytes`, if it has one.
-pub fn check_entry_size(config: &CacheConfig, stored_key: usize, value: usize) {
-    let store = shmem::store();
-    let limit = store.max_payload();
+    let limit = shmem::store().max_payload();
     if stored_key + value > limit {
-        errors::too_large(
+        return over(
             format!(
                 "value is {value} bytes and its stored key {stored_key} bytes, more than the {limit} bytes one entry can hold"
             ),
@@ -71,11 +95,36 @@ pub fn check_entry_size(config: &CacheConfig, stored_key: usize, value: usize) {
     }
     let bytes = pg_cache_core::store::entry_bytes(stored_key + value);
     if config.max_bytes > 0 && bytes as u64 > config.max_bytes {
-        errors::too_large(
+        return over(
             format!("an entry of this value takes {bytes} bytes, more than the cache's max_bytes ({})", config.max_bytes),
             "Cache a smaller value or declare the cache with a larger max_bytes.",
         );
     }
+    Ok(())
+}
+
+/// The slot of `name` for a write (created on first use) and its settings.
+pub fn resolve_write(name: &str) -> Result<(SlotRef, Rc<CacheConfig>), Skipped> {
+    registry::try_resolve(name).map_err(|e| over_limit(None, PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED, e.message, e.hint))
+}
+
+/// A cache resolved for a read, the caller's right to read it checked: its slot if
+/// anything was committed or declared under the name (`None`: nothing can be
+/// found), and its settings (the server's defaults for a name nobody declared). A
+/// declared cache for which no slot can be made is, under `pg_cache.on_limit =
+/// warning`, one where nothing can be found.
+pub fn resolve_read(name: &str) -> (Option<SlotRef>, Rc<CacheConfig>) {
+    let (slot, config) = match registry::resolve_for_read(name) {
+        Ok(Some((slot, config))) => (Some(slot), config),
+        Ok(None) => (None, registry::undeclared()),
+        Err(e) => {
+            check_read(name, &e.config);
+            let _ = over_limit(None, PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED, e.message, e.hint);
+            return (None, Rc::new(*e.config));
+        }
+    };
+    check_read(name, &config);
+    (slot, config)
 }
 
 /// The longest `ttl` or `duration` accepted: far beyond any use, and far from the

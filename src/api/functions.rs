@@ -8,7 +8,7 @@ use pgrx::pg_sys;
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
-use super::args::{self, check_admin, check_key, check_name, check_writable, check_positive, check_value_size};
+use super::args::{self, check_admin, check_key, check_name, check_writable, check_positive, key_arg, resolve_read};
 use crate::registry::{self, declarations};
 use crate::errors;
 use super::jsonb::RawJsonb;
@@ -16,8 +16,7 @@ use super::raw::{RawBytea, RawValue};
 use pg_cache_core::invalidation::Invalidation;
 use pg_cache_core::key;
 use pg_cache_core::value::ValueKind;
-use pg_cache_core::store::{CacheConfig, RoleList, SlotRef, MAX_ROLES};
-use std::rc::Rc;
+use pg_cache_core::store::{CacheConfig, RoleList, MAX_ROLES};
 use pg_cache_core::store::Lookup;
 use pg_cache_core::writeset::{try_copy, try_string, Expiry, Op, Pending, SetMode};
 use crate::pg::{self, now};
@@ -113,29 +112,23 @@ fn cache_put_bytes(
 fn write_value<V: RawValue>(function: &str, cache: Option<&str>, key: Option<&str>, value: Option<V>, expiry: Expiry, mode: SetMode) {
     check_writable(function);
     let name = check_name(cache);
-    let key = check_key(key);
+    let key = key_arg(key);
     let value = value.unwrap_or_else(|| errors::null_argument("value"));
-    check_value_size(value.bytes().len());
-    let (slot, config) = registry::resolve(name);
+    // Under pg_cache.on_limit = warning a limit skips the call (see args::Skipped).
+    let Ok((slot, config)) = args::resolve_write(name) else { return };
     args::check_write(name, &config);
+    let Ok(key) = check_key(Some(slot), key) else { return };
     let stored = registry::stored_key(&config, key);
-    args::check_entry_size(&config, stored.len(), value.bytes().len());
+    if args::check_value(slot, &config, stored.len(), value.bytes().len()).is_err() {
+        // The write meant to replace what the key holds: the key is invalidated
+        // instead, as for a write that finds no room at commit.
+        pending::push(Op::Delete { cache: owned(name), key: stored, seen: None });
+        return;
+    }
     // The install reads this bucket at COMMIT: start loading it now.
     shmem::store().prefetch_bucket(key::hash(slot.index, &stored));
     let value = try_copy(value.bytes()).unwrap_or_else(|_| errors::out_of_memory("copying a value"));
     pending::push(Op::Set { cache: owned(name), key: stored, value, kind: V::KIND, expiry, mode });
-}
-
-/// A cache resolved for a read, the caller's right to read it checked: its slot if
-/// anything was committed or declared under the name (`None`: nothing can be
-/// found), and its settings (the server's defaults for a name nobody declared).
-pub(super) fn resolve_read(name: &str) -> (Option<SlotRef>, Rc<CacheConfig>) {
-    let (slot, config) = match registry::resolve_for_read(name) {
-        Some((slot, config)) => (Some(slot), config),
-        None => (None, registry::undeclared()),
-    };
-    args::check_read(name, &config);
-    (slot, config)
 }
 
 /// What this transaction's own writes say about the key: `Some` of its value (or of
@@ -168,8 +161,9 @@ fn cache_get_bytes(cache: Option<&str>, key: Option<&str>, default: default!(Opt
 #[inline]
 fn get<V: RawValue>(cache: Option<&str>, key: Option<&str>, default: Option<V>) -> Option<V> {
     let name = check_name(cache);
-    let key = check_key(key);
+    let key = key_arg(key);
     let (slot, config) = resolve_read(name);
+    let Ok(key) = check_key(slot, key) else { return default };
     let stored = registry::stored_key(&config, key);
     if let Some(found) = own_value(name, key, &stored) {
         return found.or(default);
@@ -201,9 +195,12 @@ fn get<V: RawValue>(cache: Option<&str>, key: Option<&str>, default: Option<V>) 
 fn cache_delete(cache: Option<&str>, key: Option<&str>) -> bool {
     check_writable("cache_delete");
     let name = check_name(cache);
-    let key = check_key(key);
+    let key = key_arg(key);
+    // An invalidation is never skipped: without a slot for the cache it raises.
     let (slot, config) = registry::resolve(name);
     args::check_write(name, &config);
+    // A key over the limit can hold no value (none can be written).
+    let Ok(key) = check_key(Some(slot), key) else { return false };
     let stored = registry::stored_key(&config, key);
     let own = pending::lookup(name, &stored, |p| match p {
         Pending::Value(..) => Some(true),
@@ -451,6 +448,8 @@ fn cache_declare(
     // What is in effect: the slot's settings, a committed or an earlier at-once
     // declaration (owner set), else the table's row for a slot not made yet.
     let current = registry::resolve_for_read(name)
+        .ok()
+        .flatten()
         .map(|(_, c)| *c)
         .filter(|c| c.owner != 0)
         .or_else(|| declarations::read(name));

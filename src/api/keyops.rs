@@ -13,8 +13,8 @@ use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
-use super::args::{self, check_key, check_name, check_value_size, check_writable};
-use super::functions::{owned, own_value, resolve_read};
+use super::args::{self, check_key, check_name, check_writable, key_arg, resolve_read, Skipped};
+use super::functions::{owned, own_value};
 use super::jsonb::{NotInteger, RawJsonb};
 use super::raw::RawValue;
 use crate::errors;
@@ -37,16 +37,20 @@ struct Target<'a> {
 }
 
 /// Resolves a key for an operation that writes and also reveals what the key holds
-/// (its value, or whether it has one): it needs both privileges.
-fn target<'a>(function: &str, cache: Option<&'a str>, key: Option<&'a str>) -> Target<'a> {
+/// (its value, or whether it has one): it needs both privileges. Under
+/// `pg_cache.on_limit = warning` a key over the limit skips the call, and so does a
+/// cache that can get no slot unless the operation deletes (`invalidates`): an
+/// invalidation is never skipped.
+fn target<'a>(function: &str, cache: Option<&'a str>, key: Option<&'a str>, invalidates: bool) -> Result<Target<'a>, Skipped> {
     check_writable(function);
     let name = check_name(cache);
-    let key = check_key(key);
-    let (slot, config) = registry::resolve(name);
+    let key = key_arg(key);
+    let (slot, config) = if invalidates { registry::resolve(name) } else { args::resolve_write(name)? };
     args::check_write(name, &config);
     args::check_read(name, &config);
+    let key = check_key(Some(slot), key)?;
     let stored = registry::stored_key(&config, key);
-    Target { name, key, slot, config, stored }
+    Ok(Target { name, key, slot, config, stored })
 }
 
 /// What a read-then-write operation starts from, its key's lock held: what the
@@ -114,20 +118,21 @@ fn basis(t: &Target) -> Basis {
     }
 }
 
-/// Logs `value` under the target's key.
-fn push_value(t: &Target, value: &RawJsonb, expiry: Expiry, mode: SetMode) {
-    check_value_size(value.bytes().len());
-    args::check_entry_size(&t.config, t.stored.len(), value.bytes().len());
+/// Logs `value` under the target's key; a value over a limit skips (the key keeps
+/// what it holds: these writes are computed from it).
+fn push_value(t: &Target, value: &RawJsonb, expiry: Expiry, mode: SetMode) -> Result<(), Skipped> {
+    args::check_value(t.slot, &t.config, t.stored.len(), value.bytes().len())?;
     shmem::store().prefetch_bucket(key::hash(t.slot.index, &t.stored));
     let bytes = try_copy(value.bytes()).unwrap_or_else(|_| errors::out_of_memory("copying a value"));
     let stored = try_copy(&t.stored).unwrap_or_else(|_| errors::out_of_memory("copying a key"));
     pending::push(Op::Set { cache: owned(t.name), key: stored, value: bytes, kind: ValueKind::Jsonb, expiry, mode });
+    Ok(())
 }
 
 /// Stores `value` under `key` at commit if the key holds nothing; whether it did.
 /// The answer is the truth at commit: of two transactions adding one key, the
 /// second waits for the first to end (as for a unique index) and then gets false
-/// if the first committed.
+/// if the first committed. NULL when a limit skipped the call.
 #[pg_extern(volatile, parallel_unsafe)]
 fn cache_add(
     cache: Option<&str>,
@@ -135,19 +140,20 @@ fn cache_add(
     value: Option<RawJsonb>,
     ttl: default!(Option<Interval>, "NULL"),
     expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
-) -> bool {
-    let t = target("cache_add", cache, key);
+) -> Option<bool> {
     let value = value.unwrap_or_else(|| errors::null_argument("value"));
-    check_value_size(value.bytes().len());
     let expiry = args::expiry(ttl, expires_at);
+    let t = target("cache_add", cache, key, false).ok()?;
+    // Before the lock: a value too large skips without waiting for other adders.
+    args::check_value(t.slot, &t.config, t.stored.len(), value.bytes().len()).ok()?;
     keylock::lock(t.name, &t.stored);
     let b = basis(&t);
     // A value of any kind makes the key present.
     if !matches!(b.held, Held::Nothing) {
-        return false;
+        return Some(false);
     }
-    push_value(&t, &value, expiry, b.mode);
-    true
+    push_value(&t, &value, expiry, b.mode).ok()?;
+    Some(true)
 }
 
 /// Adds `delta` to the integer under `key` and returns the value this transaction
@@ -193,7 +199,7 @@ fn out_of_range(function: &str, what: String) -> ! {
 }
 
 fn add_to(function: &str, cache: Option<&str>, key: Option<&str>, delta: i64, initial: Option<i64>, expiry: Expiry) -> Option<i64> {
-    let t = target(function, cache, key);
+    let t = target(function, cache, key, false).ok()?;
     keylock::lock(t.name, &t.stored);
     let b = basis(&t);
     let current = match &b.held.jsonb(&t) {
@@ -211,7 +217,7 @@ fn add_to(function: &str, cache: Option<&str>, key: Option<&str>, delta: i64, in
     // A key read from the shared cache keeps the expiry it had; a new one gets its
     // cache's duration.
     let expiry = if expiry == Expiry::Default { b.expiry } else { expiry };
-    push_value(&t, &RawJsonb::from_integer(next), expiry, b.mode);
+    push_value(&t, &RawJsonb::from_integer(next), expiry, b.mode).ok()?;
     Some(next)
 }
 
@@ -220,7 +226,8 @@ fn add_to(function: &str, cache: Option<&str>, key: Option<&str>, delta: i64, in
 /// then finds the key gone if the first committed: one value, one receiver.
 #[pg_extern(volatile, parallel_unsafe)]
 fn cache_pull(cache: Option<&str>, key: Option<&str>, default: default!(Option<RawJsonb>, "NULL")) -> Option<RawJsonb> {
-    let t = target("cache_pull", cache, key);
+    // A key over the limit holds nothing.
+    let Ok(t) = target("cache_pull", cache, key, true) else { return default };
     keylock::lock(t.name, &t.stored);
     let b = basis(&t);
     let Some(value) = b.held.jsonb(&t) else { return default };
@@ -238,8 +245,9 @@ fn cache_pull(cache: Option<&str>, key: Option<&str>, default: default!(Option<R
 #[pg_extern(volatile, parallel_restricted)]
 fn cache_has(cache: Option<&str>, key: Option<&str>) -> bool {
     let name = check_name(cache);
-    let key = check_key(key);
+    let key = key_arg(key);
     let (slot, config) = resolve_read(name);
+    let Ok(key) = check_key(slot, key) else { return false };
     let stored = registry::stored_key(&config, key);
     // No copy of the transaction's own value either: whether it has one.
     let own = pending::lookup(name, &stored, |p| match p {
@@ -265,11 +273,12 @@ fn cache_touch(
     ttl: default!(Option<Interval>, "NULL"),
     expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
 ) -> bool {
-    let t = target("cache_touch", cache, key);
     let expiry = args::expiry(ttl, expires_at);
     if expiry == Expiry::Default {
         errors::null_argument("ttl or expires_at");
     }
+    // Over a limit (the key's, or no slot for the cache): the key holds no value.
+    let Ok(t) = target("cache_touch", cache, key, false) else { return false };
     // The transaction's own value: written again with the new expiry.
     let own = pending::last_set(t.name, &t.stored, |set| {
         set.map(|s| (try_copy(s.value).unwrap_or_else(|_| errors::out_of_memory("copying a value")), s.kind, s.mode))
@@ -296,7 +305,8 @@ fn cache_touch(
 /// its value, or the lock if it rolled back or its fill was dropped as stale.
 #[pg_extern(volatile, parallel_unsafe)]
 fn cache_get_or_lock(cache: Option<&str>, key: Option<&str>) -> Option<RawJsonb> {
-    let t = target("cache_get_or_lock", cache, key);
+    // Over a limit: NULL without the lock (the caller's write is skipped too).
+    let t = target("cache_get_or_lock", cache, key, false).ok()?;
     if let Some(found) = own_value(t.name, t.key, &t.stored) {
         // This transaction writes the key itself: nobody else's fill to wait for.
         return found;
@@ -345,8 +355,9 @@ fn other_kind(t: &Target, kind: Option<ValueKind>) -> ! {
 #[pg_extern(volatile, parallel_restricted)]
 fn cache_expires_at(cache: Option<&str>, key: Option<&str>) -> Option<TimestampWithTimeZone> {
     let name = check_name(cache);
-    let key = check_key(key);
+    let key = key_arg(key);
     let (slot, config) = resolve_read(name);
+    let key = check_key(slot, key).ok()?;
     let stored = registry::stored_key(&config, key);
     let duration = registry::duration_us(&config);
     let own = pending::last_set(name, &stored, |set| set.map(|s| s.expiry));

@@ -6,8 +6,9 @@ use std::collections::HashSet;
 use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::prelude::*;
 
-use super::args::{self, check_key, check_name, check_value_size, check_writable};
-use super::functions::{owned, own_value, resolve_read};
+use super::args::{self, check_key, check_name, check_writable, resolve_read};
+use pg_cache_core::store::SlotRef;
+use super::functions::{owned, own_value};
 use super::jsonb::RawJsonb;
 use super::raw::{RawBytea, RawValue};
 use crate::errors;
@@ -31,8 +32,10 @@ fn too_many(what: &str, n: usize) -> ! {
     )
 }
 
-/// The keys of `keys`, checked, duplicates dropped (first occurrence kept).
-fn distinct_keys(keys: Option<Vec<Option<String>>>) -> Vec<String> {
+/// The keys of `keys` (of the cache of `slot`), checked, duplicates dropped (first
+/// occurrence kept), and under `pg_cache.on_limit = warning` those over the key
+/// limit too (no such key can hold a value).
+fn distinct_keys(slot: Option<SlotRef>, keys: Option<Vec<Option<String>>>) -> Vec<String> {
     let keys = keys.unwrap_or_else(|| errors::null_argument("keys"));
     if keys.len() > MAX_KEYS_PER_CALL {
         too_many("keys", keys.len());
@@ -41,8 +44,7 @@ fn distinct_keys(keys: Option<Vec<Option<String>>>) -> Vec<String> {
     let mut out = Vec::with_capacity(keys.len());
     for k in keys {
         let k = k.unwrap_or_else(|| errors::null_argument("an element of keys"));
-        check_key(Some(&k));
-        if seen.insert(k.clone()) {
+        if check_key(slot, &k).is_ok() && seen.insert(k.clone()) {
             out.push(k);
         }
     }
@@ -72,8 +74,8 @@ fn cache_get_many_bytes(
 
 fn get_many<V: RawValue>(cache: Option<&str>, keys: Option<Vec<Option<String>>>) -> Vec<(String, V)> {
     let name = check_name(cache);
-    let keys = distinct_keys(keys);
     let (slot, config) = resolve_read(name);
+    let keys = distinct_keys(slot, keys);
     let stored: Vec<Vec<u8>> = keys.iter().map(|k| registry::stored_key(&config, k)).collect();
     // What the transaction's own writes say; the rest is asked of the shared cache.
     let mut found: Vec<Option<V>> = Vec::with_capacity(keys.len());
@@ -147,16 +149,19 @@ fn write_many(function: &str, cache: Option<&str>, entries: Option<RawJsonb>, ex
     if members.len() > MAX_KEYS_PER_CALL {
         too_many("entries", members.len());
     }
-    let (slot, config) = registry::resolve(name);
+    let Ok((slot, config)) = args::resolve_write(name) else { return };
     args::check_write(name, &config);
     // Everything is checked before anything is logged: bad input leaves the write
-    // set as it was.
+    // set as it was. Under pg_cache.on_limit = warning an entry over a limit is
+    // skipped (its key invalidated if it can hold a value), the others are written.
     let mut ops = Vec::with_capacity(members.len());
     for (k, v) in &members {
-        check_key(Some(k));
-        check_value_size(v.bytes().len());
+        let Ok(k) = check_key(Some(slot), k) else { continue };
         let stored = registry::stored_key(&config, k);
-        args::check_entry_size(&config, stored.len(), v.bytes().len());
+        if args::check_value(slot, &config, stored.len(), v.bytes().len()).is_err() {
+            ops.push(Op::Delete { cache: owned(name), key: stored, seen: None });
+            continue;
+        }
         shmem::store().prefetch_bucket(key::hash(slot.index, &stored));
         let value = try_copy(v.bytes()).unwrap_or_else(|_| errors::out_of_memory("copying a value"));
         ops.push(Op::Set { cache: owned(name), key: stored, value, kind: ValueKind::Jsonb, expiry, mode });
@@ -172,9 +177,10 @@ fn write_many(function: &str, cache: Option<&str>, entries: Option<RawJsonb>, ex
 fn cache_delete_many(cache: Option<&str>, keys: Option<Vec<Option<String>>>) -> i32 {
     check_writable("cache_delete_many");
     let name = check_name(cache);
-    let keys = distinct_keys(keys);
+    // An invalidation is never skipped: without a slot for the cache it raises.
     let (slot, config) = registry::resolve(name);
     args::check_write(name, &config);
+    let keys = distinct_keys(Some(slot), keys);
     let store = shmem::store();
     let mut existed = 0;
     let mut ops = Vec::with_capacity(keys.len());

@@ -22,7 +22,8 @@ fn timestamptz(t: i64) -> Option<TimestampWithTimeZone> {
 /// function" until `ALTER EXTENSION pg_cache UPDATE`, never rows of the wrong shape.
 ///
 /// `hit_ratio` is hits / (hits + misses) since the counters were last reset, NULL
-/// before the first read.
+/// before the first read; `skipped` counts calls that met a limit and skipped under
+/// `pg_cache.on_limit = warning`.
 #[pg_extern(name = "cache_stats", volatile, parallel_restricted)]
 #[allow(clippy::type_complexity)]
 fn cache_stats_v3() -> TableIterator<
@@ -42,6 +43,7 @@ fn cache_stats_v3() -> TableIterator<
         name!(duration, Option<Interval>),
         name!(last_clear, Option<TimestampWithTimeZone>),
         name!(hit_ratio, Option<f64>),
+        name!(skipped, i64),
     ),
 > {
     let store = shmem::store();
@@ -65,6 +67,7 @@ fn cache_stats_v3() -> TableIterator<
                 registry::duration_us(&s.config).map(Interval::from_micros),
                 s.last_clear.and_then(timestamptz),
                 (s.hits + s.misses > 0).then(|| s.hits as f64 / (s.hits + s.misses) as f64),
+                s.skipped as i64,
             )
         })
         .collect();
@@ -85,15 +88,11 @@ pub extern "C" fn pg_finfo_cache_stats_v2_wrapper() -> &'static pg_sys::Pg_finfo
 #[no_mangle]
 #[pg_guard]
 pub extern "C-unwind" fn cache_stats_v2_wrapper(_fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    errors::raise(
-        pgrx::pg_sys::errcodes::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-        "cache_stats of pg_cache 0.3.0 cannot run with this library".into(),
-        "Run ALTER EXTENSION pg_cache UPDATE in this database.",
-    )
+    outdated("cache_stats")
 }
 
 /// Zeroes the counters of every cache of the current database (hits, misses, sets,
-/// deletes, evictions, expirations, stale_sets); entries and bytes stay.
+/// deletes, evictions, expirations, stale_sets, skipped); entries and bytes stay.
 #[pg_extern(volatile, parallel_unsafe)]
 fn cache_stats_reset() {
     check_admin("cache_stats_reset", "reset pg_cache statistics");
@@ -103,15 +102,52 @@ fn cache_stats_reset() {
     }
 }
 
-/// The whole shared region, over all databases.
-#[pg_extern(volatile, parallel_restricted)]
-fn cache_memory() -> TableIterator<
+/// The whole shared region, over all databases; `skipped_without_slot` counts calls that
+/// skipped under `pg_cache.on_limit = warning` because no slot could be had for
+/// their cache (they have no cache to be counted in). The C symbol carries the row
+/// shape's version, as `cache_stats`'s does.
+#[pg_extern(name = "cache_memory", volatile, parallel_restricted)]
+fn cache_memory_v2() -> TableIterator<
     'static,
-    (name!(total_bytes, i64), name!(used_bytes, i64), name!(entries, i64), name!(databases, i64)),
+    (
+        name!(total_bytes, i64),
+        name!(used_bytes, i64),
+        name!(entries, i64),
+        name!(databases, i64),
+        name!(skipped_without_slot, i64),
+    ),
 > {
     check_admin("cache_memory", "read pg_cache memory use");
     let m = shmem::store().memory();
-    TableIterator::once((m.total_bytes as i64, m.used_bytes as i64, m.entries as i64, m.databases as i64))
+    TableIterator::once((
+        m.total_bytes as i64,
+        m.used_bytes as i64,
+        m.entries as i64,
+        m.databases as i64,
+        m.skipped_without_slot as i64,
+    ))
+}
+
+/// The C symbol of 0.3.0's `cache_memory` (a row without `skipped_without_slot`):
+/// as for `cache_stats_v2_wrapper`.
+#[no_mangle]
+pub extern "C" fn pg_finfo_cache_memory_wrapper() -> &'static pg_sys::Pg_finfo_record {
+    static V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+#[no_mangle]
+#[pg_guard]
+pub extern "C-unwind" fn cache_memory_wrapper(_fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    outdated("cache_memory")
+}
+
+fn outdated(function: &str) -> ! {
+    errors::raise(
+        pgrx::pg_sys::errcodes::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        format!("{function} of pg_cache 0.3.0 cannot run with this library"),
+        "Run ALTER EXTENSION pg_cache UPDATE in this database.",
+    )
 }
 
 /// When a committed transaction last cleared `cache` (by `cache_clear`,

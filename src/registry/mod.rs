@@ -46,27 +46,47 @@ thread_local! {
 /// The slot of `name` in the current database (created on first use) and the
 /// settings this transaction sees for it (its own pending `cache_create` first).
 pub fn resolve(name: &str) -> (SlotRef, Rc<CacheConfig>) {
-    let found = known(name).unwrap_or_else(|| {
-        let slot = shmem::store().find_slot(database(), name).unwrap_or_else(|| create(name, &initial_config(name)));
-        remember(name, slot)
-    });
-    with_own_declaration(name, found)
+    try_resolve(name).unwrap_or_else(|e| errors::raise(PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED, e.message, e.hint))
 }
 
-/// Creates the slot of `name` with the settings `initial`; 53400 when none is left.
-fn create(name: &str, initial: &CacheConfig) -> SlotRef {
+/// No slot could be made for a cache (53400): what to say about it, and the
+/// settings it would have had (for the read privilege check of a declared cache).
+pub struct NoSlot {
+    pub message: String,
+    pub hint: &'static str,
+    /// Boxed: `try_resolve` is on every write's path, and its result stays small.
+    pub config: Box<CacheConfig>,
+}
+
+/// [`resolve`], or why no slot could be made.
+pub fn try_resolve(name: &str) -> Result<(SlotRef, Rc<CacheConfig>), NoSlot> {
+    let found = match known(name) {
+        Some(found) => found,
+        None => {
+            let slot = match shmem::store().find_slot(database(), name) {
+                Some(slot) => slot,
+                None => create(name, &initial_config(name))?,
+            };
+            remember(name, slot)
+        }
+    };
+    Ok(with_own_declaration(name, found))
+}
+
+/// Creates the slot of `name` with the settings `initial`.
+fn create(name: &str, initial: &CacheConfig) -> Result<SlotRef, NoSlot> {
     let per_database = gucs::max_caches_per_database();
-    shmem::store().find_or_create_slot(database(), name, initial, per_database).unwrap_or_else(|e| match e {
-        StoreError::DirectoryFull => errors::raise(
-            PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
-            format!("cannot create cache \"{name}\": all {} cache slots are in use", gucs::max_caches()),
-            "Every slot holds entries or a declaration. Drop unused caches with cache_drop() or raise pg_cache.max_caches (needs a restart).",
-        ),
-        StoreError::DatabaseFull { per_database } => errors::raise(
-            PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
-            format!("cannot create cache \"{name}\": this database already uses {per_database} cache slots"),
-            "Raise pg_cache.max_caches_per_database, or let unused caches empty out.",
-        ),
+    shmem::store().find_or_create_slot(database(), name, initial, per_database).map_err(|e| match e {
+        StoreError::DirectoryFull => NoSlot {
+            message: format!("cannot create cache \"{name}\": all {} cache slots are in use", gucs::max_caches()),
+            hint: "Every slot holds entries or a declaration. Drop unused caches with cache_drop() or raise pg_cache.max_caches (needs a restart).",
+            config: Box::new(*initial),
+        },
+        StoreError::DatabaseFull { per_database } => NoSlot {
+            message: format!("cannot create cache \"{name}\": this database already uses {per_database} cache slots"),
+            hint: "Raise pg_cache.max_caches_per_database, or let unused caches empty out.",
+            config: Box::new(*initial),
+        },
         StoreError::TooLarge => unreachable!(),
     })
 }
@@ -117,26 +137,26 @@ thread_local! {
 /// even this transaction's) gets none: `None`, and the read is a miss. A flood of
 /// reads of new names thus takes no slot and cannot fill the directory. (A
 /// declared cache still gets its slot, where its misses are counted.)
-pub fn resolve_for_read(name: &str) -> Option<(SlotRef, Rc<CacheConfig>)> {
+pub fn resolve_for_read(name: &str) -> Result<Option<(SlotRef, Rc<CacheConfig>)>, NoSlot> {
     if let Some(found) = known(name) {
-        return Some(with_own_declaration(name, found));
+        return Ok(Some(with_own_declaration(name, found)));
     }
     if pending::declared(name).is_some() {
-        return Some(resolve(name));
+        return try_resolve(name).map(Some);
     }
     let store = shmem::store();
     // Read before looking: a slot created after the look moves it.
     let created = store.slots_created();
     if UNKNOWN.with_borrow(|u| u.slots_created == created && u.names.contains(name)) {
-        return None;
+        return Ok(None);
     }
     // (This transaction declared nothing of `name`, so its committed declaration is
     // what a new slot starts with.)
     if let Some(slot) = store.find_slot(database(), name) {
-        return Some(with_own_declaration(name, remember(name, slot)));
+        return Ok(Some(with_own_declaration(name, remember(name, slot))));
     }
     if let Some(declared) = declarations::read(name) {
-        return Some(with_own_declaration(name, remember(name, create(name, &declared))));
+        return Ok(Some(with_own_declaration(name, remember(name, create(name, &declared)?))));
     }
     UNKNOWN.with_borrow_mut(|u| {
         if u.slots_created != created || u.names.len() >= UNKNOWN_NAMES {
@@ -150,7 +170,7 @@ pub fn resolve_for_read(name: &str) -> Option<(SlotRef, Rc<CacheConfig>)> {
             }
         }
     });
-    None
+    Ok(None)
 }
 
 thread_local! {

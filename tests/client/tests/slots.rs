@@ -3,6 +3,9 @@
 //! most `pg_cache.max_caches_per_database`, and 53400 comes only when every slot
 //! holds entries. Its own test binary: it fills the cluster's directory.
 
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
 mod common;
 use common::{connect_to, fresh_database_on, reload_setting, sqlstate};
 
@@ -30,6 +33,30 @@ fn slots_are_reclaimed_capped_per_database_and_refused_only_when_all_hold_entrie
     let db = e.as_db_error().expect("a server error");
     assert_eq!(db.code().code(), "53400", "{db:?}");
     assert!(db.message().contains("this database already uses 10 cache slots"), "{}", db.message());
+    // Under pg_cache.on_limit = warning the write is skipped with a WARNING and
+    // counted; a read misses; an invalidation still raises (it cannot be lost).
+    let warnings = Arc::new(Mutex::new(Vec::new()));
+    let seen = warnings.clone();
+    let mut w = postgres::Config::from_str(&format!("host=127.0.0.1 port={} user=postgres dbname=pg_cache_slots_a", common::port(PORT)))
+        .unwrap()
+        .notice_callback(move |n| seen.lock().unwrap().push((n.code().code().to_string(), n.message().to_string())))
+        .connect(postgres::NoTls)
+        .unwrap();
+    let skipped = |c: &mut postgres::Client| -> i64 { c.query_one("SELECT skipped_without_slot FROM cache_memory()", &[]).unwrap().get(0) };
+    let before = skipped(&mut w);
+    w.batch_execute("SET pg_cache.on_limit = warning; SELECT cache_set('a11', 'k', '1')").unwrap();
+    assert_eq!(
+        warnings.lock().unwrap().as_slice(),
+        [(
+            "53400".to_string(),
+            "cannot create cache \"a11\": this database already uses 10 cache slots: skipped (pg_cache.on_limit = warning)".to_string()
+        )]
+    );
+    assert_eq!(skipped(&mut w), before + 1);
+    let got: Option<String> = w.query_one("SELECT cache_get('a11', 'k')::text", &[]).unwrap().get(0);
+    assert_eq!(got, None);
+    assert_eq!(sqlstate(&mut w, "SELECT cache_delete('a11', 'k')"), "53400", "an invalidation is never skipped");
+    drop(w);
     // The other database still gets slots: the 6 left of 16 (the probes held none).
     let mut b = connect_to(PORT, "pg_cache_slots_b");
     for i in 1..=6 {

@@ -59,8 +59,10 @@ fn an_upgraded_database_matches_a_fresh_install() {
     let db = e.as_db_error().expect("a server error");
     assert_eq!(db.code().code(), "55000", "{db:?}");
     assert!(db.hint().is_some_and(|h| h.contains("ALTER EXTENSION pg_cache UPDATE")), "{db:?}");
-    let e = old.batch_execute("SELECT * FROM cache_stats()").unwrap_err();
-    assert_eq!(e.as_db_error().map(|d| d.code().code()), Some("55000"), "{e:?}");
+    for outdated in ["SELECT * FROM cache_stats()", "SELECT * FROM cache_memory()"] {
+        let e = old.batch_execute(outdated).unwrap_err();
+        assert_eq!(e.as_db_error().map(|d| d.code().code()), Some("55000"), "{outdated}: {e:?}");
+    }
     // 0.2.0's cache_set keeps working through its own C symbol until the update.
     old.batch_execute("SELECT cache_set('before_update', 'k', '\"old sql\"', '1 hour')").unwrap();
     let got: Option<String> = old.query_one("SELECT cache_get('before_update', 'k')::text", &[]).unwrap().get(0);

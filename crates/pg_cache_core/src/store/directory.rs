@@ -59,7 +59,7 @@ impl<L: Locks> Store<'_, L> {
         s.config_version.fetch_add(1, Ordering::Release);
         s.list.lru_head.store(NIL, Ordering::Relaxed);
         s.list.lru_tail.store(NIL, Ordering::Relaxed);
-        for c in [&s.list.entries, &s.list.bytes, &s.list.sets, &s.list.deletes, &s.list.evictions, &s.list.expirations, &s.list.stale_sets] {
+        for c in [&s.list.entries, &s.list.bytes, &s.list.sets, &s.list.deletes, &s.list.evictions, &s.list.expirations, &s.list.stale_sets, &s.list.skipped] {
             c.store(0, Ordering::Relaxed);
         }
         s.list.key_floor.store(NEVER, Ordering::Relaxed);
@@ -356,6 +356,7 @@ impl<L: Locks> Store<'_, L> {
             evictions: s.list.evictions.load(Ordering::Relaxed),
             expirations: s.list.expirations.load(Ordering::Relaxed),
             stale_sets: s.list.stale_sets.load(Ordering::Relaxed),
+            skipped: s.list.skipped.load(Ordering::Relaxed),
             last_clear: (last != NEVER).then_some(last),
             config: self.config(r),
         }
@@ -365,6 +366,15 @@ impl<L: Locks> Store<'_, L> {
     pub fn last_clear(&self, r: SlotRef) -> Option<i64> {
         let t = self.slot(r.index).last_clear.load(Ordering::Acquire);
         (t != NEVER).then_some(t)
+    }
+
+    /// Counts a call that met a limit and skipped: in its cache, or server-wide when
+    /// it has none (no slot could be had for it).
+    pub fn count_skipped(&self, r: Option<SlotRef>) {
+        match r {
+            Some(r) => self.slot(r.index).list.skipped.fetch_add(1, Ordering::Relaxed),
+            None => self.hdr().skipped_without_slot.fetch_add(1, Ordering::Relaxed),
+        };
     }
 
     /// Counts a hit in the stripe of the calling backend.

@@ -45,6 +45,9 @@ pub(super) struct Header {
     pub(super) used_slots: AtomicU32,
     /// Slots created since start (see [`Store::slots_created`]).
     pub(super) slots_created: AtomicU64,
+    /// Calls skipped for want of a slot for their cache (`pg_cache.on_limit =
+    /// warning`): they have no cache to be counted in.
+    pub(super) skipped_without_slot: AtomicU64,
     /// Free slots, a stack linked through [`CacheSlot::next_free`] (index + 1; 0:
     /// empty), and where the next search for a slot to reclaim starts: creating a
     /// cache takes a free slot in O(1) and does not search the same full slots
@@ -127,6 +130,8 @@ pub(super) struct SlotList {
     pub(super) evictions: AtomicU64,
     pub(super) expirations: AtomicU64,
     pub(super) stale_sets: AtomicU64,
+    /// Calls that met a limit and skipped (`pg_cache.on_limit = warning`).
+    pub(super) skipped: AtomicU64,
     /// The cache's byte limit (its declaration's `max_bytes`; 0: none), kept here so
     /// that an install reads it from the line it writes anyway.
     pub(super) max_bytes: AtomicU64,

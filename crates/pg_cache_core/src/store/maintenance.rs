@@ -167,12 +167,12 @@ impl<L: Locks> Store<'_, L> {
     }
 
     /// Zeroes the event counters of cache `r` (hits, misses, sets, deletes,
-    /// evictions, expirations, stale sets); entries and bytes describe its contents
+    /// evictions, expirations, stale sets, skipped calls); entries and bytes describe its contents
     /// and stay.
     pub fn reset_stats(&self, r: SlotRef) {
         let s = self.slot(r.index);
         self.reset_read_counts(r.index);
-        for c in [&s.list.sets, &s.list.deletes, &s.list.evictions, &s.list.expirations, &s.list.stale_sets] {
+        for c in [&s.list.sets, &s.list.deletes, &s.list.evictions, &s.list.expirations, &s.list.stale_sets, &s.list.skipped] {
             c.store(0, Ordering::Relaxed);
         }
     }
@@ -199,6 +199,7 @@ impl<L: Locks> Store<'_, L> {
             used_bytes: used as u64 * BLOCK_SIZE as u64,
             entries,
             databases: dbs.len() as u64,
+            skipped_without_slot: self.hdr().skipped_without_slot.load(Ordering::Relaxed),
         }
     }
 }

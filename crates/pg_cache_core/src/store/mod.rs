@@ -123,6 +123,7 @@ pub struct SlotStats {
     pub evictions: u64,
     pub expirations: u64,
     pub stale_sets: u64,
+    pub skipped: u64,
     pub last_clear: Option<i64>,
     pub config: CacheConfig,
 }
@@ -133,6 +134,8 @@ pub struct MemoryStats {
     pub used_bytes: u64,
     pub entries: u64,
     pub databases: u64,
+    /// Calls skipped server-wide for want of a slot ([`Store::count_skipped`]).
+    pub skipped_without_slot: u64,
 }
 
 pub struct Store<'a, L: Locks> {

@@ -166,9 +166,13 @@ fn reset_stats_zeroes_counters_but_not_contents() {
     set(s, r, "k", b"v", 10);
     get(s, r, "k");
     s.count_hit(r, 3);
+    s.count_skipped(Some(r));
+    s.count_skipped(None);
+    assert_eq!(s.stats(r, String::new()).skipped, 1);
+    assert_eq!(s.memory().skipped_without_slot, 1, "a skip without a cache is counted server-wide");
     s.reset_stats(r);
     let st = s.stats(r, String::new());
-    assert_eq!((st.hits, st.sets, st.entries), (0, 0, 1));
+    assert_eq!((st.hits, st.sets, st.skipped, st.entries), (0, 0, 0, 1));
 }
 
 #[test]
