@@ -120,7 +120,7 @@ pub fn resolve_read(name: &str) -> (Option<SlotRef>, Rc<CacheConfig>) {
         Err(e) => {
             check_read(name, &e.config);
             let _ = over_limit(None, PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED, e.message, e.hint);
-            return (None, Rc::new(*e.config));
+            return (None, Rc::new(e.config));
         }
     };
     check_read(name, &config);
