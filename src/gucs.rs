@@ -28,6 +28,7 @@ static DEFAULT_SIZE_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(1024);
 static DEFAULT_DURATION_S: GucSetting<i32> = GucSetting::<i32>::new(0);
 static EXPIRY_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 static ON_LIMIT: GucSetting<OnLimit> = GucSetting::<OnLimit>::new(OnLimit::Error);
+static SNAPSHOT_READS: GucSetting<bool> = GucSetting::<bool>::new(false);
 static KEEP_FILLS_ON_ROLLBACK: GucSetting<bool> = GucSetting::<bool>::new(false);
 static CONTEXT_SETTINGS: GucSetting<Option<std::ffi::CString>> = GucSetting::<Option<std::ffi::CString>>::new(None);
 
@@ -139,6 +140,14 @@ pub fn init() {
         GucFlags::default(),
     );
     GucRegistry::define_bool_guc(
+        c"pg_cache.snapshot_reads",
+        c"Whether reads at REPEATABLE READ and SERIALIZABLE see only entries installed before their transaction began.",
+        c"Off: a read sees the latest committed entry, as for sequences and other shared state. On: an entry installed after the transaction began is a miss for it, as a row committed after its snapshot is invisible.",
+        &SNAPSHOT_READS,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
         c"pg_cache.keep_fills_on_rollback",
         c"Whether a ROLLBACK of a transaction that wrote no data keeps its cache fills.",
         c"For read-only work that ends with ROLLBACK: its fills (cache_set) install as at a commit, judged stale the same way; only when the transaction has no transaction ID and wrote nothing else to pg_cache.",
@@ -183,6 +192,10 @@ pub fn default_size_limit() -> u64 {
 
 pub fn on_limit() -> OnLimit {
     ON_LIMIT.get()
+}
+
+pub fn snapshot_reads() -> bool {
+    SNAPSHOT_READS.get()
 }
 
 pub fn keep_fills_on_rollback() -> bool {

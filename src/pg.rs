@@ -5,6 +5,9 @@ use std::cell::Cell;
 
 use pgrx::pg_sys;
 
+use crate::gucs;
+use pg_cache_core::store::LATEST;
+
 /// The current time as PostgreSQL's `TimestampTz` (microseconds since 2000).
 pub fn now() -> i64 {
     // SAFETY: no preconditions.
@@ -43,6 +46,20 @@ pub fn stripe() -> usize {
 }
 
 /// Whether this backend runs a parallel operation (as leader or worker).
+/// The `installed_before` of this transaction's plain reads: its start under
+/// `pg_cache.snapshot_reads` at REPEATABLE READ or SERIALIZABLE (it began no later
+/// than its snapshot was taken, so an entry installed before it was committed
+/// before the snapshot), else [`LATEST`].
+pub fn reads_installed_before() -> i64 {
+    // SAFETY: a backend global, read in the backend that owns it.
+    let xact_snapshot = unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32;
+    if xact_snapshot && gucs::snapshot_reads() {
+        transaction_start()
+    } else {
+        LATEST
+    }
+}
+
 /// Whether the transaction is READ ONLY (`transaction_read_only`).
 pub fn transaction_read_only() -> bool {
     // SAFETY: a backend global, read in the backend that owns it.

@@ -172,7 +172,7 @@ fn get<V: RawValue>(cache: Option<&str>, key: Option<&str>, default: Option<V>) 
     let Some(slot) = slot else { return default };
     let store = shmem::store();
     let hash = key::hash(slot.index, &stored);
-    match store.lookup(slot, &stored, hash, V::KIND, now, |len, copy| V::build(len, copy)) {
+    match store.lookup_as_of(slot, &stored, hash, V::KIND, pg::reads_installed_before(), now, |len, copy| V::build(len, copy)) {
         Lookup::Hit(v) => {
             store.count_hit(slot, pg::stripe());
             Some(v)

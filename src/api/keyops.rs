@@ -23,7 +23,7 @@ use crate::pg::{self, now};
 use crate::registry;
 use crate::{pending, shmem};
 use pg_cache_core::key;
-use pg_cache_core::store::{CacheConfig, Lookup, SlotRef, NO_EXPIRY};
+use pg_cache_core::store::{CacheConfig, Lookup, SlotRef, LATEST, NO_EXPIRY};
 use pg_cache_core::value::ValueKind;
 use pg_cache_core::writeset::{try_copy, Expiry, Op, Pending, SetMode};
 
@@ -259,7 +259,7 @@ fn cache_has(cache: Option<&str>, key: Option<&str>) -> bool {
         return found;
     }
     let Some(slot) = slot else { return false };
-    shmem::store().contains(slot, &stored, key::hash(slot.index, &stored), now)
+    shmem::store().contains(slot, &stored, key::hash(slot.index, &stored), pg::reads_installed_before(), now)
 }
 
 /// Gives `key` a new expiry, `ttl` after commit or at `expires_at` (`infinity`:
@@ -291,7 +291,8 @@ fn cache_touch(
     if pending::lookup(t.name, &t.stored, |p| !matches!(p, Pending::Unknown)) {
         return false;
     }
-    if !shmem::store().contains(t.slot, &t.stored, key::hash(t.slot.index, &t.stored), now) {
+    // What the commit will touch: the latest entry, whatever this transaction's snapshot.
+    if !shmem::store().contains(t.slot, &t.stored, key::hash(t.slot.index, &t.stored), LATEST, now) {
         return false;
     }
     pending::push(Op::Touch { cache: owned(t.name), key: stored(), expiry });

@@ -16,7 +16,7 @@ use crate::pg::{self, now};
 use crate::registry;
 use crate::{pending, shmem};
 use pg_cache_core::key;
-use pg_cache_core::store::Lookup;
+use pg_cache_core::store::{Lookup, LATEST};
 use pg_cache_core::value::ValueKind;
 use pg_cache_core::writeset::{try_copy, Expiry, Op, Pending, SetMode};
 
@@ -91,7 +91,7 @@ fn get_many<V: RawValue>(cache: Option<&str>, keys: Option<Vec<Option<String>>>)
         let store = shmem::store();
         let keyed: Vec<(&[u8], u64)> = ask.iter().map(|&i| (stored[i].as_slice(), key::hash(slot.index, &stored[i]))).collect();
         let mut results = Vec::with_capacity(keyed.len());
-        store.lookup_many(slot, &keyed, V::KIND, now, |_, len, copy| V::build(len, copy), &mut results);
+        store.lookup_many(slot, &keyed, V::KIND, pg::reads_installed_before(), now, |_, len, copy| V::build(len, copy), &mut results);
         let stripe = pg::stripe();
         for (j, result) in results.into_iter().enumerate() {
             let i = ask[j];
@@ -191,7 +191,7 @@ fn cache_delete_many(cache: Option<&str>, keys: Option<Vec<Option<String>>>) -> 
             Pending::Deleted | Pending::Cleared => Some(false),
             Pending::Unknown => None,
         });
-        if own.unwrap_or_else(|| store.contains(slot, &stored, key::hash(slot.index, &stored), now)) {
+        if own.unwrap_or_else(|| store.contains(slot, &stored, key::hash(slot.index, &stored), LATEST, now)) {
             existed += 1;
         }
         ops.push(Op::Delete { cache: owned(name), key: stored, seen: None });

@@ -334,6 +334,7 @@ impl<'a, L: Locks> Store<'a, L> {
                     expires_at: AtomicI64::new(expires_at),
                     pushed_at: AtomicU32::new(0),
                     used_at: AtomicU32::new(ms(now)),
+                    installed_at: now,
                 },
             );
         }
@@ -488,6 +489,7 @@ impl<'a, L: Locks> Store<'a, L> {
             }
             (*h).gen = gen;
             (*h).flags |= marks;
+            (*h).installed_at = now;
             self.admit(s, block, now);
             let bytes = (*h).blocks() as u64 * BLOCK_SIZE as u64;
             if counted {

@@ -12,7 +12,9 @@ use super::*;
 use crate::value::ValueKind;
 
 pub const BLOCK_SIZE: usize = 128;
-pub(super) const HEAD_SIZE: usize = 64;
+/// 72: the 64 of the fields a lookup and the LRU use, and the install time, which
+/// only a snapshot read looks at (it shares the second cache line with the key).
+pub(super) const HEAD_SIZE: usize = 72;
 pub(super) const FIRST_PAYLOAD: usize = BLOCK_SIZE - HEAD_SIZE;
 pub(super) const LINK_SIZE: usize = 4;
 pub(super) const NEXT_PAYLOAD: usize = BLOCK_SIZE - LINK_SIZE;
@@ -232,6 +234,10 @@ pub(super) struct EntryHead {
     /// moves it. Comparable across caches, so that eviction under memory pressure
     /// takes the tail used longest ago anywhere.
     pub(super) used_at: AtomicU32,
+    /// When the entry was linked in (its commit's time): a snapshot read
+    /// ([`Store::lookup_as_of`]) does not see entries installed after its
+    /// transaction began. Written before the entry is reachable.
+    pub(super) installed_at: i64,
 }
 
 const _: () = assert!(size_of::<EntryHead>() == HEAD_SIZE);

@@ -63,6 +63,10 @@ pub const MAX_NAME: usize = 63;
 /// Room for the comma-separated `context_ignored_keys` of a cache.
 pub const MAX_IGNORED: usize = 256;
 pub const NO_EXPIRY: i64 = i64::MAX;
+
+/// The `installed_before` of a read that sees the latest committed entries (no
+/// snapshot filter; see [`Store::lookup_as_of`]).
+pub const LATEST: i64 = i64::MAX;
 pub const NEVER: i64 = i64::MIN;
 /// Lookups that race a commit of several writes before waiting on its commit lock.
 

@@ -60,7 +60,24 @@ impl<'a, L: Locks> Store<'a, L> {
         now: impl Fn() -> i64,
         read: impl FnMut(usize, &dyn Fn(&mut [u8])) -> T,
     ) -> Lookup<T> {
-        self.lookup_seen::<true, T>(r, key, hash, kind, now, read).found
+        self.lookup_seen::<true, T>(r, key, hash, kind, LATEST, now, read).found
+    }
+
+    /// [`Store::lookup`] for a snapshot read: an entry installed at or after
+    /// `installed_before` (the reading transaction's start) is a miss, as a row
+    /// committed after a REPEATABLE READ snapshot is invisible to it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn lookup_as_of<T>(
+        &self,
+        r: SlotRef,
+        key: &[u8],
+        hash: u64,
+        kind: ValueKind,
+        installed_before: i64,
+        now: impl Fn() -> i64,
+        read: impl FnMut(usize, &dyn Fn(&mut [u8])) -> T,
+    ) -> Lookup<T> {
+        self.lookup_seen::<true, T>(r, key, hash, kind, installed_before, now, read).found
     }
 
     /// [`Store::lookup`], and which entry it saw: for a write that must apply only if
@@ -74,7 +91,7 @@ impl<'a, L: Locks> Store<'a, L> {
         now: impl Fn() -> i64,
         read: impl FnMut(usize, &dyn Fn(&mut [u8])) -> T,
     ) -> Observed<T> {
-        self.lookup_seen::<true, T>(r, key, hash, kind, now, read)
+        self.lookup_seen::<true, T>(r, key, hash, kind, LATEST, now, read)
     }
 
     /// Looks up each of `keys` (stored key and hash) as [`Store::lookup`] does and
@@ -87,11 +104,14 @@ impl<'a, L: Locks> Store<'a, L> {
     /// the cache's commit sequence, commits of one key by its count of such commits
     /// begun and ended. After two overlapped passes it takes the commit lock
     /// exclusively for one pass (as a commit would: briefly, the keys of one call).
+    /// `installed_before` as for [`Store::lookup_as_of`] ([`LATEST`]: no filter).
+    #[allow(clippy::too_many_arguments)]
     pub fn lookup_many<T>(
         &self,
         r: SlotRef,
         keys: &[(&[u8], u64)],
         kind: ValueKind,
+        installed_before: i64,
         now: impl Fn() -> i64,
         mut read: impl FnMut(usize, usize, &dyn Fn(&mut [u8])) -> T,
         out: &mut Vec<Lookup<T>>,
@@ -100,7 +120,7 @@ impl<'a, L: Locks> Store<'a, L> {
         let mut pass = |out: &mut Vec<Lookup<T>>| {
             out.clear();
             for (i, &(key, hash)) in keys.iter().enumerate() {
-                let found = self.lookup_once::<true, T>(r, key, hash, kind, &now, &mut |len, copy| read(i, len, copy)).found;
+                let found = self.lookup_once::<true, T>(r, key, hash, kind, installed_before, &now, &mut |len, copy| read(i, len, copy)).found;
                 out.push(found);
             }
         };
@@ -126,19 +146,22 @@ impl<'a, L: Locks> Store<'a, L> {
     /// Whether the key holds a live value of any kind: no copy, no hit counted by the
     /// caller, and the entry is not marked used (a probe must not keep it from
     /// eviction).
-    pub fn contains(&self, r: SlotRef, key: &[u8], hash: u64, now: impl Fn() -> i64) -> bool {
+    /// `installed_before` as for [`Store::lookup_as_of`] ([`LATEST`]: no filter).
+    pub fn contains(&self, r: SlotRef, key: &[u8], hash: u64, installed_before: i64, now: impl Fn() -> i64) -> bool {
         // ValueKind::Jsonb only to have one: a value of another kind answers OtherKind.
-        let found = self.lookup_seen::<false, ()>(r, key, hash, ValueKind::Jsonb, now, |_, _| ()).found;
+        let found = self.lookup_seen::<false, ()>(r, key, hash, ValueKind::Jsonb, installed_before, now, |_, _| ()).found;
         matches!(found, Lookup::Hit(()) | Lookup::OtherKind(_))
     }
 
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     fn lookup_seen<const TOUCH: bool, T>(
         &self,
         r: SlotRef,
         key: &[u8],
         hash: u64,
         kind: ValueKind,
+        installed_before: i64,
         now: impl Fn() -> i64,
         mut read: impl FnMut(usize, &dyn Fn(&mut [u8])) -> T,
     ) -> Observed<T> {
@@ -146,7 +169,7 @@ impl<'a, L: Locks> Store<'a, L> {
         for _ in 0..OPTIMISTIC_LOOKUPS {
             let seq = s.commit_seq.load(Ordering::Acquire);
             if seq % 2 == 0 {
-                let found = self.lookup_once::<TOUCH, T>(r, key, hash, kind, &now, &mut read);
+                let found = self.lookup_once::<TOUCH, T>(r, key, hash, kind, installed_before, &now, &mut read);
                 // If this lookup saw a write of a commit, it took the partition lock
                 // after that commit released it, so it sees the commit's first bump.
                 if s.commit_seq.load(Ordering::Acquire) == seq {
@@ -157,15 +180,17 @@ impl<'a, L: Locks> Store<'a, L> {
         }
         self.locks.lock_cache(r.index, Mode::Shared);
         let _c = CacheReadGuard { locks: self.locks, slot: r.index };
-        self.lookup_once::<TOUCH, T>(r, key, hash, kind, &now, &mut read)
+        self.lookup_once::<TOUCH, T>(r, key, hash, kind, installed_before, &now, &mut read)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn lookup_once<const TOUCH: bool, T>(
         &self,
         r: SlotRef,
         key: &[u8],
         hash: u64,
         kind: ValueKind,
+        installed_before: i64,
         now: &impl Fn() -> i64,
         read: &mut impl FnMut(usize, &dyn Fn(&mut [u8])) -> T,
     ) -> Observed<T> {
@@ -185,6 +210,10 @@ impl<'a, L: Locks> Store<'a, L> {
             // for the entry of the key that is visible.
             if !self.is_visible(s, h) {
                 return Step::Next;
+            }
+            if h.installed_at >= installed_before {
+                // Newer than the reading transaction: for it, the key holds nothing.
+                return Step::Stop;
             }
             expires_at = h.expires_at.load(Ordering::Relaxed);
             found = if !self.is_valid(r) {

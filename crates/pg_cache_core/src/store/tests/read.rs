@@ -107,7 +107,7 @@ fn a_lookup_returns_only_values_of_the_kind_asked_for() {
 fn get_many(s: &Store<NoLocks>, r: SlotRef, keys: &[&str]) -> Vec<Option<Vec<u8>>> {
     let keyed: Vec<(&[u8], u64)> = keys.iter().map(|k| (k.as_bytes(), hash(r.index, k.as_bytes()))).collect();
     let mut out = Vec::new();
-    s.lookup_many(r, &keyed, ValueKind::Jsonb, || 0, |_, len, copy| {
+    s.lookup_many(r, &keyed, ValueKind::Jsonb, LATEST, || 0, |_, len, copy| {
         let mut v = vec![0u8; len];
         copy(&mut v);
         v
@@ -142,4 +142,39 @@ fn a_read_of_many_keys_takes_no_lock_unless_a_commit_is_in_flight() {
     drop(many);
     assert_eq!(get_many(s, r, &["c"]), [Some(b"3".to_vec())]);
     assert_eq!(exclusive_commit_locks(), exclusive + 1, "all ended: optimistic again");
+}
+
+#[test]
+fn a_snapshot_read_does_not_see_entries_installed_after_its_transaction_began() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    set_at(s, r, "old", b"1", NO_EXPIRY, 10, 100);
+    set_at(s, r, "new", b"2", NO_EXPIRY, 10, 200);
+    let as_of = |key: &str, before: i64| {
+        s.lookup_as_of(r, key.as_bytes(), hash(r.index, key.as_bytes()), ValueKind::Jsonb, before, || 300, |len, copy| {
+            let mut v = vec![0; len];
+            copy(&mut v);
+            v
+        })
+    };
+    // A transaction that began at 150 sees what was installed at 100, not at 200.
+    assert_eq!(as_of("old", 150), Lookup::Hit(b"1".to_vec()));
+    assert_eq!(as_of("new", 150), Lookup::Miss);
+    // Installed at the very moment it began: not before it, so not seen.
+    assert_eq!(as_of("new", 200), Lookup::Miss);
+    assert_eq!(as_of("new", 201), Lookup::Hit(b"2".to_vec()));
+    assert!(!s.contains(r, b"new", hash(r.index, b"new"), 150, || 300));
+    assert!(s.contains(r, b"new", hash(r.index, b"new"), LATEST, || 300));
+    // A newer value replacing an older one hides the key from the older snapshot.
+    set_at(s, r, "old", b"3", NO_EXPIRY, 10, 250);
+    assert_eq!(as_of("old", 150), Lookup::Miss);
+    let mut out = Vec::new();
+    let keyed = [(&b"old"[..], hash(r.index, b"old")), (&b"new"[..], hash(r.index, b"new"))];
+    s.lookup_many(r, &keyed, ValueKind::Jsonb, 220, || 300, |_, len, copy| {
+        let mut v = vec![0; len];
+        copy(&mut v);
+        v
+    }, &mut out);
+    assert_eq!(out, [Lookup::Miss, Lookup::Hit(b"2".to_vec())]);
 }
