@@ -1,6 +1,7 @@
 //! A randomized test of the transactional model. Several sessions run random gets
 //! (of one key, or of several through `cache_get_many`),
-//! sets, puts, deletes, clears, increments, adds, pulls, touches, probes,
+//! sets, puts, deletes (some through `cache_set_many`, `cache_put_many`,
+//! `cache_delete_many`), clears, increments, adds, pulls, touches, probes,
 //! single-flight reads, savepoints, errors, commits and rollbacks, interleaved one
 //! statement at a time by one driver, and every read is checked against a model: the
 //! committed state plus the session's own pending writes, with stale fills dropped
@@ -301,13 +302,31 @@ impl Session {
     fn run(&mut self, op: &Op) -> Option<bool> {
         trace(&format!("{op:?}"));
         match *op {
+            // A third of the sets and puts and half of the deletes go through the
+            // _many forms (one key each): they must mean exactly the same.
+            Op::Set(c, k, v) if v % 3 == 0 => {
+                self.client
+                    .execute("SELECT cache_set_many($1, jsonb_build_object($2::text, $3::bigint))", &[&cache(c), &key(k), &v])
+                    .unwrap();
+                None
+            }
             Op::Set(c, k, v) => {
                 self.client.execute("SELECT cache_set($1, $2, to_jsonb($3::bigint))", &[&cache(c), &key(k), &v]).unwrap();
+                None
+            }
+            Op::Put(c, k, v) if v % 3 == 0 => {
+                self.client
+                    .execute("SELECT cache_put_many($1, jsonb_build_object($2::text, $3::bigint))", &[&cache(c), &key(k), &v])
+                    .unwrap();
                 None
             }
             Op::Put(c, k, v) => {
                 self.client.execute("SELECT cache_put($1, $2, to_jsonb($3::bigint))", &[&cache(c), &key(k), &v]).unwrap();
                 None
+            }
+            Op::Delete(c, k) if k % 2 == 0 => {
+                let n: i32 = self.client.query_one("SELECT cache_delete_many($1, ARRAY[$2])", &[&cache(c), &key(k)]).unwrap().get(0);
+                Some(n == 1)
             }
             Op::Delete(c, k) => {
                 Some(self.client.query_one("SELECT cache_delete($1, $2)", &[&cache(c), &key(k)]).unwrap().get(0))
