@@ -45,7 +45,6 @@ pub fn stripe() -> usize {
     unsafe { (*pg_sys::MyProc).pgprocno as usize }
 }
 
-/// Whether this backend runs a parallel operation (as leader or worker).
 /// The `installed_before` of this transaction's plain reads: its start under
 /// `pg_cache.snapshot_reads` at REPEATABLE READ or SERIALIZABLE (it began no later
 /// than its snapshot was taken, so an entry installed before it was committed
@@ -66,6 +65,7 @@ pub fn transaction_read_only() -> bool {
     unsafe { pg_sys::XactReadOnly }
 }
 
+/// Whether this backend runs a parallel operation (as leader or worker).
 pub fn in_parallel_mode() -> bool {
     // SAFETY: no preconditions.
     unsafe { pg_sys::IsInParallelMode() }

@@ -122,7 +122,14 @@ pub fn register() {
 
 /// Sees `ROLLBACK` before it runs, while the transaction can still do what may fail
 /// (see [`prepare_fills_kept_at_rollback`]); everything else passes straight on.
-#[pg_guard]
+///
+/// Not `#[pg_guard]`, and the chained call is not pgrx's wrapped
+/// `standard_ProcessUtility`: those catch an ERROR of the statement and raise a
+/// copy, which keeps only code, message, detail and hint (a failing DDL would lose
+/// its cursor position and context, a constraint violation inside `CALL` its
+/// constraint name). This frame holds nothing with a destructor when it chains, so
+/// an ERROR may longjmp over it as over a C frame; the Rust work happens in the
+/// guarded [`before_rollback`], which has returned by then.
 #[allow(clippy::too_many_arguments)]
 unsafe extern "C-unwind" fn process_utility(
     pstmt: *mut pg_sys::PlannedStmt,
@@ -142,16 +149,39 @@ unsafe extern "C-unwind" fn process_utility(
             && (*stmt).type_ == pg_sys::NodeTag::T_TransactionStmt
             && (*(stmt as *mut pg_sys::TransactionStmt)).kind == pg_sys::TransactionStmtKind::TRANS_STMT_ROLLBACK
     };
-    if rollback && gucs::keep_fills_on_rollback() {
-        prepare_fills_kept_at_rollback();
+    if rollback {
+        // SAFETY: a guarded function of no arguments.
+        unsafe { before_rollback() };
     }
-    // SAFETY: chaining to the hook installed before ours (or the standard function),
-    // with the arguments we were given.
+    // SAFETY: chaining to the hook installed before ours (or the standard function)
+    // with the arguments we were given, as C hooks do.
     unsafe {
         match PREV_PROCESS_UTILITY_HOOK {
             Some(prev) => prev(pstmt, query, read_only_tree, context, params, env, dest, qc),
-            None => pg_sys::standard_ProcessUtility(pstmt, query, read_only_tree, context, params, env, dest, qc),
+            None => standard_process_utility(pstmt, query, read_only_tree, context, params, env, dest, qc),
         }
+    }
+}
+
+extern "C-unwind" {
+    /// PostgreSQL's own, unwrapped (see [`process_utility`]).
+    #[link_name = "standard_ProcessUtility"]
+    fn standard_process_utility(
+        pstmt: *mut pg_sys::PlannedStmt,
+        query: *const std::ffi::c_char,
+        read_only_tree: bool,
+        context: pg_sys::ProcessUtilityContext::Type,
+        params: pg_sys::ParamListInfo,
+        env: *mut pg_sys::QueryEnvironment,
+        dest: *mut pg_sys::DestReceiver,
+        qc: *mut pg_sys::QueryCompletion,
+    );
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn before_rollback() {
+    if gucs::keep_fills_on_rollback() {
+        prepare_fills_kept_at_rollback();
     }
 }
 
@@ -240,13 +270,32 @@ fn resolve_pinned(name: &str) -> (SlotRef, std::rc::Rc<CacheConfig>) {
 }
 
 /// Gives `name` the settings `config` at once, outside the transaction (a
-/// `cache_declare` in a READ ONLY transaction): as a committed declaration's
-/// commit does, under the cache's commit lock. A cache dropped meanwhile is left
-/// alone (its slot may be another cache's by then).
-pub fn declare_now(name: &str, config: &CacheConfig) {
-    let (slot, _) = registry::resolve(name);
+/// `cache_declare` in a READ ONLY transaction), as a committed declaration's commit
+/// does, under the cache's commit lock; but only if its owner and roles are still
+/// those of `checked`, which the caller judged its privileges against (else
+/// `false`: a declaration committed in between). The slot is pinned meanwhile, so
+/// that it is not reclaimed and given to another cache.
+pub fn declare_now(name: &str, config: &CacheConfig, checked: &CacheConfig) -> bool {
     let store = shmem::store();
-    store.commit(slot, now()).set_config(config, registry::size_limit(config));
+    let stripe = pg::stripe();
+    let slot = loop {
+        let (slot, _) = registry::resolve(name);
+        if store.pin(slot, stripe) {
+            break slot;
+        }
+    };
+    // Nothing below can fail: the pin is always released.
+    let applied = {
+        let commit = store.commit(slot, now());
+        let live = store.config(slot);
+        let unchanged = live.owner == checked.owner && live.readers == checked.readers && live.writers == checked.writers;
+        if unchanged {
+            commit.set_config(config, registry::size_limit(config));
+        }
+        unchanged
+    };
+    store.unpin(slot, stripe);
+    applied
 }
 
 /// Unpins what [`resolve_pinned`] pinned; at COMMIT and ABORT, so it cannot fail.

@@ -103,28 +103,46 @@ pub fn check_value(slot: SlotRef, config: &CacheConfig, stored_key: usize, value
     Ok(())
 }
 
-/// The slot of `name` for a write (created on first use) and its settings.
-pub fn resolve_write(name: &str) -> Result<(SlotRef, Rc<CacheConfig>), Skipped> {
-    registry::try_resolve(name).map_err(|e| over_limit(None, PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED, e.message, e.hint))
+/// The slot of `name` for an operation that writes only if what it reads allows
+/// (add, incr, touch, single flight), the caller's right to write and read it
+/// checked: one skipped for want of a slot is as if it had not been called, which
+/// loses no invalidation. (Sets, puts and deletes use `registry::resolve`, which
+/// raises: an invalidation that cannot be recorded must not be lost.)
+pub fn resolve_conditional_write(name: &str) -> Result<(SlotRef, Rc<CacheConfig>), Skipped> {
+    registry::try_resolve(name).map_err(|e| {
+        check_write(name, &e.config);
+        check_read(name, &e.config);
+        over_limit(None, PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED, e.message, e.hint)
+    })
+}
+
+/// A key to invalidate (a delete or a pull): over `pg_cache.max_key_size` it
+/// raises by default, and under `pg_cache.on_limit = warning` it is invalidated all
+/// the same, without a WARNING: a value may be there (written while the limit was
+/// higher), and an invalidation is never skipped.
+pub fn key_to_invalidate(slot: SlotRef, key: &str) -> &str {
+    if gucs::on_limit() == OnLimit::Error {
+        let _ = check_key(Some(slot), key);
+    }
+    key
 }
 
 /// A cache resolved for a read, the caller's right to read it checked: its slot if
 /// anything was committed or declared under the name (`None`: nothing can be
 /// found), and its settings (the server's defaults for a name nobody declared). A
-/// declared cache for which no slot can be made is, under `pg_cache.on_limit =
-/// warning`, one where nothing can be found.
-pub fn resolve_read(name: &str) -> (Option<SlotRef>, Rc<CacheConfig>) {
+/// declared cache for which no slot can be made skips the read under
+/// `pg_cache.on_limit = warning` (it misses: nothing can be found there).
+pub fn resolve_read(name: &str) -> Result<(Option<SlotRef>, Rc<CacheConfig>), Skipped> {
     let (slot, config) = match registry::resolve_for_read(name) {
         Ok(Some((slot, config))) => (Some(slot), config),
         Ok(None) => (None, registry::undeclared()),
         Err(e) => {
             check_read(name, &e.config);
-            let _ = over_limit(None, PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED, e.message, e.hint);
-            return (None, Rc::new(e.config));
+            return Err(over_limit(None, PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED, e.message, e.hint));
         }
     };
     check_read(name, &config);
-    (slot, config)
+    Ok((slot, config))
 }
 
 /// The longest `ttl` or `duration` accepted: far beyond any use, and far from the

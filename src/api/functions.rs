@@ -114,14 +114,17 @@ fn write_value<V: RawValue>(function: &str, cache: Option<&str>, key: Option<&st
     let name = check_name(cache);
     let key = key_arg(key);
     let value = value.unwrap_or_else(|| errors::null_argument("value"));
-    // Under pg_cache.on_limit = warning a limit skips the call (see args::Skipped).
-    let Ok((slot, config)) = args::resolve_write(name) else { return };
+    // Every install invalidates its key for others' fills in flight: a set or put
+    // is never skipped without that invalidation, so without a slot to record it
+    // in, it raises whatever pg_cache.on_limit says.
+    let (slot, config) = registry::resolve(name);
     args::check_write(name, &config);
-    let Ok(key) = check_key(Some(slot), key) else { return };
+    // Under pg_cache.on_limit = warning a key or value over a limit skips the write
+    // (see args::Skipped) and the key is invalidated instead, as for a write that
+    // finds no room at commit: whatever it meant to replace must not outlive it.
+    let over = check_key(Some(slot), key).is_err();
     let stored = registry::stored_key(&config, key);
-    if args::check_value(slot, &config, stored.len(), value.bytes().len()).is_err() {
-        // The write meant to replace what the key holds: the key is invalidated
-        // instead, as for a write that finds no room at commit.
+    if over || args::check_value(slot, &config, stored.len(), value.bytes().len()).is_err() {
         pending::push(Op::Delete { cache: owned(name), key: stored, seen: None });
         return;
     }
@@ -162,7 +165,7 @@ fn cache_get_bytes(cache: Option<&str>, key: Option<&str>, default: default!(Opt
 fn get<V: RawValue>(cache: Option<&str>, key: Option<&str>, default: Option<V>) -> Option<V> {
     let name = check_name(cache);
     let key = key_arg(key);
-    let (slot, config) = resolve_read(name);
+    let Ok((slot, config)) = resolve_read(name) else { return default };
     let Ok(key) = check_key(slot, key) else { return default };
     let stored = registry::stored_key(&config, key);
     if let Some(found) = own_value(name, key, &stored) {
@@ -199,8 +202,7 @@ fn cache_delete(cache: Option<&str>, key: Option<&str>) -> bool {
     // An invalidation is never skipped: without a slot for the cache it raises.
     let (slot, config) = registry::resolve(name);
     args::check_write(name, &config);
-    // A key over the limit can hold no value (none can be written).
-    let Ok(key) = check_key(Some(slot), key) else { return false };
+    let key = args::key_to_invalidate(slot, key);
     let stored = registry::stored_key(&config, key);
     let own = pending::lookup(name, &stored, |p| match p {
         Pending::Value(..) => Some(true),
@@ -436,38 +438,68 @@ fn cache_declare(
         let oids = (!list.is_open()).then(|| list.roles().iter().map(|&r| pg_sys::Oid::from(r)).collect());
         (oids, list)
     };
+    // What is in effect: this transaction's own declaration, else the slot's
+    // settings (a committed or an earlier at-once declaration: owner set), else the
+    // table's row for a slot not made yet.
+    let in_effect = || {
+        pending::declared(name).or_else(|| {
+            registry::resolve_for_read(name)
+                .ok()
+                .flatten()
+                .map(|(_, c)| *c)
+                .filter(|c| c.owner != 0)
+                .or_else(|| declarations::read(name))
+        })
+    };
     if !pg::transaction_read_only() {
-        let current = pending::declared(name).or_else(|| declarations::read(name));
-        if current.as_ref().is_some_and(|c| settings.same_as(c)) {
+        // Persisted: the table's row must say it too (an at-once declaration has none).
+        let row = pending::declared(name).or_else(|| declarations::read(name));
+        if row.as_ref().is_some_and(|c| settings.same_as(c)) && in_effect().is_some_and(|c| settings.same_as(&c)) {
             return false;
         }
-        let (readers, writers) = current.map_or((RoleList::ANYONE, RoleList::ANYONE), |c| (c.readers, c.writers));
+        let (readers, writers) = row.map_or((RoleList::ANYONE, RoleList::ANYONE), |c| (c.readers, c.writers));
         declare(name, settings, roles(readers), roles(writers));
         return true;
     }
-    // What is in effect: the slot's settings, a committed or an earlier at-once
-    // declaration (owner set), else the table's row for a slot not made yet.
-    let current = registry::resolve_for_read(name)
-        .ok()
-        .flatten()
-        .map(|(_, c)| *c)
-        .filter(|c| c.owner != 0)
-        .or_else(|| declarations::read(name));
-    if current.as_ref().is_some_and(|c| settings.same_as(c)) {
-        return false;
+    if pending::declared(name).is_some() {
+        // Declared earlier in this transaction, before it became READ ONLY: that
+        // declaration is not committed, so nothing of it may go to shared memory.
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            format!("cannot declare cache \"{name}\" at once: this transaction declared it and is now read-only"),
+            "Declare it in a read-write transaction.",
+        );
     }
-    let mut config = settings.config;
-    config.owner = match &current {
-        Some(c) if c.owner != 0 => {
-            args::check_redeclare(name, c.owner);
-            config.readers = c.readers;
-            config.writers = c.writers;
-            c.owner
+    // Judged and applied under the cache's commit lock, against the settings that
+    // were checked: a declaration committed in between is redone from the top.
+    for _ in 0..3 {
+        let current = in_effect();
+        if current.as_ref().is_some_and(|c| settings.same_as(c)) {
+            return false;
         }
-        _ => pg::current_role(),
-    };
-    crate::xact::declare_now(name, &config);
-    true
+        let checked = current.unwrap_or_else(|| {
+            let mut undeclared = settings.config;
+            (undeclared.owner, undeclared.readers, undeclared.writers) = (0, RoleList::ANYONE, RoleList::ANYONE);
+            undeclared
+        });
+        let mut config = settings.config;
+        config.readers = checked.readers;
+        config.writers = checked.writers;
+        config.owner = if checked.owner != 0 {
+            args::check_redeclare(name, checked.owner);
+            checked.owner
+        } else {
+            pg::current_role()
+        };
+        if crate::xact::declare_now(name, &config, &checked) {
+            return true;
+        }
+    }
+    errors::raise(
+        PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+        format!("could not declare cache \"{name}\": its declaration kept changing meanwhile"),
+        "Retry the transaction.",
+    )
 }
 
 /// The C symbol of the 0.2.0 `cache_create` (five arguments). A database still on

@@ -38,17 +38,17 @@ struct Target<'a> {
 
 /// Resolves a key for an operation that writes and also reveals what the key holds
 /// (its value, or whether it has one): it needs both privileges. Under
-/// `pg_cache.on_limit = warning` a key over the limit skips the call, and so does a
-/// cache that can get no slot unless the operation deletes (`invalidates`): an
-/// invalidation is never skipped.
+/// `pg_cache.on_limit = warning` a key over the limit or a cache that can get no
+/// slot skips the call, as if it had not been made, unless the operation deletes
+/// (`invalidates`, a pull): an invalidation is never skipped.
 fn target<'a>(function: &str, cache: Option<&'a str>, key: Option<&'a str>, invalidates: bool) -> Result<Target<'a>, Skipped> {
     check_writable(function);
     let name = check_name(cache);
     let key = key_arg(key);
-    let (slot, config) = if invalidates { registry::resolve(name) } else { args::resolve_write(name)? };
+    let (slot, config) = if invalidates { registry::resolve(name) } else { args::resolve_conditional_write(name)? };
     args::check_write(name, &config);
     args::check_read(name, &config);
-    let key = check_key(Some(slot), key)?;
+    let key = if invalidates { args::key_to_invalidate(slot, key) } else { check_key(Some(slot), key)? };
     let stored = registry::stored_key(&config, key);
     Ok(Target { name, key, slot, config, stored })
 }
@@ -226,8 +226,7 @@ fn add_to(function: &str, cache: Option<&str>, key: Option<&str>, delta: i64, in
 /// then finds the key gone if the first committed: one value, one receiver.
 #[pg_extern(volatile, parallel_unsafe)]
 fn cache_pull(cache: Option<&str>, key: Option<&str>, default: default!(Option<RawJsonb>, "NULL")) -> Option<RawJsonb> {
-    // A key over the limit holds nothing.
-    let Ok(t) = target("cache_pull", cache, key, true) else { return default };
+    let Ok(t) = target("cache_pull", cache, key, true) else { unreachable!("an invalidation is never skipped") };
     keylock::lock(t.name, &t.stored);
     let b = basis(&t);
     let Some(value) = b.held.jsonb(&t) else { return default };
@@ -246,7 +245,7 @@ fn cache_pull(cache: Option<&str>, key: Option<&str>, default: default!(Option<R
 fn cache_has(cache: Option<&str>, key: Option<&str>) -> bool {
     let name = check_name(cache);
     let key = key_arg(key);
-    let (slot, config) = resolve_read(name);
+    let Ok((slot, config)) = resolve_read(name) else { return false };
     let Ok(key) = check_key(slot, key) else { return false };
     let stored = registry::stored_key(&config, key);
     // No copy of the transaction's own value either: whether it has one.
@@ -357,7 +356,7 @@ fn other_kind(t: &Target, kind: Option<ValueKind>) -> ! {
 fn cache_expires_at(cache: Option<&str>, key: Option<&str>) -> Option<TimestampWithTimeZone> {
     let name = check_name(cache);
     let key = key_arg(key);
-    let (slot, config) = resolve_read(name);
+    let (slot, config) = resolve_read(name).ok()?;
     let key = check_key(slot, key).ok()?;
     let stored = registry::stored_key(&config, key);
     let duration = registry::duration_us(&config);

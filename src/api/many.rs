@@ -7,7 +7,6 @@ use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::prelude::*;
 
 use super::args::{self, check_key, check_name, check_writable, resolve_read};
-use pg_cache_core::store::SlotRef;
 use super::functions::{owned, own_value};
 use super::jsonb::RawJsonb;
 use super::raw::{RawBytea, RawValue};
@@ -32,10 +31,9 @@ fn too_many(what: &str, n: usize) -> ! {
     )
 }
 
-/// The keys of `keys` (of the cache of `slot`), checked, duplicates dropped (first
-/// occurrence kept), and under `pg_cache.on_limit = warning` those over the key
-/// limit too (no such key can hold a value).
-fn distinct_keys(slot: Option<SlotRef>, keys: Option<Vec<Option<String>>>) -> Vec<String> {
+/// The keys of `keys`, none NULL and at most [`MAX_KEYS_PER_CALL`], duplicates
+/// dropped (first occurrence kept). Their sizes are the caller's to check.
+fn distinct_keys(keys: Option<Vec<Option<String>>>) -> Vec<String> {
     let keys = keys.unwrap_or_else(|| errors::null_argument("keys"));
     if keys.len() > MAX_KEYS_PER_CALL {
         too_many("keys", keys.len());
@@ -44,7 +42,7 @@ fn distinct_keys(slot: Option<SlotRef>, keys: Option<Vec<Option<String>>>) -> Ve
     let mut out = Vec::with_capacity(keys.len());
     for k in keys {
         let k = k.unwrap_or_else(|| errors::null_argument("an element of keys"));
-        if check_key(slot, &k).is_ok() && seen.insert(k.clone()) {
+        if seen.insert(k.clone()) {
             out.push(k);
         }
     }
@@ -74,8 +72,10 @@ fn cache_get_many_bytes(
 
 fn get_many<V: RawValue>(cache: Option<&str>, keys: Option<Vec<Option<String>>>) -> Vec<(String, V)> {
     let name = check_name(cache);
-    let (slot, config) = resolve_read(name);
-    let keys = distinct_keys(slot, keys);
+    let keys = distinct_keys(keys);
+    let Ok((slot, config)) = resolve_read(name) else { return Vec::new() };
+    // Under pg_cache.on_limit = warning a key over the limit is a miss.
+    let keys: Vec<String> = keys.into_iter().filter(|k| check_key(slot, k).is_ok()).collect();
     let stored: Vec<Vec<u8>> = keys.iter().map(|k| registry::stored_key(&config, k)).collect();
     // What the transaction's own writes say; the rest is asked of the shared cache.
     let mut found: Vec<Option<V>> = Vec::with_capacity(keys.len());
@@ -149,16 +149,17 @@ fn write_many(function: &str, cache: Option<&str>, entries: Option<RawJsonb>, ex
     if members.len() > MAX_KEYS_PER_CALL {
         too_many("entries", members.len());
     }
-    let Ok((slot, config)) = args::resolve_write(name) else { return };
+    // As for cache_set: never skipped for want of a slot.
+    let (slot, config) = registry::resolve(name);
     args::check_write(name, &config);
     // Everything is checked before anything is logged: bad input leaves the write
     // set as it was. Under pg_cache.on_limit = warning an entry over a limit is
-    // skipped (its key invalidated if it can hold a value), the others are written.
+    // skipped and its key invalidated instead; the others are written.
     let mut ops = Vec::with_capacity(members.len());
     for (k, v) in &members {
-        let Ok(k) = check_key(Some(slot), k) else { continue };
+        let over = check_key(Some(slot), k).is_err();
         let stored = registry::stored_key(&config, k);
-        if args::check_value(slot, &config, stored.len(), v.bytes().len()).is_err() {
+        if over || args::check_value(slot, &config, stored.len(), v.bytes().len()).is_err() {
             ops.push(Op::Delete { cache: owned(name), key: stored, seen: None });
             continue;
         }
@@ -177,10 +178,13 @@ fn write_many(function: &str, cache: Option<&str>, entries: Option<RawJsonb>, ex
 fn cache_delete_many(cache: Option<&str>, keys: Option<Vec<Option<String>>>) -> i32 {
     check_writable("cache_delete_many");
     let name = check_name(cache);
+    let keys = distinct_keys(keys);
     // An invalidation is never skipped: without a slot for the cache it raises.
     let (slot, config) = registry::resolve(name);
     args::check_write(name, &config);
-    let keys = distinct_keys(Some(slot), keys);
+    for k in &keys {
+        args::key_to_invalidate(slot, k);
+    }
     let store = shmem::store();
     let mut existed = 0;
     let mut ops = Vec::with_capacity(keys.len());

@@ -239,11 +239,12 @@ impl WriteSet {
         self.ops.len()
     }
 
-    /// Whether every operation logged (superseded ones included) is a fill: such a
+    /// Whether every operation logged is a fill and no key was written twice: such a
     /// write set changes nothing but derived data, and none of its fills can have
-    /// been computed from a write of its own that another operation made.
+    /// been computed from another write of its own (a put, or an increment or touch
+    /// of its own fill, which log a fill again over the first).
     pub fn only_fills(&self) -> bool {
-        self.ops.iter().all(|l| matches!(l.op, Op::Set { mode: SetMode::Fill, .. }))
+        self.ops.iter().all(|l| matches!(l.op, Op::Set { mode: SetMode::Fill, .. }) && !l.superseded)
     }
 
     pub fn reset(&mut self) {
@@ -483,6 +484,13 @@ mod tests {
         w.push_ok(1, Op::Set { cache: "c".into(), key: b"k".to_vec(), value: b"3".to_vec(), kind: ValueKind::Jsonb, expiry: Expiry::Default, mode: SetMode::Put });
         w.push_ok(1, set("c", "k", "4"));
         assert!(!w.only_fills());
+        // So does a fill written again (what an increment or a touch of it logs).
+        let mut w = WriteSet::default();
+        w.push_ok(1, set("c", "k", "1"));
+        w.push_ok(2, set("c", "k", "2"));
+        assert!(!w.only_fills());
+        w.rollback_to(2);
+        assert!(w.only_fills(), "the second write rolled back with its savepoint");
         let mut w = WriteSet::default();
         w.push_ok(1, set("c", "k", "1"));
         w.push_ok(2, Op::Clear { cache: "c".into() });

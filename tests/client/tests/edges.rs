@@ -163,7 +163,32 @@ fn a_read_only_transaction_can_declare_a_cache() {
     let before = row_version(&mut b);
     assert!(!declare(&mut a, "SELECT cache_declare('lazy', size_limit => 7)"));
     assert_eq!(row_version(&mut b), before, "an unchanged declaration writes nothing");
+    // What is in effect counts too: after an at-once change, the row's settings
+    // asked for again in a read-write transaction are written and take effect.
+    a.batch_execute("BEGIN READ ONLY").unwrap();
+    assert!(declare(&mut a, "SELECT cache_declare('lazy', size_limit => 9)"));
+    a.batch_execute("COMMIT").unwrap();
+    assert_eq!(stat(&mut b, "lazy", "size_limit"), 9);
+    assert!(declare(&mut a, "SELECT cache_declare('lazy', size_limit => 7)"));
+    assert_eq!(stat(&mut b, "lazy", "size_limit"), 7);
     a.batch_execute("SELECT cache_drop(current_database())").unwrap();
+}
+
+/// pg_cache hooks ProcessUtility (to see ROLLBACK): the errors of every other
+/// utility statement still reach the client whole, with their position and their
+/// constraint name, as ORMs and psql use them.
+#[test]
+fn utility_errors_keep_their_position_and_constraint() {
+    fresh_database("pg_cache_utility_errors");
+    let mut c = connect("pg_cache_utility_errors");
+    let e = c.batch_execute("CREATE TABLE t (a nosuchtype)").unwrap_err();
+    let db = e.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "42704");
+    assert!(db.position().is_some(), "{db:?}");
+    c.batch_execute("CREATE TABLE u (a int CONSTRAINT u_a_key UNIQUE); INSERT INTO u VALUES (1)").unwrap();
+    let e = c.batch_execute("DO $$ BEGIN INSERT INTO u VALUES (1); END $$").unwrap_err();
+    let db = e.as_db_error().expect("a server error");
+    assert_eq!((db.code().code(), db.constraint()), ("23505", Some("u_a_key")), "{db:?}");
 }
 
 /// The first use of cache names (declared or not) inside a parallel plan.

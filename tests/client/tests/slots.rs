@@ -33,8 +33,10 @@ fn slots_are_reclaimed_capped_per_database_and_refused_only_when_all_hold_entrie
     let db = e.as_db_error().expect("a server error");
     assert_eq!(db.code().code(), "53400", "{db:?}");
     assert!(db.message().contains("this database already uses 10 cache slots"), "{}", db.message());
-    // Under pg_cache.on_limit = warning the write is skipped with a WARNING and
-    // counted; a read misses; an invalidation still raises (it cannot be lost).
+    // Under pg_cache.on_limit = warning an increment (a write only if what it reads
+    // allows) is skipped with a WARNING and counted, as if not made; a read misses;
+    // a set, put or delete still raises: each invalidates its key, and that cannot
+    // be recorded without a slot.
     let warnings = Arc::new(Mutex::new(Vec::new()));
     let seen = warnings.clone();
     let mut w = postgres::Config::from_str(&format!("host=127.0.0.1 port={} user=postgres dbname=pg_cache_slots_a", common::port(PORT)))
@@ -44,7 +46,9 @@ fn slots_are_reclaimed_capped_per_database_and_refused_only_when_all_hold_entrie
         .unwrap();
     let skipped = |c: &mut postgres::Client| -> i64 { c.query_one("SELECT skipped_without_slot FROM cache_memory()", &[]).unwrap().get(0) };
     let before = skipped(&mut w);
-    w.batch_execute("SET pg_cache.on_limit = warning; SELECT cache_set('a11', 'k', '1')").unwrap();
+    w.batch_execute("SET pg_cache.on_limit = warning").unwrap();
+    let n: Option<i64> = w.query_one("SELECT cache_incr('a11', 'k')", &[]).unwrap().get(0);
+    assert_eq!(n, None, "skipped");
     assert_eq!(
         warnings.lock().unwrap().as_slice(),
         [(
@@ -56,6 +60,7 @@ fn slots_are_reclaimed_capped_per_database_and_refused_only_when_all_hold_entrie
     let got: Option<String> = w.query_one("SELECT cache_get('a11', 'k')::text", &[]).unwrap().get(0);
     assert_eq!(got, None);
     assert_eq!(sqlstate(&mut w, "SELECT cache_delete('a11', 'k')"), "53400", "an invalidation is never skipped");
+    assert_eq!(sqlstate(&mut w, "SELECT cache_set('a11', 'k', '1')"), "53400", "nor is a set");
     drop(w);
     // The other database still gets slots: the 6 left of 16 (the probes held none).
     let mut b = connect_to(PORT, "pg_cache_slots_b");

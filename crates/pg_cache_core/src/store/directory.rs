@@ -317,8 +317,9 @@ impl<L: Locks> Store<'_, L> {
         }
         // SAFETY: config is written only under the slot's list lock.
         unsafe { *s.config.get() = *config };
-        s.list.key_floor.store(NEVER, Ordering::Relaxed);
-        s.list.invalidated_at.store(NEVER, Ordering::Relaxed);
+        // Not the key floor nor the last invalidation: a slot starts with them at
+        // NEVER, and a redeclaration must not forget a fence (a fill in flight
+        // would install stale) nor what a drop of the slot hands to its database.
         s.list.max_bytes.store(config.max_bytes, Ordering::Relaxed);
         s.list.policy.store(config.policy as u8, Ordering::Relaxed);
         s.config_version.fetch_add(1, Ordering::Release);

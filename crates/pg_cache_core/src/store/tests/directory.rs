@@ -223,3 +223,17 @@ fn a_directory_of_seventy_thousand_names_finds_each_one_through_reclaims() {
     assert_eq!(per_db.iter().sum::<usize>(), n as usize);
     assert_eq!(per_db[3], 2_000);
 }
+
+#[test]
+fn a_redeclaration_forgets_no_fence() {
+    use std::sync::atomic::Ordering;
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    // A key fence the table forgot to make room (in the cache's floor), at 100.
+    s.slot(r.index).list.key_floor.store(100, Ordering::Relaxed);
+    s.slot(r.index).list.invalidated_at.store(100, Ordering::Relaxed);
+    s.commit(r, 150).set_config(&CacheConfig { size_limit: 5, ..CacheConfig::default() }, 5);
+    assert!(s.commit(r, 200).is_stale(hash(r.index, b"k"), 50), "a fill that began before it is still stale");
+    assert_eq!(s.slot(r.index).list.invalidated_at.load(Ordering::Relaxed), 100, "a drop of the slot still fences");
+}
