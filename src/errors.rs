@@ -19,22 +19,22 @@ pub fn no_backtraces_in_reports() {
 }
 
 pub fn raise(code: PgSqlErrorCode, message: String, hint: &str) -> ! {
-    let mut report = ErrorReport::new(code, message, "pg_cache");
-    if !hint.is_empty() {
-        report = report.set_hint(hint);
-    }
-    report.report(PgLogLevel::ERROR);
+    report(PgLogLevel::ERROR, code, message, hint);
     unreachable!("ERROR does not return")
 }
 
 /// A WARNING with an SQLSTATE and a hint: what a call that skips instead of raising
 /// tells its caller.
 pub fn warn(code: PgSqlErrorCode, message: String, hint: &str) {
+    report(PgLogLevel::WARNING, code, message, hint);
+}
+
+fn report(level: PgLogLevel, code: PgSqlErrorCode, message: String, hint: &str) {
     let mut report = ErrorReport::new(code, message, "pg_cache");
     if !hint.is_empty() {
         report = report.set_hint(hint);
     }
-    report.report(PgLogLevel::WARNING);
+    report.report(level);
 }
 
 pub fn not_preloaded() -> ! {

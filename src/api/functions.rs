@@ -477,11 +477,8 @@ fn cache_declare(
         if current.as_ref().is_some_and(|c| settings.same_as(c)) {
             return false;
         }
-        let checked = current.unwrap_or_else(|| {
-            let mut undeclared = settings.config;
-            (undeclared.owner, undeclared.readers, undeclared.writers) = (0, RoleList::ANYONE, RoleList::ANYONE);
-            undeclared
-        });
+        // Undeclared: no owner, open to anyone (only those are compared and kept).
+        let checked = current.unwrap_or_default();
         let mut config = settings.config;
         config.readers = checked.readers;
         config.writers = checked.writers;

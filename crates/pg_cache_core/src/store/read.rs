@@ -60,7 +60,7 @@ impl<'a, L: Locks> Store<'a, L> {
         now: impl Fn() -> i64,
         read: impl FnMut(usize, &dyn Fn(&mut [u8])) -> T,
     ) -> Lookup<T> {
-        self.lookup_seen::<true, T>(r, key, hash, kind, LATEST, now, read).found
+        self.lookup_as_of(r, key, hash, kind, LATEST, now, read)
     }
 
     /// [`Store::lookup`] for a snapshot read: an entry installed at or after
