@@ -5,7 +5,8 @@
 -- get, set, put and delete; expires_at beside ttl on every write (cache_set's C
 -- symbol gets a new version: 0.3.0's keeps working until this update); bytea values;
 -- cache_declare; cache_stats() gains hit_ratio and skipped, cache_memory()
--- skipped_without_slot.
+-- skipped_without_slot; tags on writes, cache_invalidate_tags and
+-- cache_delete_prefix.
 
 DROP FUNCTION cache_set(text, text, jsonb, interval);
 
@@ -14,7 +15,8 @@ CREATE FUNCTION "cache_set"(
 	"key" TEXT,
 	"value" jsonb,
 	"ttl" interval DEFAULT NULL,
-	"expires_at" timestamp with time zone DEFAULT NULL
+	"expires_at" timestamp with time zone DEFAULT NULL,
+	"tags" TEXT[] DEFAULT NULL
 ) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
@@ -25,7 +27,8 @@ CREATE FUNCTION "cache_put"(
 	"key" TEXT,
 	"value" jsonb,
 	"ttl" interval DEFAULT NULL,
-	"expires_at" timestamp with time zone DEFAULT NULL
+	"expires_at" timestamp with time zone DEFAULT NULL,
+	"tags" TEXT[] DEFAULT NULL
 ) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
@@ -125,7 +128,8 @@ CREATE FUNCTION "cache_set_many"(
 	"cache" TEXT,
 	"entries" jsonb,
 	"ttl" interval DEFAULT NULL,
-	"expires_at" timestamp with time zone DEFAULT NULL
+	"expires_at" timestamp with time zone DEFAULT NULL,
+	"tags" TEXT[] DEFAULT NULL
 ) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
@@ -135,7 +139,8 @@ CREATE FUNCTION "cache_put_many"(
 	"cache" TEXT,
 	"entries" jsonb,
 	"ttl" interval DEFAULT NULL,
-	"expires_at" timestamp with time zone DEFAULT NULL
+	"expires_at" timestamp with time zone DEFAULT NULL,
+	"tags" TEXT[] DEFAULT NULL
 ) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
@@ -192,7 +197,8 @@ CREATE FUNCTION "cache_set_bytes"(
 	"key" TEXT,
 	"value" bytea,
 	"ttl" interval DEFAULT NULL,
-	"expires_at" timestamp with time zone DEFAULT NULL
+	"expires_at" timestamp with time zone DEFAULT NULL,
+	"tags" TEXT[] DEFAULT NULL
 ) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
@@ -203,7 +209,8 @@ CREATE FUNCTION "cache_put_bytes"(
 	"key" TEXT,
 	"value" bytea,
 	"ttl" interval DEFAULT NULL,
-	"expires_at" timestamp with time zone DEFAULT NULL
+	"expires_at" timestamp with time zone DEFAULT NULL,
+	"tags" TEXT[] DEFAULT NULL
 ) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
@@ -241,3 +248,20 @@ CREATE FUNCTION "cache_declare"(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'cache_declare_wrapper';
+
+-- Invalidation by tag and by key prefix, O(1) in the cache's size at commit.
+CREATE FUNCTION "cache_invalidate_tags"(
+	"cache" TEXT,
+	"tags" TEXT[]
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cache_invalidate_tags_wrapper';
+
+CREATE FUNCTION "cache_delete_prefix"(
+	"cache" TEXT,
+	"prefix" TEXT
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cache_delete_prefix_wrapper';

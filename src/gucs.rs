@@ -15,8 +15,8 @@ pub enum OnLimit {
 }
 
 /// Most cache slots a server may have: slot indexes are 32 bits, but each slot takes
-/// about 1.1 kB of shared memory (about 850 bytes in `pg_cache.memory`, two LWLocks), so a
-/// million is about 1.1 GB.
+/// about 1.45 kB of shared memory (about 1,180 bytes in `pg_cache.memory`, two LWLocks), so a
+/// million is about 1.45 GB.
 const MAX_SLOTS: i32 = 1_000_000;
 static MEMORY_KB: GucSetting<i32> = GucSetting::<i32>::new(64 * 1024);
 static MAX_CACHES: GucSetting<i32> = GucSetting::<i32>::new(4096);

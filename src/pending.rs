@@ -14,12 +14,18 @@ thread_local! {
     static WRITES: RefCell<WriteSet> = RefCell::new(WriteSet::default());
     /// Writes logged since the transaction began: a big one gives its memory back.
     static LOGGED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Whether the transaction logged a tag invalidation (then reads ask which
+    /// tags it hides; most transactions have none, and a read costs a flag test).
+    static INVALIDATED_TAGS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Logs a write; 53200 when the write set cannot grow (it is then as it was).
 pub fn push(op: Op) {
     errors::arm_parachute();
     let level = nest_level();
+    if matches!(op, Op::InvalidateTags { .. }) {
+        INVALIDATED_TAGS.set(true);
+    }
     if WRITES.with_borrow_mut(|w| w.push(level, op)).is_err() {
         errors::out_of_memory("queuing a pg_cache write");
     }
@@ -35,6 +41,16 @@ pub fn lookup<R>(cache: &str, key: &[u8], f: impl FnOnce(Pending<'_>) -> R) -> R
 /// (a write computed from that write commits under the same condition).
 pub fn seen(cache: &str, key: &[u8]) -> Option<Seen> {
     WRITES.with_borrow(|w| if w.is_empty() { None } else { w.seen(cache, key) })
+}
+
+/// The tags this transaction invalidated in `cache` (hashes): shared entries
+/// carrying one are misses for it. Allocates only when there are some.
+pub fn hidden_tags(cache: &str) -> Vec<u64> {
+    if !INVALIDATED_TAGS.get() {
+        return Vec::new();
+    }
+    WRITES.with_borrow(|w| if w.is_empty() { Ok(Vec::new()) } else { w.hidden_tags(cache) })
+        .unwrap_or_else(|_| errors::out_of_memory("listing invalidated tags"))
 }
 
 /// Calls `f` with the transaction's last write of the key if it is a set, else with
@@ -75,6 +91,7 @@ pub fn take() -> WriteSet {
 
 /// Forgets every pending write (COMMIT and ABORT). Allocates nothing.
 pub fn reset() {
+    INVALIDATED_TAGS.set(false);
     WRITES.with_borrow_mut(|w| w.reset());
 }
 

@@ -248,6 +248,56 @@ mod tests {
         assert_eq!(get("SELECT string_agg(key || '=' || value::text, ',') FROM cache_get_many('m', ARRAY['keep', 'ok'])").as_deref(), Some("keep=1"));
     }
 
+    #[pg_test]
+    fn tag_and_prefix_invalidations_are_seen_by_the_transaction_at_once() {
+        Spi::run("SELECT cache_set('p', 'a', '1', tags => ARRAY['partner', 'lang'])").unwrap();
+        Spi::run("SELECT cache_put('p', 'b', '2', tags => ARRAY['lang'])").unwrap();
+        Spi::run("SELECT cache_set_many('p', '{\"user:1:name\": 3, \"user:10:name\": 4, \"users\": 5}', tags => ARRAY['u'])").unwrap();
+        Spi::run("SELECT cache_invalidate_tags('p', ARRAY['partner'])").unwrap();
+        assert_eq!(get("SELECT cache_get('p', 'a')::text"), None, "a carries partner");
+        assert_eq!(get("SELECT cache_get('p', 'b')::text").as_deref(), Some("2"));
+        let keys = "SELECT string_agg(key, ',' ORDER BY key COLLATE \"C\") FROM cache_get_many('p', ARRAY['user:1:name', 'user:10:name', 'users'])";
+        assert_eq!(get(keys).as_deref(), Some("user:10:name,user:1:name,users"));
+        // (Savepoints are the isolation specs' tags and prefixes: SPI cannot make one.)
+        Spi::run("SELECT cache_delete_prefix('p', 'user:1:')").unwrap();
+        assert_eq!(get(keys).as_deref(), Some("user:10:name,users"));
+        assert!(!Spi::get_one::<bool>("SELECT cache_has('p', 'user:1:name')").unwrap().unwrap());
+        // Written after the invalidation: seen.
+        Spi::run("SELECT cache_set('p', 'user:1:name', '6', tags => ARRAY['partner'])").unwrap();
+        assert_eq!(get("SELECT cache_get('p', 'user:1:name')::text").as_deref(), Some("6"));
+        Spi::run("SELECT cache_invalidate_tags('p', ARRAY['u', 'nobody'])").unwrap();
+        assert_eq!(get(keys).as_deref(), Some("user:1:name"), "written again without u");
+        // An increment keeps the tags of what it increments.
+        Spi::run("SELECT cache_set('p', 'n', '1', tags => ARRAY['counter'])").unwrap();
+        assert_eq!(int("SELECT cache_incr('p', 'n')"), Some(2));
+        Spi::run("SELECT cache_invalidate_tags('p', ARRAY['counter'])").unwrap();
+        assert_eq!(get("SELECT cache_get('p', 'n')::text"), None);
+        Spi::run("SELECT cache_invalidate_tags('p', '{}')").unwrap();
+    }
+
+    #[pg_test]
+    fn bad_tags_and_prefixes_leave_the_write_set_alone() {
+        Spi::run("SELECT cache_set('p', 'keep', '1', tags => ARRAY['t'])").unwrap();
+        let cases = [
+            ("SELECT cache_set('p', 'keep', '2', tags => ARRAY['a', NULL])", "22004"),
+            ("SELECT cache_put_bytes('p', 'keep', '\\x00', tags => ARRAY[NULL::text])", "22004"),
+            ("SELECT cache_set('p', 'keep', '2', tags => ARRAY(SELECT g::text FROM generate_series(1, 9) g))", "54000"),
+            ("SELECT cache_set_many('p', '{\"keep\": 2}', tags => ARRAY(SELECT g::text FROM generate_series(1, 9) g))", "54000"),
+            ("SELECT cache_invalidate_tags('p', NULL)", "22004"),
+            ("SELECT cache_invalidate_tags('p', ARRAY['t', NULL])", "22004"),
+            ("SELECT cache_invalidate_tags('p', ARRAY(SELECT g::text FROM generate_series(1, 10001) g))", "54000"),
+            ("SELECT cache_invalidate_tags(NULL, ARRAY['t'])", "22004"),
+            ("SELECT cache_delete_prefix('p', NULL)", "22004"),
+            ("SELECT cache_delete_prefix('', 'k')", "22023"),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(error_of(sql).0, want, "{sql}");
+        }
+        // Eight distinct tags are allowed, duplicates counted once.
+        Spi::run("SELECT cache_set('p', 'eight', '1', tags => ARRAY['1','2','3','4','5','6','7','8','8'])").unwrap();
+        assert_eq!(get("SELECT cache_get('p', 'keep')::text").as_deref(), Some("1"));
+    }
+
     #[pg_test(error = "value must not be NULL")]
     fn put_of_a_null_value() {
         Spi::run("SELECT cache_put('t', 'k', NULL)").unwrap();
@@ -825,6 +875,8 @@ mod tests {
             "SELECT cache_get_or_lock('guarded_t', 'k')",
             "SELECT cache_get_bytes('guarded_t', 'k')",
             "SELECT cache_set_bytes('guarded_t', 'k', '\\x00')",
+            "SELECT cache_invalidate_tags('guarded_t', ARRAY['x'])",
+            "SELECT cache_delete_prefix('guarded_t', 'k')",
             // Writers who may not read may not learn a value or whether there is one.
             "SELECT cache_pull('write_only_t', 'k')",
             "SELECT cache_incr('write_only_t', 'k')",

@@ -53,6 +53,9 @@ struct CacheWrites {
     slot: SlotRef,
     declare: Option<CacheConfig>,
     clear: bool,
+    /// Tags (hashes) and stored prefixes this commit invalidates.
+    tags: Vec<u64>,
+    prefixes: Vec<Vec<u8>>,
     size_limit: u64,
     writes: Vec<CommitWrite>,
 }
@@ -325,7 +328,12 @@ struct Resolved {
     config: std::rc::Rc<CacheConfig>,
     declare: Option<CacheConfig>,
     clear: bool,
-    writes: Vec<usize>,
+    /// Tag and prefix invalidations, copied from the write set.
+    tags: Vec<u64>,
+    prefixes: Vec<Vec<u8>>,
+    /// Operation indexes, and whether a later tag or prefix invalidation of the
+    /// transaction covers the write (it commits as a delete).
+    writes: Vec<(usize, bool)>,
     /// Room for what phase 2 makes of `writes`, reserved in phase 1.
     out: Vec<CommitWrite>,
 }
@@ -350,7 +358,16 @@ fn prepare_commit() {
             if index.try_reserve(1).is_err() {
                 errors::out_of_memory("planning the commit of pg_cache writes");
             }
-            caches.push(Resolved { slot, config, declare: None, clear: false, writes: Vec::new(), out: Vec::new() });
+            caches.push(Resolved {
+                slot,
+                config,
+                declare: None,
+                clear: false,
+                tags: Vec::new(),
+                prefixes: Vec::new(),
+                writes: Vec::new(),
+                out: Vec::new(),
+            });
             index.insert(name, caches.len() - 1);
             caches.len() - 1
         }
@@ -362,10 +379,21 @@ fn prepare_commit() {
             let i = group(&mut caches, &mut index, name);
             caches[i].clear = true;
         }
+        for &(name, tags) in &plan.tags {
+            let i = group(&mut caches, &mut index, name);
+            reserve(&mut caches[i].tags, tags.len());
+            caches[i].tags.extend_from_slice(tags);
+        }
+        for &(name, prefix) in &plan.prefixes {
+            let i = group(&mut caches, &mut index, name);
+            reserve(&mut caches[i].prefixes, 1);
+            let prefix = pg_cache_core::writeset::try_copy(prefix).unwrap_or_else(|_| errors::out_of_memory("planning the commit of pg_cache writes"));
+            caches[i].prefixes.push(prefix);
+        }
         for w in &plan.writes {
             let i = group(&mut caches, &mut index, w.cache);
             reserve(&mut caches[i].writes, 1);
-            caches[i].writes.push(w.op);
+            caches[i].writes.push((w.op, w.covered));
         }
         (plan.clear_all, caches)
     });
@@ -397,8 +425,13 @@ fn prepare_commit() {
     let now = now();
     for r in resolved {
         let mut writes = r.out;
-        for op in r.writes {
+        for (op, covered) in r.writes {
             match ops.take_op(op) {
+                // Covered by the transaction's own later tag or prefix invalidation.
+                Op::Set { key, .. } if covered => {
+                    let hash = key::hash(r.slot.index, &key);
+                    writes.push(CommitWrite::Delete { key, hash, seen: None, skip: Skip::No });
+                }
                 Op::Delete { key, seen, .. } => {
                     let hash = key::hash(r.slot.index, &key);
                     writes.push(CommitWrite::Delete { key, hash, seen, skip: Skip::No });
@@ -408,7 +441,7 @@ fn prepare_commit() {
                     let expires_at = expiry.at(now, registry::duration_us(&r.config), NO_EXPIRY);
                     writes.push(CommitWrite::Touch { key, hash, expires_at });
                 }
-                Op::Set { key, value, kind, expiry, mode, .. } => {
+                Op::Set { key, value, kind, expiry, mode, tags, .. } => {
                     let hash = key::hash(r.slot.index, &key);
                     // Kept expiries are set at COMMIT, from the entry the key holds then.
                     let expires_at = expiry.at(now, registry::duration_us(&r.config), NO_EXPIRY);
@@ -418,7 +451,7 @@ fn prepare_commit() {
                     // once (counted so by the store), but its key is still invalidated:
                     // the transaction meant to replace whatever was there. (Too large
                     // cannot happen: cache_set checked the store's limit.)
-                    let entry = NewEntry { key: &key, value: &value, kind, hash, expires_at };
+                    let entry = NewEntry { key: &key, value: &value, kind, hash, expires_at, tags: &tags };
                     match RESERVE.with(|res| store.prepare(Some(res), r.slot, &entry, now)) {
                         Ok(Some(entry)) => writes.push(CommitWrite::Set { entry, key, hash, mode, keep_expiry, skip: Skip::No }),
                         // A write computed from a read still deletes only what it read.
@@ -435,7 +468,15 @@ fn prepare_commit() {
             }
         }
         let size_limit = registry::size_limit(&r.config);
-        plan.caches.push(CacheWrites { slot: r.slot, declare: r.declare, clear: r.clear, size_limit, writes });
+        plan.caches.push(CacheWrites {
+            slot: r.slot,
+            declare: r.declare,
+            clear: r.clear,
+            tags: r.tags,
+            prefixes: r.prefixes,
+            size_limit,
+            writes,
+        });
     }
     TXN.with_borrow_mut(|t| t.commit = Some(plan));
 }
@@ -464,7 +505,7 @@ fn apply_commit() {
     };
     for cache in &mut plan.caches {
         if let [write] = cache.writes.as_slice() {
-            if !cache.clear && !plan.clear_all && cache.declare.is_none() {
+            if !cache.clear && !plan.clear_all && cache.declare.is_none() && cache.tags.is_empty() && cache.prefixes.is_empty() {
                 // One key: visible atomically without excluding other commits.
                 let commit = store.commit_one(cache.slot, now);
                 match write {
@@ -495,13 +536,15 @@ fn apply_commit() {
         // Many writes: a shadowed commit, which lookups do not wait for (they waited
         // 1.35 s for a 1M-key commit); a few: a plain one, which they wait for
         // briefly and which does not walk its keys twice.
-        let shadowed = cache.writes.len() >= SHADOWED_AFTER;
+        // Not with tag or prefix invalidations, which lookups would see before the
+        // shadowed commit is published.
+        let shadowed = cache.writes.len() >= SHADOWED_AFTER && cache.tags.is_empty() && cache.prefixes.is_empty();
         let commit = if shadowed { store.commit_shadowed(cache.slot, now) } else { store.commit(cache.slot, now) };
         // Judge every fill and every write computed from a read before this commit
         // changes anything itself.
         for w in &mut cache.writes {
             match w {
-                CommitWrite::Set { hash, mode: SetMode::Fill, skip, .. } if commit.is_stale(*hash, plan.start) => {
+                CommitWrite::Set { entry, key, mode: SetMode::Fill, skip, .. } if commit.is_stale_fill(*entry, key, plan.start) => {
                     *skip = Skip::Stale;
                 }
                 CommitWrite::Set { entry, key, hash, mode: SetMode::IfUnchanged(seen), keep_expiry, skip } => {
@@ -522,6 +565,15 @@ fn apply_commit() {
         }
         if cache.clear || (plan.clear_all && !plan.not_cleared[..plan.not_writable].contains(&cache.slot)) {
             commit.clear();
+        }
+        // After the judging above (a fill of this transaction's own is not fenced by
+        // its own invalidations) and before its writes, which were made after them
+        // (those they cover are deletes by now) and so stay.
+        if !cache.tags.is_empty() {
+            commit.invalidate_tags(&cache.tags);
+        }
+        for prefix in &cache.prefixes {
+            commit.invalidate_prefix(prefix);
         }
         for w in &cache.writes {
             match w {

@@ -12,7 +12,7 @@ use crate::registry::declarations::interval_micros;
 use crate::shmem;
 use crate::gucs::{self, OnLimit};
 use crate::registry;
-use pg_cache_core::store::{CacheConfig, RoleList, SlotRef, MAX_NAME};
+use pg_cache_core::store::{tag_hash, CacheConfig, RoleList, SlotRef, View, MAX_NAME, MAX_TAGS};
 use std::rc::Rc;
 use pg_cache_core::writeset::Expiry;
 
@@ -52,6 +52,55 @@ fn over_limit(slot: Option<SlotRef>, code: PgSqlErrorCode, message: String, hint
     errors::warn(code, format!("{message}: skipped (pg_cache.on_limit = warning)"), hint);
     shmem::store().count_skipped(slot);
     Skipped
+}
+
+/// What a read of `cache` sees of the shared cache: entries installed before
+/// `pg::reads_installed_before()`, none carrying a tag this transaction invalidated.
+/// The tags are returned for the caller to hold while it reads.
+pub fn hidden_tags(name: &str) -> Vec<u64> {
+    crate::pending::hidden_tags(name)
+}
+
+/// The view of a read (see [`hidden_tags`]).
+pub fn view(hidden: &[u64]) -> View<'_> {
+    View { installed_before: pg::reads_installed_before(), hidden_tags: hidden }
+}
+
+/// The view of a read of the latest entries (an operation that writes from what it
+/// reads), without the entries carrying the tags `hidden`.
+pub fn latest_view(hidden: &[u64]) -> View<'_> {
+    View { installed_before: pg_cache_core::store::LATEST, hidden_tags: hidden }
+}
+
+/// Most distinct tags in one `tags` argument of `cache_invalidate_tags`.
+pub const MAX_TAGS_PER_CALL: usize = 10_000;
+
+/// The `tags` of a write (NULL: none): their hashes, duplicates dropped. A NULL
+/// element is 22004; more than [`MAX_TAGS`] distinct tags meets a limit (54000, or
+/// under `pg_cache.on_limit = warning` skipped like a value over its limit).
+pub fn entry_tags(slot: SlotRef, tags: Option<Vec<Option<String>>>) -> Result<Vec<u64>, Skipped> {
+    let hashes = tag_hashes(tags.unwrap_or_default(), "an element of tags");
+    if hashes.len() > MAX_TAGS {
+        return Err(over_limit(
+            Some(slot),
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("an entry carries at most {MAX_TAGS} tags, not {}", hashes.len()),
+            "Tag entries with fewer, coarser tags.",
+        ));
+    }
+    Ok(hashes)
+}
+
+/// The hashes of `tags`, duplicates dropped; a NULL element is 22004.
+pub fn tag_hashes(tags: Vec<Option<String>>, what: &str) -> Vec<u64> {
+    let mut out: Vec<u64> = Vec::with_capacity(tags.len());
+    for t in tags {
+        let h = tag_hash(t.unwrap_or_else(|| errors::null_argument(what)).as_bytes());
+        if !out.contains(&h) {
+            out.push(h);
+        }
+    }
+    out
 }
 
 /// The key argument, which must not be NULL.

@@ -15,7 +15,6 @@ use super::jsonb::RawJsonb;
 use super::raw::{RawBytea, RawValue};
 use pg_cache_core::invalidation::Invalidation;
 use pg_cache_core::key;
-use pg_cache_core::value::ValueKind;
 use pg_cache_core::store::{CacheConfig, RoleList, MAX_ROLES};
 use pg_cache_core::store::Lookup;
 use pg_cache_core::writeset::{try_copy, try_string, Expiry, Op, Pending, SetMode};
@@ -41,8 +40,9 @@ fn cache_set_v2(
     value: Option<RawJsonb>,
     ttl: default!(Option<Interval>, "NULL"),
     expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+    tags: default!(Option<Vec<Option<String>>>, "NULL"),
 ) {
-    write_value("cache_set", cache, key, value, args::expiry(ttl, expires_at), SetMode::Fill);
+    write_value("cache_set", cache, key, value, args::expiry(ttl, expires_at), SetMode::Fill, tags);
 }
 
 /// `cache_set` of a `bytea` value: read it back with `cache_get_bytes`.
@@ -53,8 +53,9 @@ fn cache_set_bytes(
     value: Option<RawBytea>,
     ttl: default!(Option<Interval>, "NULL"),
     expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+    tags: default!(Option<Vec<Option<String>>>, "NULL"),
 ) {
-    write_value("cache_set_bytes", cache, key, value, args::expiry(ttl, expires_at), SetMode::Fill);
+    write_value("cache_set_bytes", cache, key, value, args::expiry(ttl, expires_at), SetMode::Fill, tags);
 }
 
 /// The C symbol of `cache_set(cache, key, value, ttl)` of 0.1.0 to 0.3.0: a database
@@ -79,7 +80,7 @@ pub extern "C-unwind" fn cache_set_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> 
             pgrx::fcinfo::pg_getarg::<Interval>(fcinfo, 3),
         )
     };
-    write_value("cache_set", cache, key, value, args::expiry(ttl, None), SetMode::Fill);
+    write_value("cache_set", cache, key, value, args::expiry(ttl, None), SetMode::Fill, None);
     pgrx::fcinfo::pg_return_void()
 }
 
@@ -93,8 +94,9 @@ fn cache_put(
     value: Option<RawJsonb>,
     ttl: default!(Option<Interval>, "NULL"),
     expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+    tags: default!(Option<Vec<Option<String>>>, "NULL"),
 ) {
-    write_value("cache_put", cache, key, value, args::expiry(ttl, expires_at), SetMode::Put);
+    write_value("cache_put", cache, key, value, args::expiry(ttl, expires_at), SetMode::Put, tags);
 }
 
 /// `cache_put` of a `bytea` value: read it back with `cache_get_bytes`.
@@ -105,11 +107,21 @@ fn cache_put_bytes(
     value: Option<RawBytea>,
     ttl: default!(Option<Interval>, "NULL"),
     expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+    tags: default!(Option<Vec<Option<String>>>, "NULL"),
 ) {
-    write_value("cache_put_bytes", cache, key, value, args::expiry(ttl, expires_at), SetMode::Put);
+    write_value("cache_put_bytes", cache, key, value, args::expiry(ttl, expires_at), SetMode::Put, tags);
 }
 
-fn write_value<V: RawValue>(function: &str, cache: Option<&str>, key: Option<&str>, value: Option<V>, expiry: Expiry, mode: SetMode) {
+#[allow(clippy::too_many_arguments)]
+fn write_value<V: RawValue>(
+    function: &str,
+    cache: Option<&str>,
+    key: Option<&str>,
+    value: Option<V>,
+    expiry: Expiry,
+    mode: SetMode,
+    tags: Option<Vec<Option<String>>>,
+) {
     check_writable(function);
     let name = check_name(cache);
     let key = key_arg(key);
@@ -124,14 +136,19 @@ fn write_value<V: RawValue>(function: &str, cache: Option<&str>, key: Option<&st
     // finds no room at commit: whatever it meant to replace must not outlive it.
     let over = check_key(Some(slot), key).is_err();
     let stored = registry::stored_key(&config, key);
-    if over || args::check_value(slot, &config, stored.len(), value.bytes().len()).is_err() {
+    let tags = if over { Ok(Vec::new()) } else { args::entry_tags(slot, tags) };
+    let Ok(tags) = tags else {
+        pending::push(Op::Delete { cache: owned(name), key: stored, seen: None });
+        return;
+    };
+    if over || args::check_value(slot, &config, stored.len() + tags.len() * 8, value.bytes().len()).is_err() {
         pending::push(Op::Delete { cache: owned(name), key: stored, seen: None });
         return;
     }
     // The install reads this bucket at COMMIT: start loading it now.
     shmem::store().prefetch_bucket(key::hash(slot.index, &stored));
     let value = try_copy(value.bytes()).unwrap_or_else(|_| errors::out_of_memory("copying a value"));
-    pending::push(Op::Set { cache: owned(name), key: stored, value, kind: V::KIND, expiry, mode });
+    pending::push(Op::Set { cache: owned(name), key: stored, value, kind: V::KIND, expiry, mode, tags });
 }
 
 /// What this transaction's own writes say about the key: `Some` of its value (or of
@@ -175,7 +192,8 @@ fn get<V: RawValue>(cache: Option<&str>, key: Option<&str>, default: Option<V>) 
     let Some(slot) = slot else { return default };
     let store = shmem::store();
     let hash = key::hash(slot.index, &stored);
-    match store.lookup_as_of(slot, &stored, hash, V::KIND, pg::reads_installed_before(), now, |len, copy| V::build(len, copy)) {
+    let hidden = args::hidden_tags(name);
+    match store.lookup_as_of(slot, &stored, hash, V::KIND, args::view(&hidden), now, |len, copy| V::build(len, copy)) {
         Lookup::Hit(v) => {
             store.count_hit(slot, pg::stripe());
             Some(v)
@@ -211,10 +229,7 @@ fn cache_delete(cache: Option<&str>, key: Option<&str>) -> bool {
     });
     let existed = own.unwrap_or_else(|| {
         let hash = key::hash(slot.index, &stored);
-        matches!(
-            shmem::store().lookup(slot, &stored, hash, ValueKind::Jsonb, now, |_, _| ()),
-            Lookup::Hit(()) | Lookup::OtherKind(_)
-        )
+        shmem::store().contains(slot, &stored, hash, args::latest_view(&args::hidden_tags(name)), now)
     });
     pending::push(Op::Delete { cache: owned(name), key: stored, seen: None });
     existed

@@ -23,7 +23,7 @@ use crate::pg::{self, now};
 use crate::registry;
 use crate::{pending, shmem};
 use pg_cache_core::key;
-use pg_cache_core::store::{CacheConfig, Lookup, SlotRef, LATEST, NO_EXPIRY};
+use pg_cache_core::store::{CacheConfig, Lookup, SlotRef, NO_EXPIRY};
 use pg_cache_core::value::ValueKind;
 use pg_cache_core::writeset::{try_copy, Expiry, Op, Pending, SetMode};
 
@@ -60,6 +60,8 @@ struct Basis {
     held: Held,
     mode: SetMode,
     expiry: Expiry,
+    /// The tags of the entry read: a value computed from it carries them on.
+    tags: Vec<u64>,
 }
 
 /// What a key holds for an operation on jsonb values.
@@ -89,43 +91,47 @@ fn basis(t: &Target) -> Basis {
             } else {
                 Held::OtherKind(Some(s.kind))
             };
-            (held, s.mode, s.expiry)
+            (held, s.mode, s.expiry, s.tags.to_vec())
         })
     });
     // A write made from the transaction's own write commits as that one would: a
     // fill stays a fill (it may derive from old rows), a put a put, a write computed
     // from a read keeps that read's condition.
-    if let Some((held, mode, expiry)) = own {
-        return Basis { held, mode, expiry };
+    if let Some((held, mode, expiry, tags)) = own {
+        return Basis { held, mode, expiry, tags };
     }
     let deleted = pending::lookup(t.name, &t.stored, |p| !matches!(p, Pending::Unknown));
     if deleted {
         // Deleted or cleared by this transaction: a put, or under the condition of
         // the pull that deleted it.
         let mode = pending::seen(t.name, &t.stored).map_or(SetMode::Put, SetMode::IfUnchanged);
-        return Basis { held: Held::Nothing, mode, expiry: Expiry::Default };
+        return Basis { held: Held::Nothing, mode, expiry: Expiry::Default, tags: Vec::new() };
     }
     let hash = key::hash(t.slot.index, &t.stored);
-    let o = shmem::store().observe(t.slot, &t.stored, hash, ValueKind::Jsonb, now, |len, copy| RawJsonb::build(len, copy));
+    let hidden = args::hidden_tags(t.name);
+    let o = shmem::store().observe(t.slot, &t.stored, hash, ValueKind::Jsonb, args::latest_view(&hidden), now, |len, copy| {
+        RawJsonb::build(len, copy)
+    });
     let mode = SetMode::IfUnchanged(o.seen);
+    let tags = o.tags.as_slice().to_vec();
     // The shared value's expiry: the one this transaction's touch gave it, else
     // whatever it has at commit (a touch committed meanwhile included).
     let kept = pending::touched(t.name, &t.stored).unwrap_or(Expiry::Keep);
     match o.found {
-        Lookup::Hit(v) => Basis { held: Held::Jsonb(v), mode, expiry: kept },
-        Lookup::Miss | Lookup::Expired => Basis { held: Held::Nothing, mode, expiry: Expiry::Default },
-        Lookup::OtherKind(kind) => Basis { held: Held::OtherKind(kind), mode, expiry: kept },
+        Lookup::Hit(v) => Basis { held: Held::Jsonb(v), mode, expiry: kept, tags },
+        Lookup::Miss | Lookup::Expired => Basis { held: Held::Nothing, mode, expiry: Expiry::Default, tags: Vec::new() },
+        Lookup::OtherKind(kind) => Basis { held: Held::OtherKind(kind), mode, expiry: kept, tags },
     }
 }
 
 /// Logs `value` under the target's key; a value over a limit skips (the key keeps
 /// what it holds: these writes are computed from it).
-fn push_value(t: &Target, value: &RawJsonb, expiry: Expiry, mode: SetMode) -> Result<(), Skipped> {
-    args::check_value(t.slot, &t.config, t.stored.len(), value.bytes().len())?;
+fn push_value(t: &Target, value: &RawJsonb, expiry: Expiry, mode: SetMode, tags: Vec<u64>) -> Result<(), Skipped> {
+    args::check_value(t.slot, &t.config, t.stored.len() + tags.len() * 8, value.bytes().len())?;
     shmem::store().prefetch_bucket(key::hash(t.slot.index, &t.stored));
     let bytes = try_copy(value.bytes()).unwrap_or_else(|_| errors::out_of_memory("copying a value"));
     let stored = try_copy(&t.stored).unwrap_or_else(|_| errors::out_of_memory("copying a key"));
-    pending::push(Op::Set { cache: owned(t.name), key: stored, value: bytes, kind: ValueKind::Jsonb, expiry, mode });
+    pending::push(Op::Set { cache: owned(t.name), key: stored, value: bytes, kind: ValueKind::Jsonb, expiry, mode, tags });
     Ok(())
 }
 
@@ -152,7 +158,7 @@ fn cache_add(
     if !matches!(b.held, Held::Nothing) {
         return Some(false);
     }
-    push_value(&t, &value, expiry, b.mode).ok()?;
+    push_value(&t, &value, expiry, b.mode, b.tags).ok()?;
     Some(true)
 }
 
@@ -217,7 +223,7 @@ fn add_to(function: &str, cache: Option<&str>, key: Option<&str>, delta: i64, in
     // A key read from the shared cache keeps the expiry it had; a new one gets its
     // cache's duration.
     let expiry = if expiry == Expiry::Default { b.expiry } else { expiry };
-    push_value(&t, &RawJsonb::from_integer(next), expiry, b.mode).ok()?;
+    push_value(&t, &RawJsonb::from_integer(next), expiry, b.mode, b.tags).ok()?;
     Some(next)
 }
 
@@ -258,7 +264,8 @@ fn cache_has(cache: Option<&str>, key: Option<&str>) -> bool {
         return found;
     }
     let Some(slot) = slot else { return false };
-    shmem::store().contains(slot, &stored, key::hash(slot.index, &stored), pg::reads_installed_before(), now)
+    let hidden = args::hidden_tags(name);
+    shmem::store().contains(slot, &stored, key::hash(slot.index, &stored), args::view(&hidden), now)
 }
 
 /// Gives `key` a new expiry, `ttl` after commit or at `expires_at` (`infinity`:
@@ -280,18 +287,19 @@ fn cache_touch(
     let Ok(t) = target("cache_touch", cache, key, false) else { return false };
     // The transaction's own value: written again with the new expiry.
     let own = pending::last_set(t.name, &t.stored, |set| {
-        set.map(|s| (try_copy(s.value).unwrap_or_else(|_| errors::out_of_memory("copying a value")), s.kind, s.mode))
+        set.map(|s| (try_copy(s.value).unwrap_or_else(|_| errors::out_of_memory("copying a value")), s.kind, s.mode, s.tags.to_vec()))
     });
     let stored = || try_copy(&t.stored).unwrap_or_else(|_| errors::out_of_memory("copying a key"));
-    if let Some((value, kind, mode)) = own {
-        pending::push(Op::Set { cache: owned(t.name), key: stored(), value, kind, expiry, mode });
+    if let Some((value, kind, mode, tags)) = own {
+        pending::push(Op::Set { cache: owned(t.name), key: stored(), value, kind, expiry, mode, tags });
         return true;
     }
     if pending::lookup(t.name, &t.stored, |p| !matches!(p, Pending::Unknown)) {
         return false;
     }
     // What the commit will touch: the latest entry, whatever this transaction's snapshot.
-    if !shmem::store().contains(t.slot, &t.stored, key::hash(t.slot.index, &t.stored), LATEST, now) {
+    let hidden = args::hidden_tags(t.name);
+    if !shmem::store().contains(t.slot, &t.stored, key::hash(t.slot.index, &t.stored), args::latest_view(&hidden), now) {
         return false;
     }
     pending::push(Op::Touch { cache: owned(t.name), key: stored(), expiry });
@@ -313,7 +321,8 @@ fn cache_get_or_lock(cache: Option<&str>, key: Option<&str>) -> Option<RawJsonb>
     }
     let store = shmem::store();
     let hash = key::hash(t.slot.index, &t.stored);
-    let read = || store.lookup(t.slot, &t.stored, hash, ValueKind::Jsonb, now, |len, copy| RawJsonb::build(len, copy));
+    let hidden = args::hidden_tags(t.name);
+    let read = || store.lookup_as_of(t.slot, &t.stored, hash, ValueKind::Jsonb, args::latest_view(&hidden), now, |len, copy| RawJsonb::build(len, copy));
     let found = read();
     match &found {
         Lookup::Hit(_) => store.count_hit(t.slot, pg::stripe()),
@@ -368,7 +377,9 @@ fn cache_expires_at(cache: Option<&str>, key: Option<&str>) -> Option<TimestampW
     // wrote nothing (then the key must hold a value).
     let shared = || {
         slot.and_then(|slot| {
-            let o = shmem::store().observe(slot, &stored, key::hash(slot.index, &stored), ValueKind::Jsonb, now, |_, _| ());
+            let hidden = args::hidden_tags(name);
+            let view = args::latest_view(&hidden);
+            let o = shmem::store().observe(slot, &stored, key::hash(slot.index, &stored), ValueKind::Jsonb, view, now, |_, _| ());
             matches!(o.found, Lookup::Hit(()) | Lookup::OtherKind(_)).then_some(o.expires_at)
         })
     };

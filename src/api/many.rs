@@ -15,7 +15,7 @@ use crate::pg::{self, now};
 use crate::registry;
 use crate::{pending, shmem};
 use pg_cache_core::key;
-use pg_cache_core::store::{Lookup, LATEST};
+use pg_cache_core::store::Lookup;
 use pg_cache_core::value::ValueKind;
 use pg_cache_core::writeset::{try_copy, Expiry, Op, Pending, SetMode};
 
@@ -91,7 +91,8 @@ fn get_many<V: RawValue>(cache: Option<&str>, keys: Option<Vec<Option<String>>>)
         let store = shmem::store();
         let keyed: Vec<(&[u8], u64)> = ask.iter().map(|&i| (stored[i].as_slice(), key::hash(slot.index, &stored[i]))).collect();
         let mut results = Vec::with_capacity(keyed.len());
-        store.lookup_many(slot, &keyed, V::KIND, pg::reads_installed_before(), now, |_, len, copy| V::build(len, copy), &mut results);
+        let hidden = args::hidden_tags(name);
+        store.lookup_many(slot, &keyed, V::KIND, args::view(&hidden), now, |_, len, copy| V::build(len, copy), &mut results);
         let stripe = pg::stripe();
         for (j, result) in results.into_iter().enumerate() {
             let i = ask[j];
@@ -120,8 +121,9 @@ fn cache_set_many(
     entries: Option<RawJsonb>,
     ttl: default!(Option<Interval>, "NULL"),
     expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+    tags: default!(Option<Vec<Option<String>>>, "NULL"),
 ) {
-    write_many("cache_set_many", cache, entries, args::expiry(ttl, expires_at), SetMode::Fill);
+    write_many("cache_set_many", cache, entries, args::expiry(ttl, expires_at), SetMode::Fill, tags);
 }
 
 /// Stores each member of the JSON object `entries` (key → value) at commit, as
@@ -132,11 +134,12 @@ fn cache_put_many(
     entries: Option<RawJsonb>,
     ttl: default!(Option<Interval>, "NULL"),
     expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+    tags: default!(Option<Vec<Option<String>>>, "NULL"),
 ) {
-    write_many("cache_put_many", cache, entries, args::expiry(ttl, expires_at), SetMode::Put);
+    write_many("cache_put_many", cache, entries, args::expiry(ttl, expires_at), SetMode::Put, tags);
 }
 
-fn write_many(function: &str, cache: Option<&str>, entries: Option<RawJsonb>, expiry: Expiry, mode: SetMode) {
+fn write_many(function: &str, cache: Option<&str>, entries: Option<RawJsonb>, expiry: Expiry, mode: SetMode, tags: Option<Vec<Option<String>>>) {
     check_writable(function);
     let name = check_name(cache);
     let entries = entries.unwrap_or_else(|| errors::null_argument("entries")).aligned();
@@ -152,20 +155,25 @@ fn write_many(function: &str, cache: Option<&str>, entries: Option<RawJsonb>, ex
     // As for cache_set: never skipped for want of a slot.
     let (slot, config) = registry::resolve(name);
     args::check_write(name, &config);
+    // Every entry carries the same tags; too many skip every entry (each key
+    // invalidated) under pg_cache.on_limit = warning.
+    let tags = args::entry_tags(slot, tags);
     // Everything is checked before anything is logged: bad input leaves the write
     // set as it was. Under pg_cache.on_limit = warning an entry over a limit is
     // skipped and its key invalidated instead; the others are written.
     let mut ops = Vec::with_capacity(members.len());
     for (k, v) in &members {
-        let over = check_key(Some(slot), k).is_err();
+        let over = tags.is_err() || check_key(Some(slot), k).is_err();
         let stored = registry::stored_key(&config, k);
-        if over || args::check_value(slot, &config, stored.len(), v.bytes().len()).is_err() {
+        let tag_bytes = tags.as_ref().map_or(0, |t| t.len() * 8);
+        if over || args::check_value(slot, &config, stored.len() + tag_bytes, v.bytes().len()).is_err() {
             ops.push(Op::Delete { cache: owned(name), key: stored, seen: None });
             continue;
         }
         shmem::store().prefetch_bucket(key::hash(slot.index, &stored));
         let value = try_copy(v.bytes()).unwrap_or_else(|_| errors::out_of_memory("copying a value"));
-        ops.push(Op::Set { cache: owned(name), key: stored, value, kind: ValueKind::Jsonb, expiry, mode });
+        let tags = tags.as_ref().map_or(Vec::new(), |t| t.clone());
+        ops.push(Op::Set { cache: owned(name), key: stored, value, kind: ValueKind::Jsonb, expiry, mode, tags });
     }
     for op in ops {
         pending::push(op);
@@ -186,6 +194,7 @@ fn cache_delete_many(cache: Option<&str>, keys: Option<Vec<Option<String>>>) -> 
         args::key_to_invalidate(slot, k);
     }
     let store = shmem::store();
+    let hidden = args::hidden_tags(name);
     let mut existed = 0;
     let mut ops = Vec::with_capacity(keys.len());
     for k in &keys {
@@ -195,7 +204,7 @@ fn cache_delete_many(cache: Option<&str>, keys: Option<Vec<Option<String>>>) -> 
             Pending::Deleted | Pending::Cleared => Some(false),
             Pending::Unknown => None,
         });
-        if own.unwrap_or_else(|| store.contains(slot, &stored, key::hash(slot.index, &stored), LATEST, now)) {
+        if own.unwrap_or_else(|| store.contains(slot, &stored, key::hash(slot.index, &stored), args::latest_view(&hidden), now)) {
             existed += 1;
         }
         ops.push(Op::Delete { cache: owned(name), key: stored, seen: None });

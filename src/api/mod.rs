@@ -5,5 +5,6 @@ mod functions;
 pub mod jsonb;
 mod keyops;
 mod many;
+mod predicates;
 pub mod raw;
 mod stats;

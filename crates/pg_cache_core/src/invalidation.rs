@@ -2,8 +2,7 @@
 //! transaction makes stale. The commit turns its plan into these and applies each
 //! through [`Store::invalidate`](crate::store::Store::invalidate) (or, inside a cache's
 //! commit, the commit's own methods, which apply them the same way); a standby's redo
-//! will apply the same values read from WAL, and tag and prefix invalidations become
-//! two more variants.
+//! will apply the same values read from WAL.
 
 use crate::store::SlotRef;
 
@@ -15,6 +14,13 @@ pub enum Invalidation<'a> {
     /// Every entry of one cache (`cache_clear`, a declaration that changes how keys
     /// are stored): a generation bump, which is also the cache's fence.
     Cache { cache: SlotRef },
+    /// Every entry of one cache carrying any of `tags` (hashes, see
+    /// [`crate::store::tag_hash`]): `cache_invalidate_tags`. O(tags): a time per tag,
+    /// compared on read with the entry's install time.
+    Tags { cache: SlotRef, tags: &'a [u64] },
+    /// Every entry of one cache whose stored key starts with `prefix`:
+    /// `cache_delete_prefix`. O(1): a time for the prefix, compared on read.
+    Prefix { cache: SlotRef, prefix: &'a [u8] },
     /// Every cache of a database but `except` (`cache_clear_all`: the caches its
     /// transaction wrote itself, which their own commit handles, and those the caller
     /// may not write). The database's fence is raised first, so that a cache created

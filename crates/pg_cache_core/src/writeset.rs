@@ -58,7 +58,8 @@ impl Expiry {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
-    Set { cache: String, key: Vec<u8>, value: Vec<u8>, kind: ValueKind, expiry: Expiry, mode: SetMode },
+    /// `tags`: hashes ([`crate::store::tag_hash`]) of the tags the entry carries.
+    Set { cache: String, key: Vec<u8>, value: Vec<u8>, kind: ValueKind, expiry: Expiry, mode: SetMode, tags: Vec<u64> },
     /// `seen`: only if the key still holds what a read saw (`cache_pull`), as for
     /// [`SetMode::IfUnchanged`].
     Delete { cache: String, key: Vec<u8>, seen: Option<Seen> },
@@ -67,6 +68,10 @@ pub enum Op {
     /// the toucher logs that value again with the new expiry).
     Touch { cache: String, key: Vec<u8>, expiry: Expiry },
     Clear { cache: String },
+    /// `cache_invalidate_tags`: every entry carrying any of `tags` (hashes).
+    InvalidateTags { cache: String, tags: Vec<u64> },
+    /// `cache_delete_prefix`: every key whose stored form starts with `prefix`.
+    DeletePrefix { cache: String, prefix: Vec<u8> },
     ClearAll,
     /// A `cache_create`; `previous` is the committed declaration it replaces. Boxed:
     /// a configuration is a few hundred bytes, and every operation is moved around.
@@ -92,6 +97,7 @@ pub struct LastSet<'a> {
     pub kind: ValueKind,
     pub mode: SetMode,
     pub expiry: Expiry,
+    pub tags: &'a [u64],
 }
 
 #[derive(Debug, PartialEq)]
@@ -101,6 +107,9 @@ pub struct Write<'a> {
     pub cache: &'a str,
     pub key: &'a [u8],
     pub change: Change<'a>,
+    /// A set that a later tag or prefix invalidation of the same transaction covers:
+    /// committed as a delete of its key (what the transaction sees of it).
+    pub covered: bool,
 }
 
 /// What a [`Write`] does to its key.
@@ -116,6 +125,10 @@ pub struct Plan<'a> {
     pub declares: Vec<(&'a str, CacheConfig)>,
     pub clear_all: bool,
     pub clears: Vec<&'a str>,
+    /// Tag invalidations made after their cache's last clear.
+    pub tags: Vec<(&'a str, &'a [u64])>,
+    /// Prefix invalidations made after their cache's last clear.
+    pub prefixes: Vec<(&'a str, &'a [u8])>,
     pub writes: Vec<Write<'a>>,
 }
 
@@ -151,8 +164,8 @@ struct Logged {
     key_hash: u64,
     /// What this operation's index map held before it (`NONE`: nothing), so that
     /// undoing it puts the map back: for a Set or Delete the previous write with the
-    /// same hash, for a Clear or Declare the cache's previous one, for a ClearAll the
-    /// previous ClearAll.
+    /// same hash, for a Clear, Declare, InvalidateTags or DeletePrefix the cache's
+    /// previous one, for a ClearAll the previous ClearAll.
     prev: usize,
     /// Set/Delete: the earlier write of the same key this one replaced (`NONE`: none).
     replaced: usize,
@@ -207,6 +220,19 @@ pub struct WriteSet {
     clear_all: Option<usize>,
     /// cache → index of its last Declare.
     declares: HashMap<String, usize>,
+    /// cache → index of its last InvalidateTags or DeletePrefix; earlier ones chain
+    /// through `prev`.
+    predicates: HashMap<String, usize>,
+}
+
+/// What the transaction's own operations say of a key (see `WriteSet::live_write`).
+enum Live<'a> {
+    /// Its last write since its cache's last clear, not covered since.
+    Write(&'a Op),
+    /// Deleted by a later tag or prefix invalidation of the transaction's own.
+    Covered,
+    /// No write; `true` when the cache was cleared.
+    Nothing(bool),
 }
 
 /// Points `map[key]` at `i`; returns what it held (`NONE`: nothing). Reserves first,
@@ -271,6 +297,7 @@ impl WriteSet {
             Op::Clear { cache } => index_name(&mut self.clears, cache, i)?,
             Op::ClearAll => self.clear_all.replace(i).unwrap_or(NONE),
             Op::Declare { cache, .. } => index_name(&mut self.declares, cache, i)?,
+            Op::InvalidateTags { cache, .. } | Op::DeletePrefix { cache, .. } => index_name(&mut self.predicates, cache, i)?,
         };
         self.ops.push(Logged { level, op, key_hash, prev, replaced, superseded: false });
         Ok(())
@@ -293,6 +320,7 @@ impl WriteSet {
             Op::Clear { cache } => restore_name(&mut self.clears, cache, l.prev),
             Op::ClearAll => self.clear_all = (l.prev != NONE).then_some(l.prev),
             Op::Declare { cache, .. } => restore_name(&mut self.declares, cache, l.prev),
+            Op::InvalidateTags { cache, .. } | Op::DeletePrefix { cache, .. } => restore_name(&mut self.predicates, cache, l.prev),
         }
     }
 
@@ -327,14 +355,44 @@ impl WriteSet {
 
     pub fn lookup(&self, cache: &str, key: &[u8]) -> Pending<'_> {
         match self.live_write(cache, key) {
-            Ok(Op::Set { value, kind, .. }) => Pending::Value(value, *kind),
-            Ok(Op::Delete { .. }) => Pending::Deleted,
+            Live::Write(Op::Set { value, kind, .. }) => Pending::Value(value, *kind),
+            Live::Write(Op::Delete { .. }) | Live::Covered => Pending::Deleted,
             // A touch is logged only when the transaction has no value of its own:
             // the shared cache's value it is.
-            Ok(_) => Pending::Unknown,
-            Err(true) => Pending::Cleared,
-            Err(false) => Pending::Unknown,
+            Live::Write(_) => Pending::Unknown,
+            Live::Nothing(true) => Pending::Cleared,
+            Live::Nothing(false) => Pending::Unknown,
         }
+    }
+
+    /// The tags this transaction invalidated in `cache` since its last clear of it
+    /// (hashes): entries of the shared cache carrying one are misses for it.
+    pub fn hidden_tags(&self, cache: &str) -> Result<Vec<u64>, OutOfMemory> {
+        let mut out = Vec::new();
+        let mut i = self.predicates.get(cache).copied().unwrap_or(NONE);
+        while i != NONE && self.after_clear(cache, i) {
+            if let Op::InvalidateTags { tags, .. } = &self.ops[i].op {
+                out.try_reserve(tags.len())?;
+                out.extend_from_slice(tags);
+            }
+            i = self.ops[i].prev;
+        }
+        Ok(out)
+    }
+
+    /// Whether a tag or prefix invalidation of `cache` logged after operation
+    /// `after` covers `key` (or, for tags, one of `tags`).
+    fn covered_since(&self, cache: &str, key: &[u8], tags: &[u64], after: usize) -> bool {
+        let mut i = self.predicates.get(cache).copied().unwrap_or(NONE);
+        while i != NONE && (after == NONE || i > after) {
+            match &self.ops[i].op {
+                Op::DeletePrefix { prefix, .. } if key.starts_with(prefix) => return true,
+                Op::InvalidateTags { tags: invalidated, .. } if tags.iter().any(|t| invalidated.contains(t)) => return true,
+                _ => {}
+            }
+            i = self.ops[i].prev;
+        }
+        false
     }
 
     /// What the transaction's last write of the key is guarded by: the read it was
@@ -342,7 +400,7 @@ impl WriteSet {
     /// that write carries the same guard.
     pub fn seen(&self, cache: &str, key: &[u8]) -> Option<Seen> {
         match self.live_write(cache, key) {
-            Ok(Op::Set { mode: SetMode::IfUnchanged(seen), .. } | Op::Delete { seen: Some(seen), .. }) => Some(*seen),
+            Live::Write(Op::Set { mode: SetMode::IfUnchanged(seen), .. } | Op::Delete { seen: Some(seen), .. }) => Some(*seen),
             _ => None,
         }
     }
@@ -351,7 +409,9 @@ impl WriteSet {
     /// or an increment of the key starts from).
     pub fn last_set(&self, cache: &str, key: &[u8]) -> Option<LastSet<'_>> {
         match self.live_write(cache, key) {
-            Ok(Op::Set { value, kind, mode, expiry, .. }) => Some(LastSet { value, kind: *kind, mode: *mode, expiry: *expiry }),
+            Live::Write(Op::Set { value, kind, mode, expiry, tags, .. }) => {
+                Some(LastSet { value, kind: *kind, mode: *mode, expiry: *expiry, tags })
+            }
             _ => None,
         }
     }
@@ -360,19 +420,32 @@ impl WriteSet {
     /// the key is one.
     pub fn touched(&self, cache: &str, key: &[u8]) -> Option<Expiry> {
         match self.live_write(cache, key) {
-            Ok(Op::Touch { expiry, .. }) => Some(*expiry),
+            Live::Write(Op::Touch { expiry, .. }) => Some(*expiry),
             _ => None,
         }
     }
 
-    /// The last write of the key since the cache's last clear; `Err(cleared)` when
-    /// there is none.
-    fn live_write(&self, cache: &str, key: &[u8]) -> Result<&Op, bool> {
+    /// The last write of the key since the cache's last clear, unless a tag or
+    /// prefix invalidation made after it covers it.
+    fn live_write(&self, cache: &str, key: &[u8]) -> Live<'_> {
         let last_write = self.last_write(self.hasher.hash_one((cache, key)), cache, key);
         let last_clear = self.last_clear(cache);
+        let since = match (last_write, last_clear) {
+            (Some(w), c) if c.is_none_or(|c| w > c) => w,
+            (_, c) => c.unwrap_or(NONE),
+        };
+        if !self.predicates.is_empty() {
+            let tags = match last_write.map(|w| &self.ops[w].op) {
+                Some(Op::Set { tags, .. }) if since == last_write.unwrap_or(NONE) => tags.as_slice(),
+                _ => &[],
+            };
+            if self.covered_since(cache, key, tags, since) {
+                return Live::Covered;
+            }
+        }
         match (last_write, last_clear) {
-            (Some(w), c) if c.is_none_or(|c| w > c) => Ok(&self.ops[w].op),
-            (_, c) => Err(c.is_some()),
+            (Some(w), c) if c.is_none_or(|c| w > c) => Live::Write(&self.ops[w].op),
+            (_, c) => Live::Nothing(c.is_some()),
         }
     }
 
@@ -427,17 +500,24 @@ impl WriteSet {
         plan.writes.try_reserve_exact(writes)?;
         plan.clears.try_reserve_exact(self.clears.len())?;
         plan.declares.try_reserve_exact(self.declares.len())?;
+        let predicates = self.ops.iter().filter(|l| matches!(l.op, Op::InvalidateTags { .. } | Op::DeletePrefix { .. })).count();
+        plan.tags.try_reserve_exact(predicates)?;
+        plan.prefixes.try_reserve_exact(predicates)?;
         for (i, l) in self.ops.iter().enumerate() {
             match &l.op {
-                Op::Set { cache, key, value, expiry, .. } if live(i, l) => {
-                    plan.writes.push(Write { op: i, cache, key, change: Change::Set { value, expiry: *expiry } });
+                Op::Set { cache, key, value, expiry, tags, .. } if live(i, l) => {
+                    let covered = !self.predicates.is_empty() && self.covered_since(cache, key, tags, i);
+                    let change = if covered { Change::Delete } else { Change::Set { value, expiry: *expiry } };
+                    plan.writes.push(Write { op: i, cache, key, change, covered });
                 }
                 Op::Delete { cache, key, .. } if live(i, l) => {
-                    plan.writes.push(Write { op: i, cache, key, change: Change::Delete });
+                    plan.writes.push(Write { op: i, cache, key, change: Change::Delete, covered: false });
                 }
                 Op::Touch { cache, key, expiry } if live(i, l) => {
-                    plan.writes.push(Write { op: i, cache, key, change: Change::Touch { expiry: *expiry } });
+                    plan.writes.push(Write { op: i, cache, key, change: Change::Touch { expiry: *expiry }, covered: false });
                 }
+                Op::InvalidateTags { cache, tags } if self.after_clear(cache, i) => plan.tags.push((cache, tags)),
+                Op::DeletePrefix { cache, prefix } if self.after_clear(cache, i) => plan.prefixes.push((cache, prefix)),
                 Op::Clear { cache } if self.clears.get(cache) == Some(&i) => plan.clears.push(cache),
                 Op::Declare { cache, config, .. } if self.declares.get(cache) == Some(&i) => {
                     plan.declares.push((cache, **config));
@@ -471,7 +551,7 @@ mod tests {
     }
 
     fn set(c: &str, k: &str, v: &str) -> Op {
-        Op::Set { cache: c.into(), key: k.into(), value: v.into(), kind: ValueKind::Jsonb, expiry: Expiry::Default, mode: SetMode::Fill }
+        Op::Set { cache: c.into(), key: k.into(), value: v.into(), kind: ValueKind::Jsonb, expiry: Expiry::Default, mode: SetMode::Fill, tags: Vec::new() }
     }
 
     #[test]
@@ -481,7 +561,7 @@ mod tests {
         w.push_ok(1, set("c", "j", "2"));
         assert!(w.only_fills());
         // A put overwritten by a fill still counts: the fill may derive from it.
-        w.push_ok(1, Op::Set { cache: "c".into(), key: b"k".to_vec(), value: b"3".to_vec(), kind: ValueKind::Jsonb, expiry: Expiry::Default, mode: SetMode::Put });
+        w.push_ok(1, Op::Set { cache: "c".into(), key: b"k".to_vec(), value: b"3".to_vec(), kind: ValueKind::Jsonb, expiry: Expiry::Default, mode: SetMode::Put, tags: Vec::new() });
         w.push_ok(1, set("c", "k", "4"));
         assert!(!w.only_fills());
         // So does a fill written again (what an increment or a touch of it logs).
@@ -535,8 +615,8 @@ mod tests {
         assert_eq!(
             p.writes,
             vec![
-                Write { op: 3, cache: "c", key: b"b", change: Change::Set { value: b"2", expiry: Expiry::Default } },
-                Write { op: 5, cache: "d", key: b"x", change: Change::Delete },
+                Write { op: 3, cache: "c", key: b"b", change: Change::Set { value: b"2", expiry: Expiry::Default }, covered: false },
+                Write { op: 5, cache: "d", key: b"x", change: Change::Delete, covered: false },
             ]
         );
     }
@@ -573,10 +653,10 @@ mod tests {
         assert_eq!(w.seen("c", b"k"), None);
         assert_eq!(w.touched("c", b"k"), Some(Expiry::After(5)));
         let p = w.plan().unwrap();
-        assert_eq!(p.writes, vec![Write { op: 0, cache: "c", key: b"k", change: Change::Touch { expiry: Expiry::After(5) } }]);
-        w.push_ok(1, Op::Set { cache: "c".into(), key: b"k".to_vec(), value: b"1".to_vec(), kind: ValueKind::Jsonb, expiry: Expiry::Default, mode: SetMode::IfUnchanged(seen) });
+        assert_eq!(p.writes, vec![Write { op: 0, cache: "c", key: b"k", change: Change::Touch { expiry: Expiry::After(5) }, covered: false }]);
+        w.push_ok(1, Op::Set { cache: "c".into(), key: b"k".to_vec(), value: b"1".to_vec(), kind: ValueKind::Jsonb, expiry: Expiry::Default, mode: SetMode::IfUnchanged(seen), tags: Vec::new() });
         assert_eq!(w.seen("c", b"k"), Some(seen));
-        assert_eq!(w.last_set("c", b"k"), Some(LastSet { value: b"1", kind: ValueKind::Jsonb, mode: SetMode::IfUnchanged(seen), expiry: Expiry::Default }));
+        assert_eq!(w.last_set("c", b"k"), Some(LastSet { value: b"1", kind: ValueKind::Jsonb, mode: SetMode::IfUnchanged(seen), expiry: Expiry::Default, tags: &[] }));
         assert_eq!(w.plan().unwrap().writes.len(), 1, "the set supersedes the touch");
         w.push_ok(2, Op::Delete { cache: "c".into(), key: b"k".to_vec(), seen: Some(seen) });
         assert_eq!((w.lookup("c", b"k"), w.seen("c", b"k")), (Pending::Deleted, Some(seen)));
@@ -656,7 +736,7 @@ mod tests {
                     2 => Op::Declare { cache, config: Box::new(config), previous: None },
                     3 => Op::Delete { cache, key, seen: None },
                     4 => Op::Touch { cache, key, expiry: Expiry::After(5) },
-                    _ => Op::Set { cache, key, value: next(100).to_string().into_bytes(), kind: ValueKind::Jsonb, expiry: Expiry::Default, mode: SetMode::Fill },
+                    _ => Op::Set { cache, key, value: next(100).to_string().into_bytes(), kind: ValueKind::Jsonb, expiry: Expiry::Default, mode: SetMode::Fill, tags: Vec::new() },
                 };
                 match next(8) {
                     0 if level < 5 => level += 1,
@@ -685,4 +765,47 @@ mod tests {
             }
         }
     }
+
+    fn tagged(c: &str, k: &str, v: &str, tags: &[u64]) -> Op {
+        Op::Set { cache: c.into(), key: k.into(), value: v.into(), kind: ValueKind::Jsonb, expiry: Expiry::Default, mode: SetMode::Fill, tags: tags.to_vec() }
+    }
+
+    #[test]
+    fn own_tag_and_prefix_invalidations_cover_earlier_writes_only() {
+        let mut w = WriteSet::default();
+        w.push_ok(1, tagged("c", "a", "1", &[7]));
+        w.push_ok(1, tagged("c", "b", "2", &[8]));
+        w.push_ok(1, tagged("c", "user:1", "3", &[]));
+        w.push_ok(1, Op::InvalidateTags { cache: "c".into(), tags: vec![7] });
+        w.push_ok(2, Op::DeletePrefix { cache: "c".into(), prefix: b"user:".to_vec() });
+        assert_eq!(w.lookup("c", b"a"), Pending::Deleted, "a carries tag 7");
+        assert_eq!(w.lookup("c", b"b"), Pending::Value(b"2", ValueKind::Jsonb));
+        assert_eq!(w.lookup("c", b"user:1"), Pending::Deleted);
+        assert_eq!(w.lookup("c", b"user:2"), Pending::Deleted, "covered without a write of its own");
+        assert_eq!(w.lookup("c", b"other"), Pending::Unknown, "tags of the shared cache's entries are the store's to judge");
+        assert_eq!(w.lookup("d", b"user:1"), Pending::Unknown, "per cache");
+        assert_eq!(w.hidden_tags("c").unwrap(), vec![7]);
+        assert_eq!(w.hidden_tags("d").unwrap(), Vec::<u64>::new());
+        // Written again after the invalidation: its value.
+        w.push_ok(2, tagged("c", "a", "4", &[7]));
+        assert_eq!(w.lookup("c", b"a"), Pending::Value(b"4", ValueKind::Jsonb));
+        let p = w.plan().unwrap();
+        assert_eq!(p.tags, vec![("c", &[7u64][..])]);
+        assert_eq!(p.prefixes, vec![("c", &b"user:"[..])]);
+        let covered: Vec<_> = p.writes.iter().map(|x| (x.key, x.covered, matches!(x.change, Change::Delete))).collect();
+        assert_eq!(covered, vec![(&b"b"[..], false, false), (&b"user:1"[..], true, true), (&b"a"[..], false, false)]);
+        drop(p);
+        // The savepoint rolls back with its prefix invalidation and later write.
+        w.rollback_to(2);
+        assert_eq!(w.lookup("c", b"user:1"), Pending::Value(b"3", ValueKind::Jsonb));
+        assert_eq!(w.lookup("c", b"a"), Pending::Deleted);
+        let p = w.plan().unwrap();
+        assert!(p.prefixes.is_empty());
+        assert!(p.writes.iter().any(|x| x.key == b"a" && x.covered), "a is committed as a delete");
+        // A clear after them makes them moot.
+        w.push_ok(1, Op::Clear { cache: "c".into() });
+        assert!(w.plan().unwrap().tags.is_empty());
+        assert_eq!(w.hidden_tags("c").unwrap(), Vec::<u64>::new());
+    }
+
 }

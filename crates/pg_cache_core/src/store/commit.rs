@@ -23,7 +23,8 @@ impl Prepared {
 }
 
 /// What a write stores: `value` of `kind` under the stored `key` (whose hash is
-/// `hash`), until `expires_at` ([`NO_EXPIRY`]: until evicted or invalidated).
+/// `hash`), until `expires_at` ([`NO_EXPIRY`]: until evicted or invalidated),
+/// carrying `tags` (hashes from [`super::tag_hash`], at most [`super::MAX_TAGS`]).
 #[derive(Debug, Clone, Copy)]
 pub struct NewEntry<'a> {
     pub key: &'a [u8],
@@ -31,6 +32,7 @@ pub struct NewEntry<'a> {
     pub kind: ValueKind,
     pub hash: u64,
     pub expires_at: i64,
+    pub tags: &'a [u64],
 }
 
 /// A commit of several writes, a clear or a declaration to one cache, holding its
@@ -107,6 +109,27 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
         st.fenced_locked(st.slot(self.r.index), hash, start)
     }
 
+    /// [`CacheCommit::is_stale`] for the prepared fill `p` of `key`, judged by the
+    /// tags it carries and the cache's prefix invalidations too.
+    pub fn is_stale_fill(&self, p: Prepared, key: &[u8], start: i64) -> bool {
+        let st = self.store;
+        let mut tags = [0u64; MAX_TAGS];
+        let n = st.prepared_tags(p, &mut tags);
+        self.is_stale(p.hash, start) || st.predicates_fence(st.slot(self.r.index), key, &tags[..n], start)
+    }
+
+    /// Makes every entry of this cache carrying any of `tags` (hashes from
+    /// [`super::tag_hash`]) a miss, and fences fills carrying them.
+    pub fn invalidate_tags(&self, tags: &[u64]) {
+        self.apply(&Invalidation::Tags { cache: self.r, tags });
+    }
+
+    /// Makes every entry of this cache whose stored key starts with `prefix` a miss,
+    /// and fences fills of such keys.
+    pub fn invalidate_prefix(&self, prefix: &[u8]) {
+        self.apply(&Invalidation::Prefix { cache: self.r, prefix });
+    }
+
     /// Whether the key still holds the entry `seen` (see [`KeyCommit::install_if_unchanged`]):
     /// `Some` of its expiry now if it does. Ask before this commit changes anything:
     /// no other commit of the cache can run until this one ends (eviction and the
@@ -139,7 +162,10 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
 
     /// Applies an invalidation of this cache (a key of it, or all of it).
     pub fn apply(&self, inv: &Invalidation) -> bool {
-        debug_assert!(matches!(*inv, Invalidation::Key { cache, .. } | Invalidation::Cache { cache } if cache == self.r));
+        debug_assert!(matches!(*inv,
+            Invalidation::Key { cache, .. } | Invalidation::Cache { cache } | Invalidation::Tags { cache, .. } | Invalidation::Prefix { cache, .. }
+            if cache == self.r));
+        debug_assert!(self.shadow.is_none() || matches!(*inv, Invalidation::Key { .. } | Invalidation::Cache { .. }), "tags and prefixes are not shadowed");
         self.store.apply_locked(inv, self.now)
     }
 
@@ -287,11 +313,13 @@ impl<'a, L: Locks> Store<'a, L> {
     /// Takes no partition lock while it allocates. `Ok(None)`: no room could be made
     /// (every block is held by entries other transactions are about to install).
     pub fn prepare(&self, reserve: Option<&Reserve>, r: SlotRef, entry: &NewEntry, now: i64) -> Result<Option<Prepared>, StoreError> {
-        let NewEntry { key, value, kind, hash, expires_at } = *entry;
-        if key.len() + value.len() > self.max_payload() {
+        let NewEntry { key, value, kind, hash, expires_at, tags } = *entry;
+        let tags = &tags[..tags.len().min(MAX_TAGS)];
+        let payload = key.len() + value.len() + tags.len() * 8;
+        if payload > self.max_payload() {
             return Err(StoreError::TooLarge);
         }
-        let n = blocks_for(key.len() + value.len());
+        let n = blocks_for(payload);
         self.prefetch_install(hash);
         let reserved = self.take_reserve(reserve, n as u32);
         let (first, last) = match reserved {
@@ -327,6 +355,7 @@ impl<'a, L: Locks> Store<'a, L> {
                     slot: r.index,
                     state: AtomicU8::new(ENTRY_LIVE),
                     flags: kind as u8 | if counted { PENDING } else { 0 },
+                    tags: tags.len() as u8,
                     gen: 0,
                     key_len: key.len() as u32,
                     value_len: value.len() as u32,
@@ -338,7 +367,11 @@ impl<'a, L: Locks> Store<'a, L> {
                 },
             );
         }
-        self.write_payload(first, key, value);
+        let mut tag_bytes = [0u8; MAX_TAGS * 8];
+        for (i, t) in tags.iter().enumerate() {
+            tag_bytes[i * 8..i * 8 + 8].copy_from_slice(&t.to_le_bytes());
+        }
+        self.write_payload(first, key, value, &tag_bytes[..tags.len() * 8]);
         Ok(Some(Prepared { block: first, hash }))
     }
 
@@ -442,7 +475,8 @@ impl<'a, L: Locks> Store<'a, L> {
             }
             // Clears take the commit lock exclusively, so last_clear cannot move while
             // we hold it shared; same-key commits wait for this partition lock.
-            let stale = matches!(cond, InstallIf::FreshSince(start) if self.fenced_locked(s, p.hash, start));
+            let stale = matches!(cond, InstallIf::FreshSince(start)
+                if self.fenced_locked(s, p.hash, start) || self.fill_fenced_by_predicates(s, p, key, start));
             // A stale fill still invalidates its key: whatever the transaction meant
             // to replace must not outlive it.
             let unlinked = self.unlink_key_locked(r, bucket, p.hash, key);

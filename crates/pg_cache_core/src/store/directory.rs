@@ -63,6 +63,8 @@ impl<L: Locks> Store<'_, L> {
             c.store(0, Ordering::Relaxed);
         }
         s.list.key_floor.store(NEVER, Ordering::Relaxed);
+        s.list.tag_floor.store(NEVER, Ordering::Relaxed);
+        s.prefix_count.store(0, Ordering::Relaxed);
         s.list.invalidated_at.store(NEVER, Ordering::Relaxed);
         s.list.max_bytes.store(config.max_bytes, Ordering::Relaxed);
         s.list.policy.store(config.policy as u8, Ordering::Relaxed);

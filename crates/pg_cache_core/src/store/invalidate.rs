@@ -43,19 +43,34 @@ impl<'a, L: Locks> Store<'a, L> {
     pub fn invalidate(&self, inv: &Invalidation, now: i64) -> bool {
         match *inv {
             Invalidation::Key { cache, .. } => self.commit_one(cache, now).apply(inv),
-            Invalidation::Cache { cache } => self.commit(cache, now).apply(inv),
+            Invalidation::Cache { cache } | Invalidation::Tags { cache, .. } | Invalidation::Prefix { cache, .. } => {
+                self.commit(cache, now).apply(inv)
+            }
             Invalidation::Database { .. } | Invalidation::DropCaches { .. } => self.apply_locked(inv, now),
         }
     }
 
     /// The one place an invalidation is applied. `Key`: that cache's commit lock held
-    /// (shared or exclusive); `Cache`: held exclusively; the others: no commit lock
+    /// (shared or exclusive); `Cache`, `Tags`, `Prefix`: held exclusively; the others: no commit lock
     /// held (they take each cache's in turn). Whether a visible entry was removed.
     pub(super) fn apply_locked(&self, inv: &Invalidation, now: i64) -> bool {
         match *inv {
             Invalidation::Key { cache, key, hash } => self.invalidate_key_locked(cache, key, hash, now, None),
             Invalidation::Cache { cache } => {
                 self.clear_locked(cache, now);
+                false
+            }
+            Invalidation::Tags { cache, tags } => {
+                let s = self.slot(cache.index);
+                if s.incarnation.load(Ordering::Acquire) == cache.incarnation {
+                    for &t in tags {
+                        self.raise_tag(s, t, now);
+                    }
+                }
+                false
+            }
+            Invalidation::Prefix { cache, prefix } => {
+                self.invalidate_prefix_locked(cache, prefix, now);
                 false
             }
             Invalidation::Database { db, except } => {
@@ -181,6 +196,8 @@ impl<'a, L: Locks> Store<'a, L> {
         s.list.entries.store(0, Ordering::Relaxed);
         s.list.bytes.store(0, Ordering::Relaxed);
         s.last_clear.fetch_max(now, Ordering::Release);
+        // The clear covers every prefix invalidation committed so far.
+        s.prefix_count.store(0, Ordering::Release);
         self.hdr().hidden.fetch_add(1, Ordering::Release);
     }
 }

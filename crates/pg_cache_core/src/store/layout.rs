@@ -8,6 +8,7 @@ use std::mem::size_of;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use super::fences::{DbFences, FenceBucket};
+use super::predicates::{PrefixFence, TagSet, MAX_PREFIXES};
 use super::*;
 use crate::value::ValueKind;
 
@@ -106,10 +107,15 @@ pub struct CacheSlot {
     /// 1 while a shadowed commit of this cache is not yet published: entries it
     /// marked are read as before it (see shadow.rs).
     pub(super) installing: AtomicU32,
+    /// Live prefix invalidations in `prefixes` (0: a lookup looks no further).
+    pub(super) prefix_count: AtomicU32,
     /// Commit time of the last committed clear: also this cache's fence.
     pub(super) last_clear: AtomicI64,
     pub(super) name: UnsafeCell<[u8; MAX_NAME + 1]>,
     pub(super) config: UnsafeCell<CacheConfig>,
+    /// Committed `cache_delete_prefix` invalidations not yet folded into a clear
+    /// (predicates.rs); written under the commit lock held exclusively.
+    pub(super) prefixes: [PrefixFence; MAX_PREFIXES],
     /// Written by installs, evictions and LRU moves: kept off the lines above.
     pub(super) list: Line<SlotList>,
 }
@@ -145,6 +151,10 @@ pub(super) struct SlotList {
     /// Key fences of this cache forgotten to make room in the fence table: a fill
     /// by a transaction that started at or before it is stale (fences.rs).
     pub(super) key_floor: AtomicI64,
+    /// Tag invalidations of this cache forgotten to make room in the tag table: an
+    /// entry carrying any tag and installed before it is a miss, and a fill carrying
+    /// any tag by a transaction that started at or before it is stale (predicates.rs).
+    pub(super) tag_floor: AtomicI64,
     /// The latest key invalidation of this cache: when the slot is freed, its
     /// database's fence takes it, so that a cache created again under the name
     /// (in another slot, with other hashes) still fences older fills.
@@ -188,10 +198,15 @@ impl EntryHead {
         ValueKind::from_byte(self.flags & !super::shadow::MARKS)
     }
 
-    /// Blocks the entry takes (what its key and value need; not stored: the head is
-    /// full).
+    /// Blocks the entry takes (what its key, value and tags need; not stored: the
+    /// head is full).
     pub(super) fn blocks(&self) -> u32 {
-        blocks_for((self.key_len + self.value_len) as usize) as u32
+        blocks_for(self.payload_len()) as u32
+    }
+
+    /// Bytes of payload: the stored key, the value, then the tags' hashes.
+    pub(super) fn payload_len(&self) -> usize {
+        self.key_len as usize + self.value_len as usize + self.tags as usize * 8
     }
 
     /// Hidden by a clear (or a drop's generation): an older generation than its
@@ -219,6 +234,9 @@ pub(super) struct EntryHead {
     /// prepared and counted in its slot's `pending_bytes` (cleared before it is
     /// linked in, so readers only ever see the kind).
     pub(super) flags: u8,
+    /// How many tags the entry carries (at most [`super::MAX_TAGS`]): their hashes
+    /// follow the value in the payload, 8 bytes each. In the head's padding.
+    pub(super) tags: u8,
     pub(super) gen: u32,
     pub(super) key_len: u32,
     pub(super) value_len: u32,
@@ -259,6 +277,9 @@ pub struct Geometry {
     pub(super) dbs_off: usize,
     pub(super) buckets_off: usize,
     pub(super) fences_off: usize,
+    /// The tag table (predicates.rs): `tag_sets` sets of four tags.
+    pub tag_sets: u32,
+    pub(super) tags_off: usize,
     /// Expiry groups: [`GROUP_BUCKETS`] buckets of one partition each, with the
     /// earliest expiry installed in them since their last sweep.
     pub groups: u32,
@@ -334,7 +355,10 @@ impl Geometry {
         let fence_buckets = (buckets / 32).max(PARTITIONS);
         let fences_off = align64(buckets_off + buckets * 4);
         let groups = PARTITIONS * (buckets / PARTITIONS).div_ceil(GROUP_BUCKETS as usize);
-        let groups_off = align64(fences_off + fence_buckets * size_of::<FenceBucket>());
+        // A tag set remembers four tags; one per 128 hash buckets: 0.4% of memory.
+        let tag_sets = (buckets / 128).max(PARTITIONS);
+        let tags_off = align64(fences_off + fence_buckets * size_of::<FenceBucket>());
+        let groups_off = align64(tags_off + tag_sets * size_of::<TagSet>());
         let blocks_off = align64(groups_off + groups * size_of::<AtomicI64>());
         let blocks = memory.checked_sub(blocks_off)? / BLOCK_SIZE;
         if blocks < 64 || blocks >= NIL as usize {
@@ -352,6 +376,8 @@ impl Geometry {
             dbs_off,
             buckets_off,
             fences_off,
+            tag_sets: tag_sets as u32,
+            tags_off,
             groups: groups as u32,
             groups_off,
             blocks_off,
@@ -401,6 +427,13 @@ impl<'a, L: Locks> Store<'a, L> {
         debug_assert!(f < self.geo.fence_buckets);
         // SAFETY: f < fence_buckets, inside the fence table.
         unsafe { (self.base.add(self.geo.fences_off) as *mut FenceBucket).add(f as usize) }
+    }
+
+    /// Set `i` of the tag table.
+    pub(super) fn tag_set(&self, i: u32) -> &TagSet {
+        debug_assert!(i < self.geo.tag_sets);
+        // SAFETY: i < tag_sets, inside the tag table; zeroed bytes are empty sets.
+        unsafe { &*(self.base.add(self.geo.tags_off) as *const TagSet).add(i as usize) }
     }
 
     /// The fence bucket of `hash`; guarded by the same partition lock as its hash bucket.
@@ -482,7 +515,7 @@ impl<'a, L: Locks> Store<'a, L> {
     /// Calls `f` on each piece of an entry's payload, in order.
     pub(super) fn for_each_payload_chunk(&self, first: u32, mut f: impl FnMut(&[u8]) -> bool) {
         // SAFETY: `first` is an allocated entry the caller keeps alive.
-        let total = unsafe { ((*self.head(first)).key_len + (*self.head(first)).value_len) as usize };
+        let total = unsafe { (*self.head(first)).payload_len() };
         let mut left = total;
         let mut b = first;
         let mut start = HEAD_SIZE;
@@ -519,30 +552,45 @@ impl<'a, L: Locks> Store<'a, L> {
     }
 
     /// Copies the value of entry `first` into `out` (which has `value_len` bytes).
+    #[inline]
     pub(super) fn copy_value(&self, first: u32, out: &mut [u8]) {
         // SAFETY: `first` is an allocated entry the caller keeps alive.
         let key_len = unsafe { (*self.head(first)).key_len } as usize;
+        if key_len + out.len() <= FIRST_PAYLOAD {
+            // The common small entry: all in its first block (a hit costs 60
+            // instructions less than through the chunk walk).
+            // SAFETY: [HEAD_SIZE + key_len, + out.len()) lies inside the first block.
+            let at = unsafe { std::slice::from_raw_parts(self.block(first).add(HEAD_SIZE + key_len), out.len()) };
+            out.copy_from_slice(at);
+            return;
+        }
+        self.copy_payload(first, key_len, out);
+    }
+
+    /// Copies `out.len()` payload bytes of entry `first` from offset `from` on.
+    pub(super) fn copy_payload(&self, first: u32, from: usize, out: &mut [u8]) {
         let mut pos = 0usize; // position in the payload stream
         let mut written = 0usize;
         self.for_each_payload_chunk(first, |chunk| {
             let end = pos + chunk.len();
-            if end > key_len {
-                let from = key_len.saturating_sub(pos);
-                let n = chunk.len() - from;
-                out[written..written + n].copy_from_slice(&chunk[from..]);
+            if end > from {
+                let start = from.saturating_sub(pos);
+                let n = (chunk.len() - start).min(out.len() - written);
+                out[written..written + n].copy_from_slice(&chunk[start..start + n]);
                 written += n;
             }
             pos = end;
-            true
+            written < out.len()
         });
     }
 
-    /// Writes `key` then `value` into the blocks of entry `first`, block by block,
-    /// with whole-slice copies. The entry is the caller's alone (not yet linked in).
-    pub(super) fn write_payload(&self, first: u32, key: &[u8], value: &[u8]) {
+    /// Writes `key`, `value` then `tags` (their bytes) into the blocks of entry
+    /// `first`, block by block, with whole-slice copies. The entry is the caller's
+    /// alone (not yet linked in).
+    pub(super) fn write_payload(&self, first: u32, key: &[u8], value: &[u8], tags: &[u8]) {
         let mut b = first;
         let mut start = HEAD_SIZE;
-        for mut src in [key, value] {
+        for mut src in [key, value, tags] {
             while !src.is_empty() {
                 if start == BLOCK_SIZE {
                     b = self.next_of(b);

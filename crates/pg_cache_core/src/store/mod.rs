@@ -43,6 +43,7 @@ mod invalidate;
 mod layout;
 mod maintenance;
 mod policy;
+mod predicates;
 mod read;
 mod shadow;
 
@@ -51,7 +52,8 @@ pub use commit::{CacheCommit, KeyCommit, NewEntry, Prepared};
 pub use config::{CacheConfig, Policy, RoleList, MAX_ROLES};
 pub use layout::{blocks_for, entry_bytes, ms, CacheSlot, Geometry, STRIPES};
 pub use maintenance::Sweep;
-pub use read::{Lookup, Observed, Seen};
+pub use predicates::{tag_hash, MAX_PREFIXES, MAX_TAGS, PREFIX_BYTES};
+pub use read::{Lookup, Observed, Seen, Tags, View};
 use layout::*;
 use policy::*;
 

@@ -28,6 +28,48 @@ pub struct Observed<T> {
     pub found: Lookup<T>,
     pub seen: Seen,
     pub expires_at: i64,
+    /// The tags of the entry seen (a write computed from it carries them on); empty
+    /// for [`Store::lookup`] and its kin, which do not read them.
+    pub tags: Tags,
+}
+
+/// What one lookup found, before [`Store::observe`] adds the entry's tags.
+pub(super) struct Found<T> {
+    pub(super) found: Lookup<T>,
+    seen: Seen,
+    expires_at: i64,
+}
+
+/// The tags of an entry (hashes), as [`Store::observe`] read them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tags {
+    n: u8,
+    hashes: [u64; MAX_TAGS],
+}
+
+impl Tags {
+    pub fn as_slice(&self) -> &[u64] {
+        &self.hashes[..self.n as usize]
+    }
+}
+
+/// What a read may see: entries installed before `installed_before` ([`LATEST`]:
+/// any), and none carrying one of `hidden_tags` (tags the reading transaction has
+/// invalidated itself, not yet committed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct View<'a> {
+    pub installed_before: i64,
+    pub hidden_tags: &'a [u64],
+}
+
+impl View<'static> {
+    /// The latest committed entries.
+    pub const LATEST: View<'static> = View { installed_before: LATEST, hidden_tags: &[] };
+
+    /// Entries installed before `t` (a snapshot read, see [`Store::lookup_as_of`]).
+    pub fn as_of(t: i64) -> View<'static> {
+        View { installed_before: t, hidden_tags: &[] }
+    }
 }
 
 /// What a lookup found.
@@ -35,7 +77,8 @@ pub struct Observed<T> {
 pub enum Lookup<T> {
     Hit(T),
     Miss,
-    /// Present but past its TTL: a miss; the caller may reclaim it with `remove_expired`.
+    /// Present but past its TTL, or covered by a tag or prefix invalidation: a miss;
+    /// the caller may reclaim it with `remove_expired`.
     Expired,
     /// Present, but holding a value of another kind than asked for (`None`: a kind
     /// this build does not know).
@@ -60,12 +103,13 @@ impl<'a, L: Locks> Store<'a, L> {
         now: impl Fn() -> i64,
         read: impl FnMut(usize, &dyn Fn(&mut [u8])) -> T,
     ) -> Lookup<T> {
-        self.lookup_as_of(r, key, hash, kind, LATEST, now, read)
+        self.lookup_as_of(r, key, hash, kind, View::LATEST, now, read)
     }
 
-    /// [`Store::lookup`] for a snapshot read: an entry installed at or after
-    /// `installed_before` (the reading transaction's start) is a miss, as a row
-    /// committed after a REPEATABLE READ snapshot is invisible to it.
+    /// [`Store::lookup`] as `view` sees the cache. For a snapshot read an entry
+    /// installed at or after `view.installed_before` (the reading transaction's
+    /// start) is a miss, as a row committed after a REPEATABLE READ snapshot is
+    /// invisible to it.
     #[allow(clippy::too_many_arguments)]
     pub fn lookup_as_of<T>(
         &self,
@@ -73,25 +117,41 @@ impl<'a, L: Locks> Store<'a, L> {
         key: &[u8],
         hash: u64,
         kind: ValueKind,
-        installed_before: i64,
+        view: View,
         now: impl Fn() -> i64,
         read: impl FnMut(usize, &dyn Fn(&mut [u8])) -> T,
     ) -> Lookup<T> {
-        self.lookup_seen::<true, T>(r, key, hash, kind, installed_before, now, read).found
+        self.lookup_seen::<true, T>(r, key, hash, kind, view, now, read).found
     }
 
     /// [`Store::lookup`], and which entry it saw: for a write that must apply only if
     /// the key still holds that entry when it commits.
+    #[allow(clippy::too_many_arguments)]
     pub fn observe<T>(
         &self,
         r: SlotRef,
         key: &[u8],
         hash: u64,
         kind: ValueKind,
+        view: View,
         now: impl Fn() -> i64,
         read: impl FnMut(usize, &dyn Fn(&mut [u8])) -> T,
     ) -> Observed<T> {
-        self.lookup_seen::<true, T>(r, key, hash, kind, LATEST, now, read)
+        let f = self.lookup_seen::<true, T>(r, key, hash, kind, view, now, read);
+        let mut o = Observed { found: f.found, seen: f.seen, expires_at: f.expires_at, tags: Tags::default() };
+        // Read again under the partition lock: the entry may have gone meanwhile,
+        // and then the write made from it will not install (it is not the one seen).
+        if let Seen::Entry { block, serial, .. } = o.seen {
+            let _p = self.lock_bucket(self.bucket_of(hash), Mode::Shared);
+            // SAFETY: any block is allocated memory; its head is read under the
+            // partition lock of the key, and used only if it is still the entry seen.
+            let h = unsafe { &*self.head(block) };
+            if h.serial == serial && h.state.load(Ordering::Acquire) == ENTRY_LIVE && h.tags != 0 {
+                let n = self.tags_of(block, h, &mut o.tags.hashes);
+                o.tags.n = n as u8;
+            }
+        }
+        o
     }
 
     /// Looks up each of `keys` (stored key and hash) as [`Store::lookup`] does and
@@ -104,14 +164,14 @@ impl<'a, L: Locks> Store<'a, L> {
     /// the cache's commit sequence, commits of one key by its count of such commits
     /// begun and ended. After two overlapped passes it takes the commit lock
     /// exclusively for one pass (as a commit would: briefly, the keys of one call).
-    /// `installed_before` as for [`Store::lookup_as_of`] ([`LATEST`]: no filter).
+    /// `view` as for [`Store::lookup_as_of`].
     #[allow(clippy::too_many_arguments)]
     pub fn lookup_many<T>(
         &self,
         r: SlotRef,
         keys: &[(&[u8], u64)],
         kind: ValueKind,
-        installed_before: i64,
+        view: View,
         now: impl Fn() -> i64,
         mut read: impl FnMut(usize, usize, &dyn Fn(&mut [u8])) -> T,
         out: &mut Vec<Lookup<T>>,
@@ -120,7 +180,7 @@ impl<'a, L: Locks> Store<'a, L> {
         let mut pass = |out: &mut Vec<Lookup<T>>| {
             out.clear();
             for (i, &(key, hash)) in keys.iter().enumerate() {
-                let found = self.lookup_once::<true, T>(r, key, hash, kind, installed_before, &now, &mut |len, copy| read(i, len, copy)).found;
+                let found = self.lookup_once::<true, T>(r, key, hash, kind, view, &now, &mut |len, copy| read(i, len, copy)).found;
                 out.push(found);
             }
         };
@@ -146,10 +206,10 @@ impl<'a, L: Locks> Store<'a, L> {
     /// Whether the key holds a live value of any kind: no copy, no hit counted by the
     /// caller, and the entry is not marked used (a probe must not keep it from
     /// eviction).
-    /// `installed_before` as for [`Store::lookup_as_of`] ([`LATEST`]: no filter).
-    pub fn contains(&self, r: SlotRef, key: &[u8], hash: u64, installed_before: i64, now: impl Fn() -> i64) -> bool {
+    /// `view` as for [`Store::lookup_as_of`].
+    pub fn contains(&self, r: SlotRef, key: &[u8], hash: u64, view: View, now: impl Fn() -> i64) -> bool {
         // ValueKind::Jsonb only to have one: a value of another kind answers OtherKind.
-        let found = self.lookup_seen::<false, ()>(r, key, hash, ValueKind::Jsonb, installed_before, now, |_, _| ()).found;
+        let found = self.lookup_seen::<false, ()>(r, key, hash, ValueKind::Jsonb, view, now, |_, _| ()).found;
         matches!(found, Lookup::Hit(()) | Lookup::OtherKind(_))
     }
 
@@ -161,15 +221,15 @@ impl<'a, L: Locks> Store<'a, L> {
         key: &[u8],
         hash: u64,
         kind: ValueKind,
-        installed_before: i64,
+        view: View,
         now: impl Fn() -> i64,
         mut read: impl FnMut(usize, &dyn Fn(&mut [u8])) -> T,
-    ) -> Observed<T> {
+    ) -> Found<T> {
         let s = self.slot(r.index);
         for _ in 0..OPTIMISTIC_LOOKUPS {
             let seq = s.commit_seq.load(Ordering::Acquire);
             if seq % 2 == 0 {
-                let found = self.lookup_once::<TOUCH, T>(r, key, hash, kind, installed_before, &now, &mut read);
+                let found = self.lookup_once::<TOUCH, T>(r, key, hash, kind, view, &now, &mut read);
                 // If this lookup saw a write of a commit, it took the partition lock
                 // after that commit released it, so it sees the commit's first bump.
                 if s.commit_seq.load(Ordering::Acquire) == seq {
@@ -180,7 +240,7 @@ impl<'a, L: Locks> Store<'a, L> {
         }
         self.locks.lock_cache(r.index, Mode::Shared);
         let _c = CacheReadGuard { locks: self.locks, slot: r.index };
-        self.lookup_once::<TOUCH, T>(r, key, hash, kind, installed_before, &now, &mut read)
+        self.lookup_once::<TOUCH, T>(r, key, hash, kind, view, &now, &mut read)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -190,10 +250,10 @@ impl<'a, L: Locks> Store<'a, L> {
         key: &[u8],
         hash: u64,
         kind: ValueKind,
-        installed_before: i64,
+        view: View,
         now: &impl Fn() -> i64,
         read: &mut impl FnMut(usize, &dyn Fn(&mut [u8])) -> T,
-    ) -> Observed<T> {
+    ) -> Found<T> {
         let s = self.slot(r.index);
         let bucket = self.bucket_of(hash);
         let _p = self.lock_bucket(bucket, Mode::Shared);
@@ -211,14 +271,14 @@ impl<'a, L: Locks> Store<'a, L> {
             if !self.is_visible(s, h) {
                 return Step::Next;
             }
-            if h.installed_at >= installed_before {
+            if h.installed_at >= view.installed_before {
                 // Newer than the reading transaction: for it, the key holds nothing.
                 return Step::Stop;
             }
             expires_at = h.expires_at.load(Ordering::Relaxed);
             found = if !self.is_valid(r) {
                 Lookup::Miss
-            } else if expires_at != NO_EXPIRY && now() >= expires_at {
+            } else if (expires_at != NO_EXPIRY && now() >= expires_at) || self.is_invalidated(s, e, h, key, view.hidden_tags) {
                 seen = Seen::Entry { block: e, serial: h.serial, expired: true };
                 Lookup::Expired
             } else if h.kind() != Some(kind) {
@@ -234,7 +294,7 @@ impl<'a, L: Locks> Store<'a, L> {
             };
             Step::Stop
         });
-        Observed { found, seen, expires_at }
+        Found { found, seen, expires_at }
     }
 
     /// Whether a live entry of slot `s` (head `h`) is the one lookups see: not on the
@@ -263,7 +323,9 @@ impl<'a, L: Locks> Store<'a, L> {
         same.then(|| head.map_or(NO_EXPIRY, |h| h.expires_at.load(Ordering::Relaxed)))
     }
 
-    /// The live entry of (slot, key) that lookups see, if any. Partition lock held.
+    /// The live entry of (slot, key) that lookups see, if any: not one a committed
+    /// tag or prefix invalidation covers, which is as good as deleted (a write
+    /// computed from a read of it must not install). Partition lock held.
     pub(super) fn visible_entry_locked(&self, r: SlotRef, bucket: u32, hash: u64, key: &[u8]) -> Option<u32> {
         let s = self.slot(r.index);
         let mut found = None;
@@ -271,25 +333,33 @@ impl<'a, L: Locks> Store<'a, L> {
             if !self.is_entry_of(e, h, r, hash, key) || h.state.load(Ordering::Acquire) != ENTRY_LIVE || !self.is_visible(s, h) {
                 return Step::Next;
             }
-            found = Some(e);
+            if !self.is_invalidated(s, e, h, key, &[]) {
+                found = Some(e);
+            }
             Step::Stop
         });
         found
     }
 
-    /// Reclaims (slot, key) if it is past its TTL; counts an expiration.
+    /// Reclaims (slot, key) if it is past its TTL (counted as an expiration) or
+    /// covered by a committed tag or prefix invalidation.
     pub fn remove_expired(&self, r: SlotRef, key: &[u8], hash: u64, now: i64) {
         let bucket = self.bucket_of(hash);
         let s = self.slot(r.index);
         let unlinked = {
             let _p = self.lock_bucket(bucket, Mode::Exclusive);
             self.walk_chain(bucket, |e, h| {
-                if !self.is_entry_of(e, h, r, hash, key) || !self.is_expired(e, now) {
+                if !self.is_entry_of(e, h, r, hash, key) {
+                    return Step::Next;
+                }
+                let expired = self.is_expired(e, now);
+                let invalidated = h.state.load(Ordering::Acquire) == ENTRY_LIVE && self.is_invalidated(s, e, h, key, &[]);
+                if !expired && !invalidated {
                     return Step::Next;
                 }
                 let _g = self.lock_list(s);
                 if h.state.load(Ordering::Acquire) == ENTRY_LIVE {
-                    if h.gen == s.gen.load(Ordering::Relaxed) {
+                    if expired && h.gen == s.gen.load(Ordering::Relaxed) {
                         s.list.expirations.fetch_add(1, Ordering::Relaxed);
                     }
                     self.retire(s, e);

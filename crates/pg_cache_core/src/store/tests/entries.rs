@@ -181,8 +181,9 @@ fn an_entry_over_half_the_pool_is_refused() {
 
 #[test]
 fn geometry_fits_the_region() {
-    for mb in [1usize, 8, 64, 1024] {
-        let g = Geometry::new(mb << 20, 1024).unwrap();
+    // A slot takes about 1 kB of the region: 1 MB holds 256 of them and entries.
+    for (mb, slots) in [(1usize, 256), (8, 1024), (64, 4096), (1024, 4096)] {
+        let g = Geometry::new(mb << 20, slots).unwrap();
         assert!(g.blocks_off + g.blocks as usize * BLOCK_SIZE <= g.total);
         assert!(g.buckets.is_power_of_two());
         // At least 90% of a large region is block pool, with a bucket per two blocks.
@@ -192,6 +193,8 @@ fn geometry_fits_the_region() {
         }
     }
     assert_eq!(Geometry::new(4096, 1024), None);
+    assert_eq!(Geometry::new(1 << 20, 1024), None, "1,024 slots need more than 1 MB");
+    eprintln!("a cache slot takes {} bytes of the region", std::mem::size_of::<CacheSlot>() + STRIPES * 24);
 }
 
 #[test]

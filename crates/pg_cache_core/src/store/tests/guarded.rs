@@ -5,7 +5,7 @@ use super::*;
 
 fn observe(s: &Store<NoLocks>, r: SlotRef, key: &str, now: i64) -> (Lookup<Vec<u8>>, Seen) {
     let h = hash(r.index, key.as_bytes());
-    let o = s.observe(r, key.as_bytes(), h, ValueKind::Jsonb, || now, |len, copy| {
+    let o = s.observe(r, key.as_bytes(), h, ValueKind::Jsonb, View::LATEST, || now, |len, copy| {
         let mut v = vec![0u8; len];
         copy(&mut v);
         v
@@ -179,8 +179,8 @@ fn a_probe_counts_nothing_and_does_not_keep_an_entry_from_eviction() {
         set(s, r, k, b"v", 3);
     }
     let h = hash(r.index, b"a");
-    assert!(s.contains(r, b"a", h, LATEST, || 0));
-    assert!(!s.contains(r, b"zz", hash(r.index, b"zz"), LATEST, || 0));
+    assert!(s.contains(r, b"a", h, View::LATEST, || 0));
+    assert!(!s.contains(r, b"zz", hash(r.index, b"zz"), View::LATEST, || 0));
     // "a" is the least recently used; a probe leaves it so, a read would not.
     set(s, r, "d", b"v", 3);
     assert_eq!(get(s, r, "a"), None, "probed, still evicted first");

@@ -7,7 +7,7 @@ use crate::value::ValueKind;
 
 /// A jsonb entry (the tests' bytes need not be jsonb: the store never looks inside).
 fn entry<'a>(key: &'a [u8], value: &'a [u8], hash: u64, expires_at: i64) -> NewEntry<'a> {
-    NewEntry { key, value, kind: ValueKind::Jsonb, hash, expires_at }
+    NewEntry { key, value, kind: ValueKind::Jsonb, hash, expires_at, tags: &[] }
 }
 
 /// Single-threaded tests need no locks; they only count the shared acquisitions of
@@ -119,5 +119,6 @@ mod guarded;
 mod eviction;
 mod invalidation;
 mod maintenance;
+mod predicates;
 mod read;
 mod shadow;

@@ -83,7 +83,7 @@ fn a_lookup_returns_only_values_of_the_kind_asked_for() {
     assert_eq!(found(ValueKind::Bytea), Lookup::OtherKind(Some(ValueKind::Jsonb)));
     // A bytea entry answers only a bytea reader.
     let hb = hash(r.index, b"b");
-    let bytes = NewEntry { key: b"b", value: b"\x00\xff", kind: ValueKind::Bytea, hash: hb, expires_at: NO_EXPIRY };
+    let bytes = NewEntry { key: b"b", value: b"\x00\xff", kind: ValueKind::Bytea, hash: hb, expires_at: NO_EXPIRY, tags: &[] };
     let p = s.prepare(None, r, &bytes, 0).unwrap().expect("room");
     s.commit(r, 0).install(None, p, b"b", 10);
     let found_b = |kind| s.lookup(r, b"b", hb, kind, || 0, |len, copy| {
@@ -107,7 +107,7 @@ fn a_lookup_returns_only_values_of_the_kind_asked_for() {
 fn get_many(s: &Store<NoLocks>, r: SlotRef, keys: &[&str]) -> Vec<Option<Vec<u8>>> {
     let keyed: Vec<(&[u8], u64)> = keys.iter().map(|k| (k.as_bytes(), hash(r.index, k.as_bytes()))).collect();
     let mut out = Vec::new();
-    s.lookup_many(r, &keyed, ValueKind::Jsonb, LATEST, || 0, |_, len, copy| {
+    s.lookup_many(r, &keyed, ValueKind::Jsonb, View::LATEST, || 0, |_, len, copy| {
         let mut v = vec![0u8; len];
         copy(&mut v);
         v
@@ -152,7 +152,7 @@ fn a_snapshot_read_does_not_see_entries_installed_after_its_transaction_began() 
     set_at(s, r, "old", b"1", NO_EXPIRY, 10, 100);
     set_at(s, r, "new", b"2", NO_EXPIRY, 10, 200);
     let as_of = |key: &str, before: i64| {
-        s.lookup_as_of(r, key.as_bytes(), hash(r.index, key.as_bytes()), ValueKind::Jsonb, before, || 300, |len, copy| {
+        s.lookup_as_of(r, key.as_bytes(), hash(r.index, key.as_bytes()), ValueKind::Jsonb, View::as_of(before), || 300, |len, copy| {
             let mut v = vec![0; len];
             copy(&mut v);
             v
@@ -164,14 +164,14 @@ fn a_snapshot_read_does_not_see_entries_installed_after_its_transaction_began() 
     // Installed at the very moment it began: not before it, so not seen.
     assert_eq!(as_of("new", 200), Lookup::Miss);
     assert_eq!(as_of("new", 201), Lookup::Hit(b"2".to_vec()));
-    assert!(!s.contains(r, b"new", hash(r.index, b"new"), 150, || 300));
-    assert!(s.contains(r, b"new", hash(r.index, b"new"), LATEST, || 300));
+    assert!(!s.contains(r, b"new", hash(r.index, b"new"), View::as_of(150), || 300));
+    assert!(s.contains(r, b"new", hash(r.index, b"new"), View::LATEST, || 300));
     // A newer value replacing an older one hides the key from the older snapshot.
     set_at(s, r, "old", b"3", NO_EXPIRY, 10, 250);
     assert_eq!(as_of("old", 150), Lookup::Miss);
     let mut out = Vec::new();
     let keyed = [(&b"old"[..], hash(r.index, b"old")), (&b"new"[..], hash(r.index, b"new"))];
-    s.lookup_many(r, &keyed, ValueKind::Jsonb, 220, || 300, |_, len, copy| {
+    s.lookup_many(r, &keyed, ValueKind::Jsonb, View::as_of(220), || 300, |_, len, copy| {
         let mut v = vec![0; len];
         copy(&mut v);
         v
