@@ -6,7 +6,7 @@
 -- symbol gets a new version: 0.3.0's keeps working until this update); bytea values;
 -- cache_declare; cache_stats() gains hit_ratio and skipped, cache_memory()
 -- skipped_without_slot; tags on writes, cache_invalidate_tags and
--- cache_delete_prefix.
+-- cache_delete_prefix; cache_keys.
 
 DROP FUNCTION cache_set(text, text, jsonb, interval);
 
@@ -265,3 +265,13 @@ CREATE FUNCTION "cache_delete_prefix"(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'cache_delete_prefix_wrapper';
+
+-- The live keys of a cache, for administrators.
+CREATE FUNCTION "cache_keys"(
+	"cache" TEXT,
+	"pattern" TEXT DEFAULT NULL,
+	"limit" INT DEFAULT 1000
+) RETURNS SETOF TEXT
+VOLATILE PARALLEL RESTRICTED
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cache_keys_wrapper';

@@ -864,6 +864,7 @@ mod tests {
             "SELECT cache_drop(current_database())",
             "SELECT * FROM cache_memory()",
             "SELECT cache_stats_reset()",
+            "SELECT cache_keys('guarded_t')",
             "SELECT cache_get('guarded_t', 'k')",
             "SELECT cache_set('guarded_t', 'k', '1')",
             "SELECT cache_create('guarded_t')",

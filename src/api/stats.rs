@@ -170,3 +170,39 @@ fn cache_sync_since(cache: Option<&str>, since: Option<TimestampWithTimeZone>) -
     args::check_read(name, &config);
     shmem::store().last_clear(slot).is_some_and(|t| t > since)
 }
+
+/// The committed live keys of `cache` (without their context: a key stored in two
+/// contexts is listed twice), at most `limit` of them, those matching the `LIKE`
+/// pattern `pattern` when given; in no particular order. For superusers and
+/// `pgcache_admin`. The cache is read a few buckets at a time, never under one
+/// lock as a whole: a listing is not a snapshot.
+#[pg_extern(volatile, parallel_restricted)]
+fn cache_keys(
+    cache: Option<&str>,
+    pattern: default!(Option<&str>, "NULL"),
+    limit: default!(Option<i32>, "1000"),
+) -> SetOfIterator<'static, String> {
+    check_admin("cache_keys", "list the keys of a cache");
+    let name = check_name(cache);
+    let limit = limit.unwrap_or_else(|| errors::null_argument("limit"));
+    if limit < 0 {
+        errors::invalid(format!("limit must not be negative, not {limit}"), "");
+    }
+    let mut keys = Vec::new();
+    let Ok(Some((slot, _))) = registry::resolve_for_read(name) else { return SetOfIterator::new(keys) };
+    if limit == 0 {
+        return SetOfIterator::new(keys);
+    }
+    let listed = shmem::store().for_each_key(slot, crate::pg::now(), |stored| {
+        let Some(user) = pg_cache_core::key::user_part(stored) else { return true };
+        let key = String::from_utf8_lossy(user);
+        if pattern.is_none_or(|p| pg_cache_core::key::like(&key, p)) {
+            keys.push(key.into_owned());
+        }
+        keys.len() < limit as usize
+    });
+    if listed.is_err() {
+        errors::out_of_memory("listing the keys of a cache");
+    }
+    SetOfIterator::new(keys)
+}

@@ -44,6 +44,63 @@ pub fn encode(ctx: &Context<'_>, key: &[u8]) -> Result<Vec<u8>, std::collections
     Ok(out)
 }
 
+/// The user's key inside a stored key: what follows its context prefix (`None`
+/// when the bytes are not a stored key).
+pub fn user_part(stored: &[u8]) -> Option<&[u8]> {
+    let n = u16::from_le_bytes(stored.get(4..6)?.try_into().ok()?) as usize;
+    let mut at = 6;
+    for _ in 0..n {
+        let len = u32::from_le_bytes(stored.get(at..at + 4)?.try_into().ok()?);
+        at += 4;
+        if len != u32::MAX {
+            at += len as usize;
+        }
+    }
+    stored.get(at..)
+}
+
+/// SQL `LIKE` with its default escape: `%` any run of characters, `_` one, `\`
+/// makes the next one literal. Greedy with one backtrack point: O(len × pattern).
+pub fn like(s: &str, pattern: &str) -> bool {
+    #[derive(PartialEq)]
+    enum Tok {
+        Any,
+        One,
+        Lit(char),
+    }
+    let mut toks = Vec::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        toks.push(match c {
+            '%' => Tok::Any,
+            '_' => Tok::One,
+            '\\' => Tok::Lit(chars.next().unwrap_or('\\')),
+            c => Tok::Lit(c),
+        });
+    }
+    let s: Vec<char> = s.chars().collect();
+    let (mut i, mut j) = (0, 0);
+    let mut back: Option<(usize, usize)> = None;
+    while i < s.len() {
+        match toks.get(j) {
+            Some(Tok::One) => (i, j) = (i + 1, j + 1),
+            Some(Tok::Lit(c)) if *c == s[i] => (i, j) = (i + 1, j + 1),
+            Some(Tok::Any) => {
+                back = Some((j, i));
+                j += 1;
+            }
+            _ => match back {
+                Some((star, at)) => {
+                    back = Some((star, at + 1));
+                    (i, j) = (at + 1, star + 1);
+                }
+                None => return false,
+            },
+        }
+    }
+    toks[j..].iter().all(|t| *t == Tok::Any)
+}
+
 /// 64-bit hash of a stored key within one cache slot (FNV-1a, then a murmur3
 /// finalizer so that the low bits used for bucket selection are well mixed).
 pub fn hash(slot: u32, stored_key: &[u8]) -> u64 {
@@ -91,6 +148,23 @@ mod tests {
         let e = encode(&Context { role: None, settings: vec![Some(b"")] }, b"k");
         let u = encode(&Context { role: None, settings: vec![None] }, b"k");
         assert_ne!(e, u);
+    }
+
+    #[test]
+    fn the_user_part_is_what_follows_the_context() {
+        let ctx = Context { role: Some(10), settings: vec![Some(b"fr"), None, Some(b"")] };
+        assert_eq!(user_part(&encode(&ctx, b"user:7")), Some(&b"user:7"[..]));
+        assert_eq!(user_part(&encode(&Context::shared(), b"")), Some(&b""[..]));
+        assert_eq!(user_part(b"\x01"), None);
+    }
+
+    #[test]
+    fn like_matches_as_sql_does() {
+        assert!(like("user:7:name", "user:%") && like("user:7:name", "%name") && like("user:7:name", "user:_:%"));
+        assert!(!like("user:17:name", "user:_:%") && !like("user", "user:%"));
+        assert!(like("50%", "50\\%") && !like("500", "50\\%"));
+        assert!(like("", "%") && !like("", "_") && like("abc", "a%c") && like("abcbc", "%bc") && !like("abcb", "%bc"));
+        assert!(like("été", "_t_"));
     }
 
     #[test]

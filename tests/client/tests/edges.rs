@@ -8,7 +8,7 @@ use std::sync::Arc;
 use postgres::Client;
 
 mod common;
-use common::{connect, ensure_roles, fresh_database, get, stat};
+use common::{connect, ensure_roles, fresh_database, get, sqlstate, stat};
 
 /// The README's trigger pattern with writers that read their own row back through
 /// the cache (a miss: their own delete) and fill it before COMMIT, while readers
@@ -330,4 +330,48 @@ fn a_backend_gives_back_the_memory_of_a_big_transaction() {
         let after = private_memory_kb(pid);
         assert!(after < before + 16 * 1024, "after {end}: {before} kB before, {after} kB after");
     }
+}
+
+/// `cache_keys` lists the committed live keys of one cache without their context:
+/// not another cache's, not deleted ones or those under a deleted prefix, not a
+/// transaction's uncommitted writes; by `LIKE` pattern and limit; admins only.
+#[test]
+fn cache_keys_lists_the_committed_live_keys_of_a_cache() {
+    fresh_database("pg_cache_keys");
+    let mut c = connect("pg_cache_keys");
+    ensure_roles(&mut c, &["cache_keys_nobody"]);
+    c.batch_execute(
+        "SELECT cache_create('k', context => false);
+         SELECT cache_put('k', 'user:' || g, '1') FROM generate_series(1, 30) g;
+         SELECT cache_put('k', 'other', '1'), cache_put('k2', 'user:99', '1');
+         SELECT cache_set('ctx', 'mine', '1');
+         SELECT cache_delete('k', 'user:1');
+         SELECT cache_delete_prefix('k', 'user:2');",
+    )
+    .unwrap();
+    let keys = |c: &mut Client, sql: &str| -> Vec<String> {
+        let mut k: Vec<String> = c.query(sql, &[]).unwrap().iter().map(|r| r.get(0)).collect();
+        k.sort();
+        k
+    };
+    let mut want: Vec<String> = (1..=30).map(|g| format!("user:{g}")).filter(|k| k != "user:1" && !k.starts_with("user:2")).collect();
+    want.push("other".into());
+    want.sort();
+    assert_eq!(keys(&mut c, "SELECT cache_keys('k')"), want);
+    let mut users: Vec<String> = want.iter().filter(|k| k.starts_with("user:")).cloned().collect();
+    users.sort();
+    assert_eq!(keys(&mut c, "SELECT cache_keys('k', 'user:%')"), users);
+    assert_eq!(keys(&mut c, "SELECT cache_keys('k', 'user:_')"), ["user:3", "user:4", "user:5", "user:6", "user:7", "user:8", "user:9"]);
+    assert_eq!(keys(&mut c, "SELECT cache_keys('k', \"limit\" => 5)").len(), 5);
+    assert!(keys(&mut c, "SELECT cache_keys('k', \"limit\" => 0)").is_empty());
+    assert!(keys(&mut c, "SELECT cache_keys('never_used')").is_empty());
+    // Without the context it is stored under.
+    assert_eq!(keys(&mut c, "SELECT cache_keys('ctx')"), ["mine"]);
+    // A transaction's own writes are not committed keys.
+    c.batch_execute("BEGIN; SELECT cache_put('k', 'pending', '1')").unwrap();
+    assert!(!keys(&mut c, "SELECT cache_keys('k')").contains(&"pending".to_string()));
+    c.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(sqlstate(&mut c, "SELECT cache_keys('k', \"limit\" => -1)"), "22023");
+    assert_eq!(sqlstate(&mut c, "SELECT cache_keys('k', \"limit\" => NULL)"), "22004");
+    assert_eq!(sqlstate(&mut c, "SET ROLE cache_keys_nobody; SELECT cache_keys('k')"), "42501");
 }

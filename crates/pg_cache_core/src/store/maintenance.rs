@@ -203,3 +203,62 @@ impl<L: Locks> Store<'_, L> {
         }
     }
 }
+
+/// Buckets of one partition a key listing reads per lock hold.
+const KEYS_SLICE: u32 = 64;
+
+impl<L: Locks> Store<'_, L> {
+    /// Calls `f` with the stored key of each live entry of cache `r` (visible, not
+    /// expired at `now`, not covered by a tag or prefix invalidation) until `f`
+    /// returns false. Reads [`KEYS_SLICE`] buckets of one partition per lock hold,
+    /// copying their keys out, and calls `f` with no lock held: it never holds a
+    /// lock across the cache, so each slice is of its own moment. `Err` when the
+    /// copies cannot be allocated (the caller raises 53200).
+    pub fn for_each_key(&self, r: SlotRef, now: i64, mut f: impl FnMut(&[u8]) -> bool) -> Result<(), std::collections::TryReserveError> {
+        let s = self.slot(r.index);
+        let per = self.buckets_per_partition();
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        for p in 0..PARTITIONS as u32 {
+            let mut from = 0;
+            while from < per {
+                if !self.is_valid(r) {
+                    return Ok(());
+                }
+                keys.clear();
+                let to = (from + KEYS_SLICE).min(per);
+                {
+                    let _p = self.lock_bucket(p, Mode::Shared);
+                    for j in from..to {
+                        let mut failed = None;
+                        self.walk_chain(p + j * PARTITIONS as u32, |e, h| {
+                            if h.slot != r.index || h.state.load(Ordering::Acquire) != ENTRY_LIVE || !self.is_visible(s, h) || self.is_expired(e, now) {
+                                return Step::Next;
+                            }
+                            let mut key = Vec::new();
+                            if let Err(err) = key.try_reserve_exact(h.key_len as usize).and_then(|_| keys.try_reserve(1)) {
+                                failed = Some(err);
+                                return Step::Stop;
+                            }
+                            key.resize(h.key_len as usize, 0);
+                            self.copy_payload(e, 0, &mut key);
+                            if !self.is_invalidated(s, e, h, &key, &[]) {
+                                keys.push(key);
+                            }
+                            Step::Next
+                        });
+                        if let Some(err) = failed {
+                            return Err(err);
+                        }
+                    }
+                }
+                for k in &keys {
+                    if !f(k) {
+                        return Ok(());
+                    }
+                }
+                from = to;
+            }
+        }
+        Ok(())
+    }
+}

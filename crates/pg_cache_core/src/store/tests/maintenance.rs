@@ -168,3 +168,37 @@ fn a_detached_database_vanishes_at_once_and_a_new_one_with_its_oid_starts_empty(
     // The freed slot is reused by the next new cache.
     assert_eq!(new_cache(s, 9, "d").index, old.index);
 }
+
+#[test]
+fn a_key_listing_gives_the_live_keys_of_one_cache_and_stops_when_asked() {
+    let reg = region(4 << 20, 8);
+    let s = &reg.store;
+    let (r, other) = (new_cache(s, 1, "c"), new_cache(s, 1, "d"));
+    for i in 0..300 {
+        set_at(s, r, &format!("k{i}"), b"v", NO_EXPIRY, u64::MAX, 100);
+    }
+    set_at(s, r, "expired", b"v", 150, u64::MAX, 100);
+    set_at(s, other, "k0", b"v", NO_EXPIRY, u64::MAX, 100);
+    s.commit(r, 200).delete(b"k0", hash(r.index, b"k0"));
+    s.commit(r, 200).invalidate_prefix(b"k1");
+    let list = |limit: usize| {
+        let mut keys = Vec::new();
+        s.for_each_key(r, 300, |k| {
+            keys.push(String::from_utf8(k.to_vec()).unwrap());
+            keys.len() < limit
+        })
+        .unwrap();
+        keys.sort();
+        keys
+    };
+    let all = list(usize::MAX);
+    let want: Vec<String> = {
+        let mut w: Vec<String> = (1..300).map(|i| format!("k{i}")).filter(|k| !k.starts_with("k1")).collect();
+        w.sort();
+        w
+    };
+    assert_eq!(all, want, "no deleted, expired, covered or other cache's key");
+    assert_eq!(list(10).len(), 10);
+    s.commit(r, 400).clear();
+    assert!(list(usize::MAX).is_empty());
+}
