@@ -30,3 +30,20 @@ BEGIN
     END IF;
 END
 $$;
+
+-- Caches derived from tables (cache_bind): the triggers that keep them exact go
+-- with these rows. Kept in a table so that bindings survive pg_dump.
+CREATE TABLE pg_cache_bindings (
+    cache text NOT NULL CHECK (octet_length(cache) BETWEEN 1 AND 63),
+    relid regclass NOT NULL,
+    -- The key: the text of these columns joined by ':', or what this function of
+    -- the row returns; after key_prefix.
+    key_columns text[],
+    key_function regprocedure,
+    key_prefix text NOT NULL DEFAULT '',
+    bound_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (cache, relid),
+    CHECK ((key_columns IS NULL) <> (key_function IS NULL))
+);
+SELECT pg_catalog.pg_extension_config_dump('pg_cache_bindings', '');
+GRANT SELECT ON pg_cache_bindings TO PUBLIC;

@@ -6,7 +6,8 @@
 -- symbol gets a new version: 0.3.0's keeps working until this update); bytea values;
 -- cache_declare; cache_stats() gains hit_ratio and skipped, cache_memory()
 -- skipped_without_slot; tags on writes, cache_invalidate_tags and
--- cache_delete_prefix; cache_keys.
+-- cache_delete_prefix; cache_keys; cache_bind and cache_unbind with
+-- pg_cache_bindings.
 
 DROP FUNCTION cache_set(text, text, jsonb, interval);
 
@@ -275,3 +276,41 @@ CREATE FUNCTION "cache_keys"(
 VOLATILE PARALLEL RESTRICTED
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'cache_keys_wrapper';
+
+-- Caches bound to tables: bindings are rows, kept in step with their triggers.
+CREATE TABLE pg_cache_bindings (
+    cache text NOT NULL CHECK (octet_length(cache) BETWEEN 1 AND 63),
+    relid regclass NOT NULL,
+    key_columns text[],
+    key_function regprocedure,
+    key_prefix text NOT NULL DEFAULT '',
+    bound_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (cache, relid),
+    CHECK ((key_columns IS NULL) <> (key_function IS NULL))
+);
+SELECT pg_catalog.pg_extension_config_dump('pg_cache_bindings', '');
+GRANT SELECT ON pg_cache_bindings TO PUBLIC;
+
+CREATE FUNCTION "cache_bind"(
+	"cache" TEXT,
+	"table" regclass,
+	"key_columns" TEXT[] DEFAULT NULL,
+	"key_function" regprocedure DEFAULT NULL,
+	"key_prefix" TEXT DEFAULT ''
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cache_bind_wrapper';
+
+CREATE FUNCTION "cache_unbind"(
+	"cache" TEXT,
+	"table" regclass
+) RETURNS bool
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cache_unbind_wrapper';
+
+CREATE FUNCTION "cache_bound_row_changed"()
+	RETURNS TRIGGER
+	LANGUAGE c
+	AS 'MODULE_PATHNAME', 'cache_bound_row_changed_wrapper';

@@ -298,6 +298,24 @@ mod tests {
         assert_eq!(get("SELECT cache_get('p', 'keep')::text").as_deref(), Some("1"));
     }
 
+    #[pg_test]
+    fn a_bound_table_invalidates_its_rows_keys_in_the_transaction() {
+        Spi::run("CREATE TABLE bound_t (id int PRIMARY KEY, v int)").unwrap();
+        Spi::run("INSERT INTO bound_t VALUES (1, 1), (2, 2)").unwrap();
+        Spi::run("SELECT cache_create('bound', context => false)").unwrap();
+        Spi::run("SELECT cache_bind('bound', 'bound_t', ARRAY['id'], key_prefix => 'row:')").unwrap();
+        Spi::run("SELECT cache_set('bound', 'row:1', '1'), cache_set('bound', 'row:2', '2')").unwrap();
+        Spi::run("UPDATE bound_t SET v = 10 WHERE id = 1").unwrap();
+        assert_eq!(get("SELECT cache_get('bound', 'row:1')::text"), None);
+        assert_eq!(get("SELECT cache_get('bound', 'row:2')::text").as_deref(), Some("2"));
+        assert_eq!(error_of("SELECT cache_bind('bound', 'bound_t', ARRAY['id'])").0, "42710");
+        assert_eq!(error_of("SELECT cache_bind('other', 'bound_t', ARRAY['id'], key_prefix => NULL)").0, "22004");
+        assert_eq!(error_of("SELECT cache_unbind('bound', NULL)").0, "22004");
+        assert!(Spi::get_one::<bool>("SELECT cache_unbind('bound', 'bound_t')").unwrap().unwrap());
+        Spi::run("UPDATE bound_t SET v = 20 WHERE id = 2").unwrap();
+        assert_eq!(get("SELECT cache_get('bound', 'row:2')::text").as_deref(), Some("2"), "unbound");
+    }
+
     #[pg_test(error = "value must not be NULL")]
     fn put_of_a_null_value() {
         Spi::run("SELECT cache_put('t', 'k', NULL)").unwrap();

@@ -249,7 +249,7 @@ fn cache_clear(cache: Option<&str>) {
 
 /// `NOTIFY pg_cache, payload` in this transaction: PostgreSQL delivers it at commit,
 /// drops it on rollback or with a rolled-back savepoint, and merges duplicates.
-fn notify(payload: &str) {
+pub(super) fn notify(payload: &str) {
     // SAFETY: a call of the built-in pg_notify(text, text) with two non-null text
     // datums; an ERROR it raises unwinds as usual.
     unsafe {

@@ -1,6 +1,7 @@
 //! Everything SQL-facing: the functions, argument checks, errors, the jsonb and bytea bridges.
 
 pub mod args;
+mod bind;
 mod functions;
 pub mod jsonb;
 mod keyops;

@@ -28,7 +28,7 @@ const TABLE: &CStr = c"pg_cache_declarations";
 const PRIMARY_KEY: &CStr = c"pg_cache_declarations_pkey";
 
 /// The schema pg_cache is installed in, in the current database.
-fn extension_schema() -> Option<pg_sys::Oid> {
+pub(crate) fn extension_schema() -> Option<pg_sys::Oid> {
     // SAFETY: a scan of pg_extension by its name index inside a transaction, as
     // get_extension_oid does; the tuple is read before the scan ends.
     unsafe {

@@ -7,6 +7,7 @@
 //! Below `api` and `xact`, which both resolve names here; it reads the transaction's
 //! own declarations from `pending` and never imports either.
 
+pub mod bindings;
 pub mod declarations;
 
 use std::cell::RefCell;

@@ -19,19 +19,23 @@ fn recreate(admin: &mut Client, db: &str) -> Client {
 fn shape(c: &mut Client) -> Vec<String> {
     let mut lines: Vec<String> = c
         .query(
-            "SELECT pg_get_functiondef(p.oid) FROM pg_proc p
+            "WITH t AS (SELECT c.oid, c.relname FROM pg_class c
+                          JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e'
+                          JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_cache'
+                         WHERE c.relkind = 'r')
+             SELECT pg_get_functiondef(p.oid) FROM pg_proc p
                JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
                JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_cache'
              UNION ALL
-             SELECT format('column %s %s not null %s default %s', a.attname, format_type(a.atttypid, a.atttypmod),
+             SELECT format('column %s.%s %s not null %s default %s', t.relname, a.attname, format_type(a.atttypid, a.atttypmod),
                            a.attnotnull, pg_get_expr(ad.adbin, ad.adrelid))
-               FROM pg_attribute a LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
-              WHERE a.attrelid = 'pg_cache_declarations'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+               FROM t JOIN pg_attribute a ON a.attrelid = t.oid
+               LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+              WHERE a.attnum > 0 AND NOT a.attisdropped
              UNION ALL
-             SELECT format('constraint %s', pg_get_constraintdef(oid)) FROM pg_constraint
-              WHERE conrelid = 'pg_cache_declarations'::regclass
+             SELECT format('constraint %s %s', t.relname, pg_get_constraintdef(c.oid)) FROM t JOIN pg_constraint c ON c.conrelid = t.oid
              UNION ALL
-             SELECT format('acl %s', relacl) FROM pg_class WHERE oid = 'pg_cache_declarations'::regclass
+             SELECT format('acl %s %s', relname, relacl) FROM pg_class WHERE oid IN (SELECT oid FROM t)
              UNION ALL
              SELECT format('version %s, config %s', extversion, extconfig::regclass[]) FROM pg_extension
               WHERE extname = 'pg_cache'",

@@ -1,0 +1,120 @@
+//! The bindings table (`pg_cache_bindings` in the extension's schema): which caches
+//! are derived from which tables (`cache_bind`). Rows of an extension table, so
+//! they survive restarts, `pg_dump` and `pg_restore`, as the triggers they go with
+//! do. Written as the table's owner after the caller's privileges were checked;
+//! every name in the SQL is qualified, so no search_path can substitute anything.
+
+use std::ffi::CStr;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use super::declarations::extension_schema;
+
+const TABLE: &CStr = c"pg_cache_bindings";
+
+/// The table's qualified name and owner; `None` when the extension is not installed.
+fn table() -> Option<(String, pg_sys::Oid)> {
+    let schema = extension_schema()?;
+    // SAFETY: syscache lookups by name and OID inside a transaction; the names
+    // returned are palloc'd NUL-terminated strings.
+    unsafe {
+        let relid = pg_sys::get_relname_relid(TABLE.as_ptr(), schema);
+        if relid == pg_sys::InvalidOid {
+            return None;
+        }
+        let rel = pg_sys::table_open(relid, pg_sys::AccessShareLock as i32);
+        let owner = (*(*rel).rd_rel).relowner;
+        pg_sys::table_close(rel, pg_sys::AccessShareLock as i32);
+        let q = pg_sys::quote_qualified_identifier(pg_sys::get_namespace_name(schema), TABLE.as_ptr());
+        Some((CStr::from_ptr(q).to_string_lossy().into_owned(), owner))
+    }
+}
+
+/// The schema-qualified, quoted name of the extension's function `name`.
+pub fn qualified_function(name: &CStr) -> String {
+    let schema = extension_schema().unwrap_or_else(|| error!("pg_cache is not installed in this database"));
+    // SAFETY: a syscache lookup by OID and a quoting function over NUL-terminated strings.
+    unsafe {
+        let q = pg_sys::quote_qualified_identifier(pg_sys::get_namespace_name(schema), name.as_ptr());
+        CStr::from_ptr(q).to_string_lossy().into_owned()
+    }
+}
+
+/// Runs `f` as `user` in a restricted security context, as PostgreSQL's own
+/// internal queries do; an ERROR in between is undone by (sub)transaction abort,
+/// which restores the user.
+fn as_user<R>(user: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
+    let (mut caller, mut context) = (pg_sys::InvalidOid, 0);
+    // SAFETY: saves and switches the current user and security context.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut caller, &mut context);
+        pg_sys::SetUserIdAndSecContext(
+            user,
+            context | (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32,
+        );
+    }
+    let out = f();
+    // SAFETY: restores what was saved above.
+    unsafe { pg_sys::SetUserIdAndSecContext(caller, context) };
+    out
+}
+
+/// A binding as `cache_bind` records it.
+pub struct Binding<'a> {
+    pub cache: &'a str,
+    pub relid: pg_sys::Oid,
+    pub key_columns: Option<Vec<String>>,
+    pub key_function: Option<pg_sys::Oid>,
+    pub key_prefix: &'a str,
+}
+
+/// Records a binding; `false` when (cache, table) is bound already.
+pub fn insert(b: &Binding) -> bool {
+    let (table, owner) = table().unwrap_or_else(|| error!("pg_cache_bindings is missing: run ALTER EXTENSION pg_cache UPDATE"));
+    let query = format!(
+        "INSERT INTO {table} (cache, relid, key_columns, key_function, key_prefix) \
+         VALUES ($1, $2::pg_catalog.oid::pg_catalog.regclass, $3, $4::pg_catalog.oid::pg_catalog.regprocedure, $5) \
+         ON CONFLICT (cache, relid) DO NOTHING RETURNING cache"
+    );
+    let args = [
+        b.cache.into(),
+        b.relid.into(),
+        b.key_columns.clone().into(),
+        b.key_function.into(),
+        b.key_prefix.into(),
+    ];
+    as_user(owner, || {
+        Spi::connect_mut(|c| c.update(query.as_str(), None, &args).map(|rows| rows.len()))
+            .unwrap_or_else(|e| error!("pg_cache: writing pg_cache_bindings failed: {e}"))
+    }) > 0
+}
+
+/// Removes the binding of `cache` to `relid`; whether there was one.
+pub fn delete(cache: &str, relid: pg_sys::Oid) -> bool {
+    let Some((table, owner)) = table() else { return false };
+    let query = format!(
+        "DELETE FROM {table} WHERE cache OPERATOR(pg_catalog.=) $1 \
+         AND relid::pg_catalog.oid OPERATOR(pg_catalog.=) $2 RETURNING cache"
+    );
+    let args = [cache.into(), relid.into()];
+    as_user(owner, || {
+        Spi::connect_mut(|c| c.update(query.as_str(), None, &args).map(|rows| rows.len()))
+            .unwrap_or_else(|e| error!("pg_cache: writing pg_cache_bindings failed: {e}"))
+    }) > 0
+}
+
+/// Whether `cache` is bound to `relid` (a trigger's check that it was made by
+/// `cache_bind`, not by hand to invalidate a cache its maker may not write).
+pub fn exists(cache: &str, relid: pg_sys::Oid) -> bool {
+    let Some((table, _)) = table() else { return false };
+    let query = format!(
+        "SELECT pg_catalog.count(*) FROM {table} WHERE cache OPERATOR(pg_catalog.=) $1 \
+         AND relid::pg_catalog.oid OPERATOR(pg_catalog.=) $2"
+    );
+    let args = [cache.into(), relid.into()];
+    Spi::connect(|c| c.select(query.as_str(), None, &args).and_then(|t| t.first().get_one::<i64>()))
+        .unwrap_or_else(|e| error!("pg_cache: reading pg_cache_bindings failed: {e}"))
+        .unwrap_or(0)
+        > 0
+}
