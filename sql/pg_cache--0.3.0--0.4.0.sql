@@ -7,7 +7,9 @@
 -- cache_declare; cache_stats() gains hit_ratio and skipped, cache_memory()
 -- skipped_without_slot; tags on writes, cache_invalidate_tags and
 -- cache_delete_prefix; cache_keys; cache_bind and cache_unbind with
--- pg_cache_bindings.
+-- pg_cache_bindings; cache_create and cache_declare gain notify (the change feed;
+-- cache_create's C symbol gets a new version: 0.3.0's keeps working until this
+-- update).
 
 DROP FUNCTION cache_set(text, text, jsonb, interval);
 
@@ -244,7 +246,8 @@ CREATE FUNCTION "cache_declare"(
 	"duration" interval DEFAULT NULL,
 	"context" bool DEFAULT true,
 	"context_ignored_keys" TEXT[] DEFAULT '{}',
-	"max_bytes" bigint DEFAULT NULL
+	"max_bytes" bigint DEFAULT NULL,
+	"notify" TEXT DEFAULT NULL
 ) RETURNS bool
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
@@ -314,3 +317,22 @@ CREATE FUNCTION "cache_bound_row_changed"()
 	RETURNS TRIGGER
 	LANGUAGE c
 	AS 'MODULE_PATHNAME', 'cache_bound_row_changed_wrapper';
+
+-- The change feed: caches declared with notify => 'keys' announce their commits.
+ALTER TABLE pg_cache_declarations ADD COLUMN notify text CHECK (notify = 'keys');
+
+DROP FUNCTION cache_create(text, integer, interval, boolean, text[], text[], text[], bigint);
+CREATE FUNCTION "cache_create"(
+	"cache" TEXT,
+	"size_limit" INT DEFAULT NULL,
+	"duration" interval DEFAULT NULL,
+	"context" bool DEFAULT true,
+	"context_ignored_keys" TEXT[] DEFAULT '{}',
+	"readers" TEXT[] DEFAULT NULL,
+	"writers" TEXT[] DEFAULT NULL,
+	"max_bytes" bigint DEFAULT NULL,
+	"notify" TEXT DEFAULT NULL
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'cache_create_v4_wrapper';

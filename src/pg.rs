@@ -103,3 +103,18 @@ pub fn give_back_free_memory() {
         unsafe { malloc_trim(0) };
     }
 }
+
+/// `NOTIFY channel, payload` in this transaction: PostgreSQL delivers it at commit,
+/// drops it on rollback or with a rolled-back savepoint, and merges duplicates.
+pub fn notify(channel: &str, payload: &str) {
+    // SAFETY: a call of the built-in pg_notify(text, text) with two non-null text
+    // datums; an ERROR it raises unwinds as usual.
+    unsafe {
+        pg_sys::OidFunctionCall2Coll(
+            pg_sys::Oid::from(pg_sys::F_PG_NOTIFY),
+            pg_sys::InvalidOid,
+            pgrx::IntoDatum::into_datum(channel).unwrap_or_else(|| unreachable!()),
+            pgrx::IntoDatum::into_datum(payload).unwrap_or_else(|| unreachable!()),
+        );
+    }
+}

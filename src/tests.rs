@@ -858,6 +858,8 @@ mod tests {
             ("SELECT cache_create('t', duration => '10001 years')", "22023"),
             ("SELECT cache_create('t', size_limit => 0)", "22023"),
             ("SELECT cache_create('t', max_bytes => 0)", "22023"),
+            ("SELECT cache_create('t', notify => 'values')", "22023"),
+            ("SELECT cache_declare('t', notify => '')", "22023"),
             ("SELECT cache_get('*', 'k')", "22023"),
             ("SELECT cache_get(repeat('n', 64), 'k')", "42622"),
             ("SELECT cache_get('t', repeat('k', 1025))", "54000"),

@@ -22,7 +22,8 @@ use crate::registry;
 use pg_cache_core::invalidation::Invalidation;
 use pg_cache_core::key;
 use pg_cache_core::store::{CacheConfig, NewEntry, Prepared, Reserve, Seen, SlotRef, NO_EXPIRY};
-use pg_cache_core::writeset::{Expiry, Op, SetMode};
+use pg_cache_core::feed;
+use pg_cache_core::writeset::{Expiry, Op, Plan, SetMode};
 use crate::pg::{self, database, nest_level, now, transaction_start};
 use crate::{pending, shmem};
 
@@ -338,13 +339,40 @@ struct Resolved {
     out: Vec<CommitWrite>,
 }
 
+/// The channel of the change feed (caches declared with `notify => 'keys'`).
+const FEED_CHANNEL: &str = "pg_cache_feed";
+
+/// What this commit announces on the change feed: for each cache of the plan
+/// declared with `notify => 'keys'`, the user keys it writes or deletes, the tags
+/// and prefixes it invalidates, or that it clears the cache (see `feed`). A fill
+/// dropped as stale at COMMIT is announced all the same: a listener that drops a
+/// key it need not have loses nothing but a hit.
+fn announcements(plan: &Plan, caches: &[Resolved], index: &HashMap<&str, usize>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut named: Vec<(&str, usize)> = index.iter().map(|(&n, &i)| (n, i)).collect();
+    named.sort_by_key(|&(_, i)| i);
+    for (name, i) in named {
+        if !caches[i].config.notify {
+            continue;
+        }
+        let mut changes = feed::Changes { cleared: caches[i].clear || plan.clear_all, ..Default::default() };
+        if !changes.cleared {
+            changes.keys = plan.writes.iter().filter(|w| w.cache == name).filter_map(|w| key::user_part(w.key)).collect();
+            changes.tags = plan.tags.iter().filter(|t| t.0 == name).flat_map(|t| t.2.iter().map(String::as_str)).collect();
+            changes.prefixes = plan.prefixes.iter().filter(|p| p.0 == name).filter_map(|p| key::user_part(p.1)).collect();
+        }
+        out.extend(feed::payloads(name, &changes));
+    }
+    out
+}
+
 /// PRE_COMMIT: do everything that can fail.
 fn prepare_commit() {
     // Phase 1 may ERROR (slot creation, memory): it allocates nothing in shared
     // memory. Slots are resolved while the write set is in place (resolving consults
     // this transaction's declarations); writes are grouped by cache as operation
     // indexes, and every list phase 2 fills is reserved here.
-    let (clear_all, resolved) = pending::with(|writes| {
+    let (clear_all, resolved, feed) = pending::with(|writes| {
         let plan = writes.plan().unwrap_or_else(|_| errors::out_of_memory("planning the commit of pg_cache writes"));
         let mut caches: Vec<Resolved> = Vec::new();
         let mut index: HashMap<&str, usize> = HashMap::new();
@@ -379,7 +407,7 @@ fn prepare_commit() {
             let i = group(&mut caches, &mut index, name);
             caches[i].clear = true;
         }
-        for &(name, tags) in &plan.tags {
+        for &(name, tags, _) in &plan.tags {
             let i = group(&mut caches, &mut index, name);
             reserve(&mut caches[i].tags, tags.len());
             caches[i].tags.extend_from_slice(tags);
@@ -395,13 +423,24 @@ fn prepare_commit() {
             reserve(&mut caches[i].writes, 1);
             caches[i].writes.push((w.op, w.covered));
         }
-        (plan.clear_all, caches)
+        let feed = announcements(&plan, &caches, &index);
+        (plan.clear_all, caches, feed)
     });
+    // Queued now, while the transaction can still fail: PostgreSQL sends them at
+    // its commit, and drops them if it aborts after all.
+    for payload in &feed {
+        pg::notify(FEED_CHANNEL, payload);
+    }
     let mut plan = CommitPlan { start: transaction_start(), clear_all, not_cleared: Vec::new(), not_writable: 0, caches: Vec::new() };
     if clear_all {
         let store = shmem::store();
+        let mut announced = false;
         for (slot, _) in store.slots_of(database()) {
             let config = store.config(slot);
+            if config.notify && !announced {
+                pg::notify(FEED_CHANNEL, &feed::payloads("*", &feed::Changes { cleared: true, ..Default::default() })[0]);
+                announced = true;
+            }
             if !privileges::may(&config, &config.writers) {
                 reserve(&mut plan.not_cleared, 1);
                 plan.not_cleared.push(slot);

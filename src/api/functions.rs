@@ -250,16 +250,7 @@ fn cache_clear(cache: Option<&str>) {
 /// `NOTIFY pg_cache, payload` in this transaction: PostgreSQL delivers it at commit,
 /// drops it on rollback or with a rolled-back savepoint, and merges duplicates.
 pub(super) fn notify(payload: &str) {
-    // SAFETY: a call of the built-in pg_notify(text, text) with two non-null text
-    // datums; an ERROR it raises unwinds as usual.
-    unsafe {
-        pg_sys::OidFunctionCall2Coll(
-            pg_sys::Oid::from(pg_sys::F_PG_NOTIFY),
-            pg_sys::InvalidOid,
-            "pg_cache".into_datum().unwrap_or_else(|| unreachable!()),
-            payload.into_datum().unwrap_or_else(|| unreachable!()),
-        );
-    }
+    pg::notify("pg_cache", payload);
 }
 
 /// Empties every cache of the current database when the transaction commits.
@@ -298,12 +289,16 @@ fn role_list(what: &str, roles: Option<Vec<Option<String>>>) -> (Option<Vec<pg_s
 /// anyone) restrict reads and writes to members of those roles and of the owner;
 /// `max_bytes` caps the memory the cache holds (it evicts its own entries).
 ///
+/// `notify => 'keys'` announces the cache's committed changes on the change feed
+/// (see `xact::announce`).
+///
 /// The C symbol carries the signature's version: a database whose extension SQL
-/// still declares the 0.2.0 signature gets "could not find function" until
-/// `ALTER EXTENSION pg_cache UPDATE`, never arguments read past their end.
+/// still declares an older signature reaches [`cache_create_v3_wrapper`] (0.3.0's,
+/// which keeps working until `ALTER EXTENSION pg_cache UPDATE`) or a stand-in that
+/// says to update (0.2.0's), never arguments read past their end.
 #[pg_extern(name = "cache_create", volatile, parallel_unsafe)]
 #[allow(clippy::too_many_arguments)]
-fn cache_create_v3(
+fn cache_create_v4(
     cache: Option<&str>,
     size_limit: default!(Option<i32>, "NULL"),
     duration: default!(Option<Interval>, "NULL"),
@@ -312,13 +307,60 @@ fn cache_create_v3(
     readers: default!(Option<Vec<Option<String>>>, "NULL"),
     writers: default!(Option<Vec<Option<String>>>, "NULL"),
     max_bytes: default!(Option<i64>, "NULL"),
+    notify: default!(Option<&str>, "NULL"),
+) {
+    create(cache, size_limit, duration, context, context_ignored_keys, readers, writers, max_bytes, notify);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn create(
+    cache: Option<&str>,
+    size_limit: Option<i32>,
+    duration: Option<Interval>,
+    context: Option<bool>,
+    context_ignored_keys: Option<Vec<Option<String>>>,
+    readers: Option<Vec<Option<String>>>,
+    writers: Option<Vec<Option<String>>>,
+    max_bytes: Option<i64>,
+    notify: Option<&str>,
 ) {
     check_writable("cache_create");
     let name = check_name(cache);
-    let settings = Settings::checked(size_limit, duration, context, context_ignored_keys, max_bytes);
+    let settings = Settings::checked(size_limit, duration, context, context_ignored_keys, max_bytes, notify);
     let readers = role_list("readers", readers);
     let writers = role_list("writers", writers);
     declare(name, settings, readers, writers);
+}
+
+/// The C symbol of `cache_create` of 0.3.0 (eight arguments, no `notify`): a
+/// database not yet updated keeps declaring through it until `ALTER EXTENSION
+/// pg_cache UPDATE`. Exported by hand: it has no SQL of its own in this version.
+#[no_mangle]
+pub extern "C" fn pg_finfo_cache_create_v3_wrapper() -> &'static pg_sys::Pg_finfo_record {
+    static V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+#[no_mangle]
+#[pg_guard]
+pub extern "C-unwind" fn cache_create_v3_wrapper(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: 0.3.0's SQL declares cache_create(text, integer, interval, boolean,
+    // text[], text[], text[], bigint), not STRICT: eight arguments of these types,
+    // any of them NULL.
+    let args = unsafe {
+        (
+            pgrx::fcinfo::pg_getarg::<&str>(fcinfo, 0),
+            pgrx::fcinfo::pg_getarg::<i32>(fcinfo, 1),
+            pgrx::fcinfo::pg_getarg::<Interval>(fcinfo, 2),
+            pgrx::fcinfo::pg_getarg::<bool>(fcinfo, 3),
+            pgrx::fcinfo::pg_getarg::<Vec<Option<String>>>(fcinfo, 4),
+            pgrx::fcinfo::pg_getarg::<Vec<Option<String>>>(fcinfo, 5),
+            pgrx::fcinfo::pg_getarg::<Vec<Option<String>>>(fcinfo, 6),
+            pgrx::fcinfo::pg_getarg::<i64>(fcinfo, 7),
+        )
+    };
+    create(args.0, args.1, args.2, args.3, args.4, args.5, args.6, args.7, None);
+    pgrx::fcinfo::pg_return_void()
 }
 
 /// The settings of a declaration but its roles, checked.
@@ -339,6 +381,7 @@ impl Settings {
         context: Option<bool>,
         context_ignored_keys: Option<Vec<Option<String>>>,
         max_bytes: Option<i64>,
+        notify: Option<&str>,
     ) -> Settings {
         if let Some(n) = size_limit {
             if n < 1 {
@@ -363,6 +406,14 @@ impl Settings {
         let mut config = CacheConfig::new(size_limit.unwrap_or(0), duration_us.unwrap_or(0), context, &ignored.join(","))
             .unwrap_or_else(|| errors::too_large("context_ignored_keys is longer than 256 bytes in all".into(), ""));
         config.max_bytes = max_bytes.map_or(0, |n| n as u64);
+        config.notify = match notify {
+            None => false,
+            Some("keys") => true,
+            Some(other) => errors::invalid(
+                format!("notify must be 'keys' or NULL, not '{other}'"),
+                "notify => 'keys' announces every committed change of the cache on the pg_cache_feed channel.",
+            ),
+        };
         Settings { size_limit, duration, context, ignored, max_bytes, config }
     }
 
@@ -374,6 +425,7 @@ impl Settings {
             && declared.context == c.context
             && declared.ignored() == c.ignored()
             && declared.max_bytes == c.max_bytes
+            && declared.notify == c.notify
     }
 }
 
@@ -399,6 +451,7 @@ fn declare(
         readers: reader_oids,
         writers: writer_oids,
         max_bytes,
+        notify: config.notify,
     };
     // Twice at most: a first declaration by another role may commit between the
     // read and the write; then it is a redeclaration of that role's cache.
@@ -444,10 +497,11 @@ fn cache_declare(
     context: default!(Option<bool>, "true"),
     context_ignored_keys: default!(Option<Vec<Option<String>>>, "'{}'"),
     max_bytes: default!(Option<i64>, "NULL"),
+    notify: default!(Option<&str>, "NULL"),
 ) -> bool {
     check_writable("cache_declare");
     let name = check_name(cache);
-    let settings = Settings::checked(size_limit, duration, context, context_ignored_keys, max_bytes);
+    let settings = Settings::checked(size_limit, duration, context, context_ignored_keys, max_bytes, notify);
     shmem::store();
     let roles = |list: RoleList| {
         let oids = (!list.is_open()).then(|| list.roles().iter().map(|&r| pg_sys::Oid::from(r)).collect());

@@ -27,9 +27,10 @@ fn cache_invalidate_tags(cache: Option<&str>, tags: Option<Vec<Option<String>>>)
     // An invalidation is never skipped: without a slot for the cache it raises.
     let (_, config) = registry::resolve(name);
     args::check_write(name, &config);
+    let names: Vec<String> = tags.iter().flatten().cloned().collect();
     let hashes = args::tag_hashes(tags, "an element of tags");
     if !hashes.is_empty() {
-        pending::push(Op::InvalidateTags { cache: owned(name), tags: hashes });
+        pending::push(Op::InvalidateTags { cache: owned(name), tags: hashes, names });
     }
 }
 

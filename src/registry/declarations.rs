@@ -99,6 +99,7 @@ pub fn read(name: &str) -> Option<CacheConfig> {
         );
         let (a_owner, a_readers, a_writers) = (attnum(c"owner"), attnum(c"readers"), attnum(c"writers"));
         let a_max_bytes = attnum(c"max_bytes");
+        let a_notify = attnum(c"notify");
         let rel = pg_sys::table_open(relid, pg_sys::AccessShareLock as i32);
         let snapshot = pg_sys::RegisterSnapshot(read_snapshot());
         let mut key = std::mem::zeroed::<pg_sys::ScanKeyData>();
@@ -142,6 +143,7 @@ pub fn read(name: &str) -> Option<CacheConfig> {
             config.readers = roles(a_readers);
             config.writers = roles(a_writers);
             config.max_bytes = column(a_max_bytes).and_then(|(d, null)| i64::from_datum(d, null)).map_or(0, |b| b.max(1) as u64);
+            config.notify = column(a_notify).and_then(|(d, null)| String::from_datum(d, null)).is_some_and(|n| n == "keys");
             config
         });
         pg_sys::systable_endscan(scan);
@@ -161,6 +163,8 @@ pub struct Declaration {
     pub readers: Option<Vec<pg_sys::Oid>>,
     pub writers: Option<Vec<pg_sys::Oid>>,
     pub max_bytes: Option<i64>,
+    /// `notify => 'keys'`: announce committed changes.
+    pub notify: bool,
 }
 
 /// Writes the declaration row; the shared slot follows at commit. The row is
@@ -192,12 +196,13 @@ pub fn write(name: &str, d: &Declaration) -> bool {
     // raced with another role's first declaration (both saw no row) updates nothing.
     let query = format!(
         "INSERT INTO {qualified} AS d (cache, size_limit, duration, context, context_ignored_keys, owner, readers, \
-         writers, max_bytes) VALUES ($1, $2, $3, $4, $5, $6::pg_catalog.oid::pg_catalog.regrole, \
-         $7::pg_catalog.oid[]::pg_catalog.regrole[], $8::pg_catalog.oid[]::pg_catalog.regrole[], $9) \
+         writers, max_bytes, notify) VALUES ($1, $2, $3, $4, $5, $6::pg_catalog.oid::pg_catalog.regrole, \
+         $7::pg_catalog.oid[]::pg_catalog.regrole[], $8::pg_catalog.oid[]::pg_catalog.regrole[], $9, $10) \
          ON CONFLICT (cache) DO UPDATE SET size_limit = EXCLUDED.size_limit, \
          duration = EXCLUDED.duration, context = EXCLUDED.context, \
          context_ignored_keys = EXCLUDED.context_ignored_keys, readers = EXCLUDED.readers, \
-         writers = EXCLUDED.writers, max_bytes = EXCLUDED.max_bytes, declared_at = pg_catalog.now() \
+         writers = EXCLUDED.writers, max_bytes = EXCLUDED.max_bytes, notify = EXCLUDED.notify, \
+         declared_at = pg_catalog.now() \
          WHERE d.owner::pg_catalog.oid OPERATOR(pg_catalog.=) EXCLUDED.owner::pg_catalog.oid \
          RETURNING d.cache"
     );
@@ -222,6 +227,7 @@ pub fn write(name: &str, d: &Declaration) -> bool {
         d.readers.clone().into(),
         d.writers.clone().into(),
         d.max_bytes.into(),
+        d.notify.then_some("keys").into(),
     ];
     let written = Spi::connect_mut(|c| c.update(query.as_str(), None, &args).map(|rows| rows.len()))
         .unwrap_or_else(|e| error!("pg_cache: writing pg_cache_declarations failed: {e}"));

@@ -3,6 +3,7 @@
 //! per-transaction write set. A crate of its own with no dependencies, so that the
 //! boundary is enforced by the compiler and tier 1 is a plain `cargo test`.
 
+pub mod feed;
 pub mod invalidation;
 pub mod key;
 pub mod store;

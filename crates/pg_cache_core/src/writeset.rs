@@ -68,8 +68,9 @@ pub enum Op {
     /// the toucher logs that value again with the new expiry).
     Touch { cache: String, key: Vec<u8>, expiry: Expiry },
     Clear { cache: String },
-    /// `cache_invalidate_tags`: every entry carrying any of `tags` (hashes).
-    InvalidateTags { cache: String, tags: Vec<u64> },
+    /// `cache_invalidate_tags`: every entry carrying any of `tags` (hashes), named
+    /// `names` (for the change feed).
+    InvalidateTags { cache: String, tags: Vec<u64>, names: Vec<String> },
     /// `cache_delete_prefix`: every key whose stored form starts with `prefix`.
     DeletePrefix { cache: String, prefix: Vec<u8> },
     ClearAll,
@@ -125,8 +126,8 @@ pub struct Plan<'a> {
     pub declares: Vec<(&'a str, CacheConfig)>,
     pub clear_all: bool,
     pub clears: Vec<&'a str>,
-    /// Tag invalidations made after their cache's last clear.
-    pub tags: Vec<(&'a str, &'a [u64])>,
+    /// Tag invalidations made after their cache's last clear: hashes and names.
+    pub tags: Vec<(&'a str, &'a [u64], &'a [String])>,
     /// Prefix invalidations made after their cache's last clear.
     pub prefixes: Vec<(&'a str, &'a [u8])>,
     pub writes: Vec<Write<'a>>,
@@ -516,7 +517,7 @@ impl WriteSet {
                 Op::Touch { cache, key, expiry } if live(i, l) => {
                     plan.writes.push(Write { op: i, cache, key, change: Change::Touch { expiry: *expiry }, covered: false });
                 }
-                Op::InvalidateTags { cache, tags } if self.after_clear(cache, i) => plan.tags.push((cache, tags)),
+                Op::InvalidateTags { cache, tags, names } if self.after_clear(cache, i) => plan.tags.push((cache, tags, names)),
                 Op::DeletePrefix { cache, prefix } if self.after_clear(cache, i) => plan.prefixes.push((cache, prefix)),
                 Op::Clear { cache } if self.clears.get(cache) == Some(&i) => plan.clears.push(cache),
                 Op::Declare { cache, config, .. } if self.declares.get(cache) == Some(&i) => {
@@ -776,7 +777,7 @@ mod tests {
         w.push_ok(1, tagged("c", "a", "1", &[7]));
         w.push_ok(1, tagged("c", "b", "2", &[8]));
         w.push_ok(1, tagged("c", "user:1", "3", &[]));
-        w.push_ok(1, Op::InvalidateTags { cache: "c".into(), tags: vec![7] });
+        w.push_ok(1, Op::InvalidateTags { cache: "c".into(), tags: vec![7], names: vec!["seven".into()] });
         w.push_ok(2, Op::DeletePrefix { cache: "c".into(), prefix: b"user:".to_vec() });
         assert_eq!(w.lookup("c", b"a"), Pending::Deleted, "a carries tag 7");
         assert_eq!(w.lookup("c", b"b"), Pending::Value(b"2", ValueKind::Jsonb));
@@ -790,7 +791,7 @@ mod tests {
         w.push_ok(2, tagged("c", "a", "4", &[7]));
         assert_eq!(w.lookup("c", b"a"), Pending::Value(b"4", ValueKind::Jsonb));
         let p = w.plan().unwrap();
-        assert_eq!(p.tags, vec![("c", &[7u64][..])]);
+        assert_eq!(p.tags, vec![("c", &[7u64][..], &["seven".to_string()][..])]);
         assert_eq!(p.prefixes, vec![("c", &b"user:"[..])]);
         let covered: Vec<_> = p.writes.iter().map(|x| (x.key, x.covered, matches!(x.change, Change::Delete))).collect();
         assert_eq!(covered, vec![(&b"b"[..], false, false), (&b"user:1"[..], true, true), (&b"a"[..], false, false)]);

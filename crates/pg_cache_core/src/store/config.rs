@@ -70,6 +70,9 @@ pub struct CacheConfig {
     /// Most bytes of `pg_cache.memory` the cache may hold (0: no limit of its own).
     pub max_bytes: u64,
     pub policy: Policy,
+    /// Whether committed changes are announced on the change feed (`notify =>
+    /// 'keys'`).
+    pub notify: bool,
     pub(super) ignored_len: u16,
     pub(super) ignored: [u8; MAX_IGNORED],
 }
@@ -85,6 +88,7 @@ impl Default for CacheConfig {
             writers: RoleList::ANYONE,
             max_bytes: 0,
             policy: Policy::Lru,
+            notify: false,
             ignored_len: 0,
             ignored: [0; MAX_IGNORED],
         }
