@@ -16,7 +16,9 @@ CREATE TABLE pg_cache_declarations (
     -- Most bytes of pg_cache.memory the cache may hold; NULL: no limit of its own.
     max_bytes bigint CHECK (max_bytes >= 1),
     -- 'keys': committed changes are announced on the pg_cache_feed channel.
-    notify text CHECK (notify = 'keys')
+    notify text CHECK (notify = 'keys'),
+    -- How the cache chooses what to evict: 'lru' or 'lfu'.
+    policy text NOT NULL DEFAULT 'lru' CHECK (policy IN ('lru', 'lfu'))
 );
 SELECT pg_catalog.pg_extension_config_dump('pg_cache_declarations', '');
 -- Everyone may read the declarations; only cache_create writes them (as the table's

@@ -9,7 +9,7 @@
 -- cache_delete_prefix; cache_keys; cache_bind and cache_unbind with
 -- pg_cache_bindings; cache_create and cache_declare gain notify (the change feed;
 -- cache_create's C symbol gets a new version: 0.3.0's keeps working until this
--- update).
+-- update); policy => 'lru' | 'lfu'.
 
 DROP FUNCTION cache_set(text, text, jsonb, interval);
 
@@ -247,7 +247,8 @@ CREATE FUNCTION "cache_declare"(
 	"context" bool DEFAULT true,
 	"context_ignored_keys" TEXT[] DEFAULT '{}',
 	"max_bytes" bigint DEFAULT NULL,
-	"notify" TEXT DEFAULT NULL
+	"notify" TEXT DEFAULT NULL,
+	"policy" TEXT DEFAULT 'lru'
 ) RETURNS bool
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
@@ -320,6 +321,8 @@ CREATE FUNCTION "cache_bound_row_changed"()
 
 -- The change feed: caches declared with notify => 'keys' announce their commits.
 ALTER TABLE pg_cache_declarations ADD COLUMN notify text CHECK (notify = 'keys');
+-- LFU beside LRU.
+ALTER TABLE pg_cache_declarations ADD COLUMN policy text NOT NULL DEFAULT 'lru' CHECK (policy IN ('lru', 'lfu'));
 
 DROP FUNCTION cache_create(text, integer, interval, boolean, text[], text[], text[], bigint);
 CREATE FUNCTION "cache_create"(
@@ -331,7 +334,8 @@ CREATE FUNCTION "cache_create"(
 	"readers" TEXT[] DEFAULT NULL,
 	"writers" TEXT[] DEFAULT NULL,
 	"max_bytes" bigint DEFAULT NULL,
-	"notify" TEXT DEFAULT NULL
+	"notify" TEXT DEFAULT NULL,
+	"policy" TEXT DEFAULT 'lru'
 ) RETURNS void
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c

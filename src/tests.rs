@@ -859,6 +859,8 @@ mod tests {
             ("SELECT cache_create('t', size_limit => 0)", "22023"),
             ("SELECT cache_create('t', max_bytes => 0)", "22023"),
             ("SELECT cache_create('t', notify => 'values')", "22023"),
+            ("SELECT cache_create('t', policy => 'fifo')", "22023"),
+            ("SELECT cache_create('t', policy => NULL)", "22004"),
             ("SELECT cache_declare('t', notify => '')", "22023"),
             ("SELECT cache_get('*', 'k')", "22023"),
             ("SELECT cache_get(repeat('n', 64), 'k')", "42622"),

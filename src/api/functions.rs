@@ -15,7 +15,7 @@ use super::jsonb::RawJsonb;
 use super::raw::{RawBytea, RawValue};
 use pg_cache_core::invalidation::Invalidation;
 use pg_cache_core::key;
-use pg_cache_core::store::{CacheConfig, RoleList, MAX_ROLES};
+use pg_cache_core::store::{CacheConfig, Policy, RoleList, MAX_ROLES};
 use pg_cache_core::store::Lookup;
 use pg_cache_core::writeset::{try_copy, try_string, Expiry, Op, Pending, SetMode};
 use crate::pg::{self, now};
@@ -308,8 +308,9 @@ fn cache_create_v4(
     writers: default!(Option<Vec<Option<String>>>, "NULL"),
     max_bytes: default!(Option<i64>, "NULL"),
     notify: default!(Option<&str>, "NULL"),
+    policy: default!(Option<&str>, "'lru'"),
 ) {
-    create(cache, size_limit, duration, context, context_ignored_keys, readers, writers, max_bytes, notify);
+    create(cache, size_limit, duration, context, context_ignored_keys, readers, writers, max_bytes, notify, policy);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -323,10 +324,11 @@ fn create(
     writers: Option<Vec<Option<String>>>,
     max_bytes: Option<i64>,
     notify: Option<&str>,
+    policy: Option<&str>,
 ) {
     check_writable("cache_create");
     let name = check_name(cache);
-    let settings = Settings::checked(size_limit, duration, context, context_ignored_keys, max_bytes, notify);
+    let settings = Settings::checked(size_limit, duration, context, context_ignored_keys, max_bytes, notify, policy);
     let readers = role_list("readers", readers);
     let writers = role_list("writers", writers);
     declare(name, settings, readers, writers);
@@ -359,7 +361,7 @@ pub extern "C-unwind" fn cache_create_v3_wrapper(fcinfo: pg_sys::FunctionCallInf
             pgrx::fcinfo::pg_getarg::<i64>(fcinfo, 7),
         )
     };
-    create(args.0, args.1, args.2, args.3, args.4, args.5, args.6, args.7, None);
+    create(args.0, args.1, args.2, args.3, args.4, args.5, args.6, args.7, None, Some("lru"));
     pgrx::fcinfo::pg_return_void()
 }
 
@@ -382,6 +384,7 @@ impl Settings {
         context_ignored_keys: Option<Vec<Option<String>>>,
         max_bytes: Option<i64>,
         notify: Option<&str>,
+        policy: Option<&str>,
     ) -> Settings {
         if let Some(n) = size_limit {
             if n < 1 {
@@ -414,6 +417,13 @@ impl Settings {
                 "notify => 'keys' announces every committed change of the cache on the pg_cache_feed channel.",
             ),
         };
+        let policy = policy.unwrap_or_else(|| errors::null_argument("policy"));
+        config.policy = Policy::from_name(policy).unwrap_or_else(|| {
+            errors::invalid(
+                format!("policy must be 'lru' or 'lfu', not '{policy}'"),
+                "'lru' evicts the entry used longest ago, 'lfu' one read seldom.",
+            )
+        });
         Settings { size_limit, duration, context, ignored, max_bytes, config }
     }
 
@@ -426,6 +436,7 @@ impl Settings {
             && declared.ignored() == c.ignored()
             && declared.max_bytes == c.max_bytes
             && declared.notify == c.notify
+            && declared.policy == c.policy
     }
 }
 
@@ -452,6 +463,7 @@ fn declare(
         writers: writer_oids,
         max_bytes,
         notify: config.notify,
+        policy: config.policy,
     };
     // Twice at most: a first declaration by another role may commit between the
     // read and the write; then it is a redeclaration of that role's cache.
@@ -498,10 +510,11 @@ fn cache_declare(
     context_ignored_keys: default!(Option<Vec<Option<String>>>, "'{}'"),
     max_bytes: default!(Option<i64>, "NULL"),
     notify: default!(Option<&str>, "NULL"),
+    policy: default!(Option<&str>, "'lru'"),
 ) -> bool {
     check_writable("cache_declare");
     let name = check_name(cache);
-    let settings = Settings::checked(size_limit, duration, context, context_ignored_keys, max_bytes, notify);
+    let settings = Settings::checked(size_limit, duration, context, context_ignored_keys, max_bytes, notify, policy);
     shmem::store();
     let roles = |list: RoleList| {
         let oids = (!list.is_open()).then(|| list.roles().iter().map(|&r| pg_sys::Oid::from(r)).collect());

@@ -13,7 +13,7 @@ use pgrx::pg_sys::errcodes::PgSqlErrorCode;
 use pgrx::prelude::*;
 
 use crate::errors;
-use pg_cache_core::store::{CacheConfig, RoleList, MAX_ROLES};
+use pg_cache_core::store::{CacheConfig, Policy, RoleList, MAX_ROLES};
 
 /// An interval in microseconds, counted as `extract(epoch FROM interval)` does (a
 /// year is 365.25 days, a month of a partial year 30 days): the one conversion used
@@ -100,6 +100,7 @@ pub fn read(name: &str) -> Option<CacheConfig> {
         let (a_owner, a_readers, a_writers) = (attnum(c"owner"), attnum(c"readers"), attnum(c"writers"));
         let a_max_bytes = attnum(c"max_bytes");
         let a_notify = attnum(c"notify");
+        let a_policy = attnum(c"policy");
         let rel = pg_sys::table_open(relid, pg_sys::AccessShareLock as i32);
         let snapshot = pg_sys::RegisterSnapshot(read_snapshot());
         let mut key = std::mem::zeroed::<pg_sys::ScanKeyData>();
@@ -143,6 +144,10 @@ pub fn read(name: &str) -> Option<CacheConfig> {
             config.readers = roles(a_readers);
             config.writers = roles(a_writers);
             config.max_bytes = column(a_max_bytes).and_then(|(d, null)| i64::from_datum(d, null)).map_or(0, |b| b.max(1) as u64);
+            config.policy = column(a_policy)
+                .and_then(|(d, null)| String::from_datum(d, null))
+                .and_then(|p| Policy::from_name(&p))
+                .unwrap_or_default();
             config.notify = column(a_notify).and_then(|(d, null)| String::from_datum(d, null)).is_some_and(|n| n == "keys");
             config
         });
@@ -165,6 +170,7 @@ pub struct Declaration {
     pub max_bytes: Option<i64>,
     /// `notify => 'keys'`: announce committed changes.
     pub notify: bool,
+    pub policy: Policy,
 }
 
 /// Writes the declaration row; the shared slot follows at commit. The row is
@@ -196,12 +202,12 @@ pub fn write(name: &str, d: &Declaration) -> bool {
     // raced with another role's first declaration (both saw no row) updates nothing.
     let query = format!(
         "INSERT INTO {qualified} AS d (cache, size_limit, duration, context, context_ignored_keys, owner, readers, \
-         writers, max_bytes, notify) VALUES ($1, $2, $3, $4, $5, $6::pg_catalog.oid::pg_catalog.regrole, \
-         $7::pg_catalog.oid[]::pg_catalog.regrole[], $8::pg_catalog.oid[]::pg_catalog.regrole[], $9, $10) \
+         writers, max_bytes, notify, policy) VALUES ($1, $2, $3, $4, $5, $6::pg_catalog.oid::pg_catalog.regrole, \
+         $7::pg_catalog.oid[]::pg_catalog.regrole[], $8::pg_catalog.oid[]::pg_catalog.regrole[], $9, $10, $11) \
          ON CONFLICT (cache) DO UPDATE SET size_limit = EXCLUDED.size_limit, \
          duration = EXCLUDED.duration, context = EXCLUDED.context, \
          context_ignored_keys = EXCLUDED.context_ignored_keys, readers = EXCLUDED.readers, \
-         writers = EXCLUDED.writers, max_bytes = EXCLUDED.max_bytes, notify = EXCLUDED.notify, \
+         writers = EXCLUDED.writers, max_bytes = EXCLUDED.max_bytes, notify = EXCLUDED.notify, policy = EXCLUDED.policy, \
          declared_at = pg_catalog.now() \
          WHERE d.owner::pg_catalog.oid OPERATOR(pg_catalog.=) EXCLUDED.owner::pg_catalog.oid \
          RETURNING d.cache"
@@ -228,6 +234,7 @@ pub fn write(name: &str, d: &Declaration) -> bool {
         d.writers.clone().into(),
         d.max_bytes.into(),
         d.notify.then_some("keys").into(),
+        d.policy.name().into(),
     ];
     let written = Spi::connect_mut(|c| c.update(query.as_str(), None, &args).map(|rows| rows.len()))
         .unwrap_or_else(|e| error!("pg_cache: writing pg_cache_declarations failed: {e}"));

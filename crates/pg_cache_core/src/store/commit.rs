@@ -399,10 +399,14 @@ impl<'a, L: Locks> Store<'a, L> {
         self.free_entry(p.block);
     }
 
-    /// Moves the shared clock to `now` if it is 100 ms or more behind.
+    /// Moves the shared clock to `now` if it is 100 ms or more behind, or not set
+    /// yet (0): the region starts with a clock of 0, which today's wrapping
+    /// milliseconds can be more than 2^31 past, and a test of `behind >= 100` alone
+    /// then never moved it (hits stamped entries with a time days off).
     pub fn advance_clock(&self, now: i64) {
         let clock = &self.hdr().clock;
-        if ms(now).wrapping_sub(clock.load(Ordering::Relaxed)) as i32 >= 100 {
+        let current = clock.load(Ordering::Relaxed);
+        if current == 0 || ms(now).wrapping_sub(current) as i32 >= 100 {
             clock.store(ms(now), Ordering::Relaxed);
         }
     }

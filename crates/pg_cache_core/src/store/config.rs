@@ -46,13 +46,35 @@ pub enum Policy {
     /// Evict the entry used longest ago (approximately: see `policy/lru.rs`).
     #[default]
     Lru = 0,
+    /// Evict an entry read seldom: a small use count per entry, aged by the
+    /// eviction hand (see `policy/lfu.rs`); a scan passes through without pushing
+    /// out what is read again and again.
+    Lfu = 1,
 }
 
 impl Policy {
-    /// The policy a slot's byte records. Only `Lru` exists yet (byte 0); the next
-    /// policy adds its byte here.
-    pub fn from_byte(_byte: u8) -> Policy {
-        Policy::Lru
+    /// The policy a slot's byte records (an unknown byte reads as `Lru`).
+    pub fn from_byte(byte: u8) -> Policy {
+        match byte {
+            1 => Policy::Lfu,
+            _ => Policy::Lru,
+        }
+    }
+
+    /// The policy named `name` (`lru`, `lfu`), as `cache_create` takes it.
+    pub fn from_name(name: &str) -> Option<Policy> {
+        match name {
+            "lru" => Some(Policy::Lru),
+            "lfu" => Some(Policy::Lfu),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Lru => "lru",
+            Policy::Lfu => "lfu",
+        }
     }
 }
 

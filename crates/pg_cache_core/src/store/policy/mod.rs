@@ -4,6 +4,7 @@
 //! long ago that victim was used (comparable across caches and policies: the
 //! wrapping milliseconds of [`EntryHead::used_at`]). `lru` is the first policy.
 
+mod lfu;
 mod lru;
 mod ranking;
 #[cfg(test)]
@@ -37,9 +38,8 @@ impl<'a, L: Locks> Store<'a, L> {
     pub(super) fn retire(&self, s: &CacheSlot, e: u32) {
         // SAFETY: e is a live entry of s; we hold the list lock.
         unsafe {
-            match self.policy_of(s) {
-                Policy::Lru => self.lru_unlink(s, e),
-            }
+            // Both policies keep one list through the heads.
+            self.lru_unlink(s, e);
             let h = self.head(e);
             (*h).state.store(ENTRY_DEAD, Ordering::Release);
             if (*h).gen == s.gen.load(Ordering::Relaxed) {
@@ -64,9 +64,8 @@ impl<'a, L: Locks> Store<'a, L> {
     /// The entry slot `s`'s policy would evict next (NIL for none). The list lock
     /// held, or a racy peek that the caller re-checks under it.
     pub(super) fn next_victim(&self, s: &CacheSlot) -> u32 {
-        match self.policy_of(s) {
-            Policy::Lru => s.list.lru_tail.load(Ordering::Relaxed),
-        }
+        // LFU's hand starts at the tail too (`lfu_victim` looks further).
+        s.list.lru_tail.load(Ordering::Relaxed)
     }
 
     /// Marks entry `e` of slot `s` used by a hit (see the policy for what that costs).
@@ -74,6 +73,7 @@ impl<'a, L: Locks> Store<'a, L> {
     pub(super) fn touch(&self, s: &CacheSlot, e: u32) {
         match self.policy_of(s) {
             Policy::Lru => self.lru_touch(s, e),
+            Policy::Lfu => self.lfu_touch(s, e),
         }
     }
 
@@ -81,6 +81,7 @@ impl<'a, L: Locks> Store<'a, L> {
     pub(super) fn admit(&self, s: &CacheSlot, e: u32, now: i64) {
         match self.policy_of(s) {
             Policy::Lru => self.lru_admit(s, e, now),
+            Policy::Lfu => self.lfu_admit(s, e, now),
         }
     }
 
@@ -89,7 +90,11 @@ impl<'a, L: Locks> Store<'a, L> {
     pub(super) fn pop_victim(&self, index: u32, reason: PopReason, now: i64) -> Option<Victim> {
         let s = self.slot(index);
         let _g = self.lock_list(s);
-        let t = self.next_victim(s);
+        let t = if matches!(reason, PopReason::Evict) && self.policy_of(s) == Policy::Lfu {
+            self.lfu_victim(s, now)
+        } else {
+            self.next_victim(s)
+        };
         if t == NIL {
             return None;
         }

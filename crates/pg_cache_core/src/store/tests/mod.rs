@@ -119,6 +119,7 @@ mod guarded;
 mod eviction;
 mod invalidation;
 mod maintenance;
+mod lfu;
 mod predicates;
 mod read;
 mod shadow;
