@@ -58,6 +58,10 @@ fn pass(store: &Store<'_, shmem::PgLocks>, hidden_seen: &mut u64) -> bool {
             }
         }
     }
+    // Prefix invalidations: the entries they cover are freed and they are
+    // forgotten, so that a cache deleting prefixes all the time does not fold
+    // them into clears (a sweep of every bucket while any cache holds one).
+    store.retire_prefixes(now, SLICE);
     true
 }
 

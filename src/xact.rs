@@ -701,11 +701,7 @@ fn has_writes() -> bool {
 pub(crate) unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
     use pg_sys::XactEvent::*;
     match event {
-        XACT_EVENT_PRE_COMMIT => {
-            if has_writes() {
-                prepare_commit();
-            }
-        }
+        XACT_EVENT_PRE_COMMIT if has_writes() => prepare_commit(),
         XACT_EVENT_COMMIT => {
             if has_writes() {
                 apply_commit();

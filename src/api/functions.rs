@@ -502,6 +502,7 @@ fn declare(
 /// transaction, in shared memory only: the cache has these settings for every
 /// session until the server restarts or a committed declaration replaces them.
 #[pg_extern(volatile, parallel_unsafe)]
+#[allow(clippy::too_many_arguments)]
 fn cache_declare(
     cache: Option<&str>,
     size_limit: default!(Option<i32>, "NULL"),

@@ -222,3 +222,39 @@ fn a_backend_killed_with_sigkill_leaves_a_healthy_server_with_empty_caches() {
     assert_eq!(common::get(&mut fresh, "crash", "k").as_deref(), Some("\"after\""));
     within(Duration::from_secs(15), || worker_pid(&mut fresh)).expect("the worker runs again");
 }
+
+/// The worker frees what a prefix invalidation covers and forgets it, so a cache
+/// that deletes prefixes again and again is never cleared for it (four live ones
+/// fold into a clear); a fill that began before a forgotten invalidation is still
+/// dropped.
+#[test]
+fn the_worker_retires_prefix_invalidations_without_clearing_or_losing_a_fence() {
+    let _turn = serial();
+    fresh_database("pg_cache_prefix_worker");
+    let mut c = connect("pg_cache_prefix_worker");
+    let mut filler = connect("pg_cache_prefix_worker");
+    c.batch_execute("SELECT cache_create('p', context => false); SELECT cache_put('p', 'keep', '1')").unwrap();
+    let entries = |c: &mut Client| stat(c, "p", "entries");
+    // (The first declaration with context => false cleared the empty cache.)
+    let last_clear = |c: &mut Client| c.query_one("SELECT cache_last_clear('p')::text", &[]).unwrap().get::<_, Option<String>>(0);
+    let cleared_at = last_clear(&mut c);
+    for i in 0..8 {
+        // Committed before the delete (in one transaction it would cover them).
+        c.batch_execute(&format!("SELECT cache_put('p', 'x{i}:a', '1'), cache_put('p', 'x{i}:b', '1')")).unwrap();
+        assert_eq!(entries(&mut c), 3);
+        c.batch_execute(&format!("SELECT cache_delete_prefix('p', 'x{i}:')")).unwrap();
+        let retired = within(Duration::from_secs(10), || (entries(&mut c) == 1).then_some(()));
+        assert!(retired.is_some(), "prefix {i}: the covered entries were not freed");
+    }
+    assert_eq!(last_clear(&mut c), cleared_at, "eight prefix deletes did not fold into a clear");
+    assert_eq!(common::get(&mut c, "p", "keep").as_deref(), Some("1"));
+    // A fill that began before a prefix delete the worker has since forgotten.
+    filler.batch_execute("BEGIN; SELECT 1").unwrap();
+    c.batch_execute("SELECT cache_put('p', 'u:0', '1')").unwrap();
+    c.batch_execute("SELECT cache_delete_prefix('p', 'u:')").unwrap();
+    assert!(within(Duration::from_secs(10), || (entries(&mut c) == 1).then_some(())).is_some());
+    let stale = stat(&mut c, "p", "stale_sets");
+    filler.batch_execute("SELECT cache_set('p', 'u:1', '\"old\"'); COMMIT").unwrap();
+    assert_eq!(common::get(&mut c, "p", "u:1"), None, "the fill was dropped");
+    assert_eq!(stat(&mut c, "p", "stale_sets"), stale + 1);
+}

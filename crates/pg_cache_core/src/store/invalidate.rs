@@ -198,6 +198,7 @@ impl<'a, L: Locks> Store<'a, L> {
         s.last_clear.fetch_max(now, Ordering::Release);
         // The clear covers every prefix invalidation committed so far.
         s.prefix_count.store(0, Ordering::Release);
+        s.prefix_resets.fetch_add(1, Ordering::Release);
         self.hdr().hidden.fetch_add(1, Ordering::Release);
     }
 }

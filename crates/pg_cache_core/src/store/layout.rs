@@ -109,6 +109,8 @@ pub struct CacheSlot {
     pub(super) installing: AtomicU32,
     /// Live prefix invalidations in `prefixes` (0: a lookup looks no further).
     pub(super) prefix_count: AtomicU32,
+    /// Times a clear retired every prefix invalidation (see `retire_prefixes`).
+    pub(super) prefix_resets: AtomicU32,
     /// Commit time of the last committed clear: also this cache's fence.
     pub(super) last_clear: AtomicI64,
     pub(super) name: UnsafeCell<[u8; MAX_NAME + 1]>,

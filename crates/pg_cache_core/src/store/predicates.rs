@@ -14,7 +14,10 @@
 //!   (the first [`PREFIX_BYTES`] bytes of the stored prefix and a time), written
 //!   under its commit lock held exclusively, so a lookup sees all of a commit's or
 //!   none (the commit sequence). The next one folds them all into a clear of the
-//!   cache; any clear retires them, as it covers everything they do.
+//!   cache; any clear retires them, as it covers everything they do. The worker
+//!   retires them too ([`Store::retire_prefixes`]): it frees the entries they
+//!   cover, then folds their times into the cache's key floor (which fences every
+//!   older fill, as they did for some) and forgets them.
 //!
 //! Both are compared strictly: an entry installed by the same commit as a covering
 //! invalidation was written after it (the transaction's own earlier writes are not
@@ -22,6 +25,7 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
+use super::chain::Step;
 use super::*;
 
 /// Most tags one entry carries.
@@ -218,6 +222,110 @@ impl<'a, L: Locks> Store<'a, L> {
             s.prefix_count.store(n as u32 + 1, Ordering::Release);
         }
         s.list.invalidated_at.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Retires the prefix invalidations that every cache holds now: sweeps every
+    /// bucket, a slice of one partition per lock hold, freeing the live entries they
+    /// cover; then, under each such cache's commit lock (readers see the records
+    /// change all at once), folds into its key floor and forgets those still as they
+    /// were when the sweep began (a clear meanwhile retired them already; one whose
+    /// time moved may cover entries swept past, and waits for the next sweep).
+    /// Entries installed during the sweep under an older commit time are fills,
+    /// dropped by the records still there, or puts, which then count as committed
+    /// after the invalidation. Returns the entries freed; nothing to do costs a
+    /// look at each slot.
+    pub fn retire_prefixes(&self, now: i64, slice: u32) -> u64 {
+        let used = self.hdr().used_slots.load(Ordering::Acquire);
+        // (slot, incarnation, resets, count, times) of each cache with records.
+        let mut caches: Vec<(u32, u32, u32, usize, [i64; MAX_PREFIXES])> = Vec::new();
+        for i in 0..used {
+            let s = self.slot(i);
+            if s.state.load(Ordering::Acquire) != SLOT_ACTIVE || s.prefix_count.load(Ordering::Acquire) == 0 {
+                continue;
+            }
+            self.locks.lock_cache(i, Mode::Shared);
+            let _c = CacheReadGuard { locks: self.locks, slot: i };
+            let n = (s.prefix_count.load(Ordering::Acquire) as usize).min(MAX_PREFIXES);
+            let mut at = [NEVER; MAX_PREFIXES];
+            for (t, p) in at.iter_mut().zip(&s.prefixes[..n]) {
+                *t = p.at.load(Ordering::Relaxed);
+            }
+            if caches.try_reserve(1).is_err() {
+                break;
+            }
+            caches.push((i, s.incarnation.load(Ordering::Acquire), s.prefix_resets.load(Ordering::Acquire), n, at));
+        }
+        if caches.is_empty() {
+            return 0;
+        }
+        let mut freed = 0;
+        let per = self.geo.buckets / PARTITIONS as u32;
+        for p in 0..PARTITIONS as u32 {
+            let mut from = 0;
+            while from < per {
+                let to = (from + slice.max(1)).min(per);
+                {
+                    let _p = self.lock_bucket(p, Mode::Exclusive);
+                    for k in from..to {
+                        let u = self.walk_chain(p + k * PARTITIONS as u32, |e, h| {
+                            let s = self.slot(h.slot);
+                            if s.prefix_count.load(Ordering::Acquire) == 0 || h.state.load(Ordering::Acquire) != ENTRY_LIVE {
+                                return Step::Next;
+                            }
+                            let mut key = [0u8; PREFIX_BYTES];
+                            let n = (h.key_len as usize).min(PREFIX_BYTES);
+                            self.copy_payload(e, 0, &mut key[..n]);
+                            // A key longer than PREFIX_BYTES is compared by its first
+                            // bytes, as records are: a record covers it if they match.
+                            let _g = self.lock_list(s);
+                            if h.state.load(Ordering::Acquire) != ENTRY_LIVE || self.prefix_invalidated_at(s, &key[..n]) <= h.installed_at {
+                                return Step::Next;
+                            }
+                            self.retire(s, e);
+                            freed += 1;
+                            Step::Unlink
+                        });
+                        // As the worker's sweep does: the allocator comes after the
+                        // partition lock in the lock order.
+                        self.free_unlinked(None, u.first);
+                    }
+                }
+                from = to;
+            }
+        }
+        for (i, incarnation, resets, n, at) in caches {
+            let r = SlotRef { index: i, incarnation };
+            if !self.is_valid(r) {
+                continue;
+            }
+            let commit = self.commit(r, now);
+            let s = self.slot(i);
+            if s.prefix_resets.load(Ordering::Acquire) != resets {
+                continue; // cleared meanwhile: those records are gone already
+            }
+            let count = (s.prefix_count.load(Ordering::Acquire) as usize).min(MAX_PREFIXES);
+            let mut kept = 0;
+            for j in 0..count {
+                let p = &s.prefixes[j];
+                let t = p.at.load(Ordering::Relaxed);
+                if j < n && t == at[j] {
+                    s.list.key_floor.fetch_max(t, Ordering::AcqRel);
+                    continue;
+                }
+                if kept != j {
+                    let q = &s.prefixes[kept];
+                    for (w, v) in q.words.iter().zip(&p.words) {
+                        w.store(v.load(Ordering::Relaxed), Ordering::Relaxed);
+                    }
+                    q.len.store(p.len.load(Ordering::Relaxed), Ordering::Relaxed);
+                    q.at.store(t, Ordering::Relaxed);
+                }
+                kept += 1;
+            }
+            s.prefix_count.store(kept as u32, Ordering::Release);
+            drop(commit);
+        }
+        freed
     }
 
     /// Live prefix invalidations of cache `r` (for statistics and tests).

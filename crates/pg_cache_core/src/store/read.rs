@@ -190,7 +190,7 @@ impl<'a, L: Locks> Store<'a, L> {
             // between the two loads is still in flight.
             let ended = s.list.key_commits_ended.load(Ordering::Acquire);
             let begun = s.list.key_commits_begun.load(Ordering::Acquire);
-            if seq % 2 == 0 && begun == ended {
+            if seq.is_multiple_of(2) && begun == ended {
                 pass(out);
                 if s.commit_seq.load(Ordering::Acquire) == seq && s.list.key_commits_begun.load(Ordering::Acquire) == begun {
                     return;
@@ -228,7 +228,7 @@ impl<'a, L: Locks> Store<'a, L> {
         let s = self.slot(r.index);
         for _ in 0..OPTIMISTIC_LOOKUPS {
             let seq = s.commit_seq.load(Ordering::Acquire);
-            if seq % 2 == 0 {
+            if seq.is_multiple_of(2) {
                 let found = self.lookup_once::<TOUCH, T>(r, key, hash, kind, view, &now, &mut read);
                 // If this lookup saw a write of a commit, it took the partition lock
                 // after that commit released it, so it sees the commit's first bump.

@@ -129,6 +129,7 @@ impl<'a, L: Locks> Store<'a, L> {
             s.list.bytes.store(st.new_bytes.get(), Ordering::Relaxed);
             s.last_clear.fetch_max(now, Ordering::Release);
             s.prefix_count.store(0, Ordering::Release);
+            s.prefix_resets.fetch_add(1, Ordering::Release);
             self.hdr().hidden.fetch_add(1, Ordering::Release);
         }
         s.installing.store(0, Ordering::Release);

@@ -101,7 +101,7 @@ impl<'a, L: Locks> Store<'a, L> {
         let mut count = decayed(packed, minute);
         if count < 255 {
             let odds = count.saturating_sub(INIT) * LOG_FACTOR + 1;
-            if draw() % odds as u64 == 0 {
+            if draw().is_multiple_of(odds as u64) {
                 count += 1;
             }
         }

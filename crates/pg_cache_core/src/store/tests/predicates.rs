@@ -172,3 +172,50 @@ fn a_write_computed_from_an_entry_invalidated_since_does_not_install() {
     assert_eq!(o.found, Lookup::Expired);
     assert!(s.commit(r, 300).holds(b"n", h, o.seen).is_some());
 }
+
+#[test]
+fn the_worker_retires_prefix_invalidations_without_losing_a_fence() {
+    let reg = region(1 << 20, 8);
+    let s = &reg.store;
+    let (r, other) = (new_cache(s, 1, "c"), new_cache(s, 1, "d"));
+    for k in ["user:1:a", "user:1:b", "user:2:a"] {
+        set_at(s, r, k, b"v", NO_EXPIRY, u64::MAX, 100);
+    }
+    set_at(s, other, "user:1:a", b"v", NO_EXPIRY, u64::MAX, 100);
+    let (fill, _) = prepared(s, r, "user:1:c", b"v");
+    s.commit(r, 200).invalidate_prefix(b"user:1:");
+    assert_eq!(s.retire_prefixes(300, 16), 2, "the two covered entries are freed");
+    assert_eq!(s.prefix_invalidations(r), 0, "and the invalidation forgotten");
+    assert_eq!(s.stats(r, String::new()).entries, 1);
+    assert!(!hit(s, r, "user:1:a", View::LATEST) && hit(s, r, "user:2:a", View::LATEST));
+    assert!(hit(s, other, "user:1:a", View::LATEST), "another cache's keys are not touched");
+    // A fill that started before the invalidation is still dropped: the key floor
+    // took its time. One that started after is not.
+    let c = s.commit(r, 400);
+    assert!(c.is_stale_fill(fill, b"user:1:c", 150));
+    assert!(!c.is_stale_fill(fill, b"user:1:c", 201));
+    drop(c);
+    s.discard(fill);
+    set_at(s, r, "user:1:a", b"new", NO_EXPIRY, u64::MAX, 500);
+    assert_eq!(get(s, r, "user:1:a"), Some(b"new".to_vec()));
+    assert_eq!(s.retire_prefixes(600, 16), 0, "nothing to do");
+}
+
+/// What a retirement sweep costs on a large region (run by hand, with --release
+/// --ignored --nocapture).
+#[test]
+#[ignore]
+fn time_a_retirement_sweep() {
+    for mb in [64usize, 2048] {
+        let reg = region(mb << 20, 64);
+        let s = &reg.store;
+        let r = new_cache(s, 1, "c");
+        for i in 0..100_000 {
+            set_at(s, r, &format!("k{i}"), b"v", NO_EXPIRY, u64::MAX, 100);
+        }
+        s.commit(r, 200).invalidate_prefix(b"k1");
+        let t = std::time::Instant::now();
+        let freed = s.retire_prefixes(300, 64);
+        eprintln!("{mb} MB, {} buckets: {freed} freed in {:?}", s.geometry().buckets, t.elapsed());
+    }
+}
