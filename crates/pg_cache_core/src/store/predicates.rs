@@ -305,8 +305,7 @@ impl<'a, L: Locks> Store<'a, L> {
             }
             let count = (s.prefix_count.load(Ordering::Acquire) as usize).min(MAX_PREFIXES);
             let mut kept = 0;
-            for j in 0..count {
-                let p = &s.prefixes[j];
+            for (j, p) in s.prefixes[..count].iter().enumerate() {
                 let t = p.at.load(Ordering::Relaxed);
                 if j < n && t == at[j] {
                     s.list.key_floor.fetch_max(t, Ordering::AcqRel);
