@@ -356,14 +356,51 @@ fn announcements(plan: &Plan, caches: &[Resolved], index: &HashMap<&str, usize>)
             continue;
         }
         let mut changes = feed::Changes { cleared: caches[i].clear || plan.clear_all, ..Default::default() };
+        // Bounded by what the payloads can hold, with fallible allocations: past
+        // that the commit is announced as a clear, never the backend aborted.
+        let budget = feed::MAX_PAYLOADS * max_payload();
+        let mut used = 0;
+        let mut fits = |n: usize, room: Result<(), std::collections::TryReserveError>| {
+            used += n + 3;
+            used <= budget && room.is_ok()
+        };
         if !changes.cleared {
-            changes.keys = plan.writes.iter().filter(|w| w.cache == name).filter_map(|w| key::user_part(w.key)).collect();
-            changes.tags = plan.tags.iter().filter(|t| t.0 == name).flat_map(|t| t.2.iter().map(String::as_str)).collect();
-            changes.prefixes = plan.prefixes.iter().filter(|p| p.0 == name).filter_map(|p| key::user_part(p.1)).collect();
+            for w in plan.writes.iter().filter(|w| w.cache == name) {
+                let Some(k) = key::user_part(w.key) else { continue };
+                if !fits(k.len(), changes.keys.try_reserve(1)) {
+                    changes.cleared = true;
+                    break;
+                }
+                changes.keys.push(k);
+            }
         }
-        out.extend(feed::payloads(name, &changes));
+        if !changes.cleared {
+            for t in plan.tags.iter().filter(|t| t.0 == name).flat_map(|t| t.2.iter()) {
+                if !fits(t.len(), changes.tags.try_reserve(1)) {
+                    changes.cleared = true;
+                    break;
+                }
+                changes.tags.push(t);
+            }
+        }
+        if !changes.cleared {
+            for p in plan.prefixes.iter().filter(|p| p.0 == name).filter_map(|p| key::user_part(p.1)) {
+                if !fits(p.len(), changes.prefixes.try_reserve(1)) {
+                    changes.cleared = true;
+                    break;
+                }
+                changes.prefixes.push(p);
+            }
+        }
+        out.extend(feed::payloads(name, &changes, max_payload()));
     }
     out
+}
+
+/// The longest payload this server's `NOTIFY` takes (BLCKSZ − NAMEDATALEN − 128,
+/// less one: it refuses that length).
+fn max_payload() -> usize {
+    pg_sys::BLCKSZ as usize - pg_sys::NAMEDATALEN as usize - 128 - 1
 }
 
 /// PRE_COMMIT: do everything that can fail.
@@ -438,7 +475,8 @@ fn prepare_commit() {
         for (slot, _) in store.slots_of(database()) {
             let config = store.config(slot);
             if config.notify && !announced {
-                pg::notify(FEED_CHANNEL, &feed::payloads("*", &feed::Changes { cleared: true, ..Default::default() })[0]);
+                let cleared = feed::Changes { cleared: true, ..Default::default() };
+                pg::notify(FEED_CHANNEL, &feed::payloads("*", &cleared, max_payload())[0]);
                 announced = true;
             }
             if !privileges::may(&config, &config.writers) {

@@ -79,12 +79,22 @@ pub const MAX_TAGS_PER_CALL: usize = 10_000;
 /// element is 22004; more than [`MAX_TAGS`] distinct tags meets a limit (54000, or
 /// under `pg_cache.on_limit = warning` skipped like a value over its limit).
 pub fn entry_tags(slot: SlotRef, tags: Option<Vec<Option<String>>>) -> Result<Vec<u64>, Skipped> {
-    let hashes = tag_hashes(tags.unwrap_or_default(), "an element of tags");
+    let mut hashes: Vec<u64> = Vec::with_capacity(MAX_TAGS + 1);
+    for t in tags.unwrap_or_default() {
+        let h = tag_hash(t.unwrap_or_else(|| errors::null_argument("an element of tags")).as_bytes());
+        if !hashes.contains(&h) {
+            hashes.push(h);
+        }
+        // No need to look further (a huge array costs no quadratic search).
+        if hashes.len() > MAX_TAGS {
+            break;
+        }
+    }
     if hashes.len() > MAX_TAGS {
         return Err(over_limit(
             Some(slot),
             PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-            format!("an entry carries at most {MAX_TAGS} tags, not {}", hashes.len()),
+            format!("an entry carries at most {MAX_TAGS} distinct tags"),
             "Tag entries with fewer, coarser tags.",
         ));
     }
@@ -93,10 +103,11 @@ pub fn entry_tags(slot: SlotRef, tags: Option<Vec<Option<String>>>) -> Result<Ve
 
 /// The hashes of `tags`, duplicates dropped; a NULL element is 22004.
 pub fn tag_hashes(tags: Vec<Option<String>>, what: &str) -> Vec<u64> {
+    let mut seen = std::collections::HashSet::with_capacity(tags.len());
     let mut out: Vec<u64> = Vec::with_capacity(tags.len());
     for t in tags {
         let h = tag_hash(t.unwrap_or_else(|| errors::null_argument(what)).as_bytes());
-        if !out.contains(&h) {
+        if seen.insert(h) {
             out.push(h);
         }
     }

@@ -5,7 +5,8 @@
 //! rule drops fills of rows older than the change), and TRUNCATE clears the cache.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::rc::Rc;
 use std::ffi::{CStr, CString};
 
 use pgrx::pg_sys;
@@ -14,7 +15,7 @@ use pgrx::prelude::*;
 
 use super::args::{self, check_name, check_writable};
 use super::functions::{notify, owned};
-use crate::registry::bindings::{self, Binding};
+use crate::registry::bindings::{self, Binding, Spec};
 use crate::{errors, pending, registry};
 use pg_cache_core::writeset::Op;
 
@@ -49,11 +50,13 @@ fn bound_table(relid: pg_sys::Oid) -> String {
     // (NULL when the relation does not exist, which regclass input already excludes).
     unsafe {
         let kind = pg_sys::get_rel_relkind(relid) as u8;
-        if kind != pg_sys::RELKIND_RELATION && kind != pg_sys::RELKIND_PARTITIONED_TABLE {
+        // Not a partitioned table: its row triggers fire on each partition, with
+        // the partition's row type and OID, which the binding does not name.
+        if kind != pg_sys::RELKIND_RELATION {
             errors::raise(
                 PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-                format!("relation with OID {} is not a table", u32::from(relid)),
-                "A cache can be bound to a table or a partitioned table.",
+                format!("relation with OID {} is not a plain table", u32::from(relid)),
+                "A cache can be bound to a table (bind each partition of a partitioned table).",
             );
         }
         let name = pg_sys::get_rel_name(relid);
@@ -125,21 +128,11 @@ fn cache_bind(
             "Unbind it first with cache_unbind.",
         );
     }
-    // The trigger arguments say all the trigger needs; each is a quoted literal,
-    // each name in the statement quoted or qualified by PostgreSQL's own functions.
-    let mut targs = vec![quote_literal(name), quote_literal(key_prefix)];
-    match (&columns, function) {
-        (Some(cols), _) => {
-            targs.push(quote_literal("columns"));
-            targs.extend(cols.iter().map(|c| quote_literal(c)));
-        }
-        (None, Some(f)) => {
-            targs.push(quote_literal("function"));
-            targs.push(quote_literal(&u32::from(f).to_string()));
-        }
-        (None, None) => unreachable!("one of them was checked above"),
-    }
-    let targs = targs.join(", ");
+    // The trigger's one argument names the cache, a quoted literal; how it keys
+    // rows is read from the binding's row (which pg_dump restores by name), never
+    // from arguments that whoever may create a trigger could write. Every name in
+    // the statement is quoted or qualified by PostgreSQL's own functions.
+    let targs = quote_literal(name);
     let (row, truncate) = trigger_names(name);
     let function_name = bindings::qualified_function(c"cache_bound_row_changed");
     // As the caller: PostgreSQL checks its TRIGGER privilege on the table.
@@ -181,28 +174,35 @@ fn key_columns_of(relid: pg_sys::Oid, cols: Vec<Option<String>>) -> Vec<String> 
 /// A key function must take the table's row and return text, and the caller must
 /// be allowed to execute it.
 fn check_key_function(relid: pg_sys::Oid, f: pg_sys::Oid) {
-    // SAFETY: syscache lookups by OID.
-    let (rettype, nargs, argtype, rowtype, allowed) = unsafe {
+    check_key_function_signature(relid, f);
+    // SAFETY: a catalog lookup by OID.
+    let allowed = unsafe { pg_sys::pg_proc_aclcheck(f, pg_sys::GetUserId(), pg_sys::ACL_EXECUTE as pg_sys::AclMode) }
+        == pg_sys::AclResult::ACLCHECK_OK;
+    if !allowed {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "permission denied for key_function".into(),
+            "The binder must be allowed to execute the key function.",
+        );
+    }
+}
+
+/// 42804 unless `f` takes one argument of `relid`'s row type and returns text (a
+/// function called with a row it does not take would misread it).
+fn check_key_function_signature(relid: pg_sys::Oid, f: pg_sys::Oid) {
+    // SAFETY: syscache lookups by OID (get_func_signature errors on a missing one).
+    let (rettype, nargs, argtype, rowtype) = unsafe {
         let mut nargs = 0;
         let mut argtypes: *mut pg_sys::Oid = std::ptr::null_mut();
         let rettype = pg_sys::get_func_signature(f, &mut argtypes, &mut nargs);
         let argtype = if nargs == 1 { *argtypes } else { pg_sys::InvalidOid };
-        let allowed = pg_sys::pg_proc_aclcheck(f, pg_sys::GetUserId(), pg_sys::ACL_EXECUTE as pg_sys::AclMode)
-            == pg_sys::AclResult::ACLCHECK_OK;
-        (rettype, nargs, argtype, pg_sys::get_rel_type_id(relid), allowed)
+        (rettype, nargs, argtype, pg_sys::get_rel_type_id(relid))
     };
     if rettype != pg_sys::TEXTOID || nargs != 1 || argtype != rowtype {
         errors::raise(
             PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
             "key_function must take one argument, a row of the bound table, and return text".into(),
             "For example CREATE FUNCTION product_key(p product) RETURNS text AS $$ SELECT p.id || ':' || p.lang $$ LANGUAGE sql.",
-        );
-    }
-    if !allowed {
-        errors::raise(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            "permission denied for key_function".into(),
-            "The binder must be allowed to execute the key function.",
         );
     }
 }
@@ -230,19 +230,68 @@ fn cache_unbind(cache: Option<&str>, table: Option<pg_sys::Oid>) -> bool {
     let (_, config) = registry::resolve(name);
     args::check_write(name, &config);
     let qualified = bound_table(relid);
-    let (row, truncate) = trigger_names(name);
-    for trigger in [row, truncate] {
-        Spi::run(&format!("DROP TRIGGER IF EXISTS {} ON {qualified}", quote_ident(&trigger)))
+    // Found by what they run and the cache they name, not by name: a renamed one
+    // left behind would fail every change of the table once the row is gone.
+    for trigger in triggers_of(relid, name) {
+        Spi::run(&format!("DROP TRIGGER {} ON {qualified}", quote_ident(&trigger)))
             .unwrap_or_else(|e| error!("pg_cache: dropping the trigger failed: {e}"));
     }
     bindings::delete(name, relid)
 }
 
+/// The names of the triggers on `relid` that run `cache_bound_row_changed` for
+/// `cache`.
+fn triggers_of(relid: pg_sys::Oid, cache: &str) -> Vec<String> {
+    let function = bindings::qualified_function(c"cache_bound_row_changed");
+    let query = format!(
+        "SELECT tgname::pg_catalog.text, tgargs FROM pg_catalog.pg_trigger \
+         WHERE tgrelid OPERATOR(pg_catalog.=) $1 \
+         AND tgfoid OPERATOR(pg_catalog.=) '{function}()'::pg_catalog.regprocedure::pg_catalog.oid"
+    );
+    let args = [relid.into()];
+    let rows: Vec<(String, Vec<u8>)> = Spi::connect(|c| {
+        let mut out = Vec::new();
+        for row in c.select(query.as_str(), None, &args)? {
+            if let (Some(name), Some(targs)) = (row.get::<String>(1)?, row.get::<Vec<u8>>(2)?) {
+                out.push((name, targs));
+            }
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })
+    .unwrap_or_else(|e| error!("pg_cache: reading pg_trigger failed: {e}"));
+    rows.into_iter()
+        .filter(|(_, targs)| targs.split(|&b| b == 0).next() == Some(cache.as_bytes()))
+        .map(|(name, _)| name)
+        .collect()
+}
+
 thread_local! {
-    /// Triggers found to belong to a binding (by trigger OID): checked once per
-    /// backend. A trigger's OID is never reused while it exists, and a dropped one
-    /// never fires again.
-    static CHECKED: RefCell<HashSet<pg_sys::Oid>> = RefCell::new(HashSet::new());
+    /// How each trigger (by OID) keys rows, read from its binding's row once per
+    /// backend. A trigger's OID is never reused while it exists, a dropped one never
+    /// fires again, and a binding changes only by unbinding (its triggers go).
+    static SPECS: RefCell<HashMap<pg_sys::Oid, Rc<Spec>>> = RefCell::new(HashMap::new());
+}
+
+/// The binding a trigger acts for: `cache_bind`'s row for its cache and table, its
+/// key function checked again (a restore may have changed what the name means).
+/// 42501 for a trigger made by hand for a cache that is not bound to its table.
+fn spec_of(tgoid: pg_sys::Oid, trigger_name: &str, cache: &str, relid: pg_sys::Oid) -> Rc<Spec> {
+    if let Some(spec) = SPECS.with_borrow(|m| m.get(&tgoid).cloned()) {
+        return spec;
+    }
+    let spec = bindings::spec(cache, relid).unwrap_or_else(|| {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("trigger \"{trigger_name}\" invalidates cache \"{cache}\", which is not bound to this table"),
+            "Only cache_bind installs cache_bound_row_changed triggers.",
+        )
+    });
+    if let Some(f) = spec.key_function {
+        check_key_function_signature(relid, f);
+    }
+    let spec = Rc::new(spec);
+    SPECS.with_borrow_mut(|m| m.insert(tgoid, spec.clone()));
+    spec
 }
 
 /// The trigger `cache_bind` installs: invalidates the keys of the old and the new
@@ -252,22 +301,11 @@ fn cache_bound_row_changed<'a>(
     trigger: &'a pgrx::PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByPostgres>>, pgrx::PgTriggerError> {
     let targs = trigger.extra_args()?;
-    let (Some(cache), Some(prefix), Some(kind)) = (targs.first(), targs.get(1), targs.get(2)) else {
+    let Some(cache) = targs.first() else {
         errors::invalid("cache_bound_row_changed is installed by cache_bind, with its arguments".into(), "Use cache_bind.");
     };
     let data = trigger.trigger_data();
-    let tgoid = trigger.trigger().tgoid;
-    let relid = trigger.relid()?;
-    if !CHECKED.with_borrow(|c| c.contains(&tgoid)) {
-        if !bindings::exists(cache, relid) {
-            errors::raise(
-                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                format!("trigger \"{}\" invalidates cache \"{cache}\", which is not bound to this table", trigger.name()?),
-                "Only cache_bind installs cache_bound_row_changed triggers.",
-            );
-        }
-        CHECKED.with_borrow_mut(|c| c.insert(tgoid));
-    }
+    let spec = spec_of(trigger.trigger().tgoid, trigger.name()?, cache, trigger.relid()?);
     let (_, config) = registry::resolve(cache);
     let event = data.tg_event;
     if event & pg_sys::TRIGGER_EVENT_OPMASK == pg_sys::TRIGGER_EVENT_TRUNCATE || config.context {
@@ -285,13 +323,13 @@ fn cache_bound_row_changed<'a>(
     }
     let mut keys: Vec<String> = Vec::with_capacity(2);
     for tuple in tuples.into_iter().filter(|t| !t.is_null()) {
-        let key = match kind.as_str() {
-            "columns" => key_from_columns(tuple, tupdesc, &targs[3..]),
-            "function" => key_from_function(tuple, tupdesc, &targs[3..]),
-            _ => errors::invalid(format!("cache_bound_row_changed: unknown key kind \"{kind}\""), "Use cache_bind."),
+        let key = match (&spec.key_columns, spec.key_function) {
+            (Some(columns), _) => key_from_columns(tuple, tupdesc, columns),
+            (None, Some(f)) => key_from_function(tuple, tupdesc, f),
+            (None, None) => None,
         };
         if let Some(key) = key {
-            let key = format!("{prefix}{key}");
+            let key = format!("{}{key}", spec.key_prefix);
             if !keys.contains(&key) {
                 keys.push(key);
             }
@@ -335,8 +373,7 @@ fn key_from_columns(tuple: pg_sys::HeapTuple, tupdesc: pg_sys::TupleDesc, column
 }
 
 /// The key of a row from the binding's key function; `None` when it returns NULL.
-fn key_from_function(tuple: pg_sys::HeapTuple, tupdesc: pg_sys::TupleDesc, args: &[String]) -> Option<String> {
-    let f = pg_sys::Oid::from(args.first().and_then(|a| a.parse::<u32>().ok()).unwrap_or(0));
+fn key_from_function(tuple: pg_sys::HeapTuple, tupdesc: pg_sys::TupleDesc, f: pg_sys::Oid) -> Option<String> {
     // SAFETY: calls the function (checked at cache_bind to take this table's row
     // and return text) with the row as a composite datum, through a FunctionCallInfo
     // of one argument, as fmgr's own callers do; a NULL result is read from isnull.

@@ -347,7 +347,7 @@ fn cache_get_or_lock(cache: Option<&str>, key: Option<&str>) -> Option<RawJsonb>
         // would be dropped too (rule 5), so holding others back would only make
         // them compute one after another. They compute side by side instead, and
         // the next transaction's fill installs.
-        Lookup::Miss | Lookup::Expired if store.fill_would_be_stale(t.slot, hash, pg::transaction_start()) => {
+        Lookup::Miss | Lookup::Expired if store.fill_would_be_stale(t.slot, &t.stored, hash, pg::transaction_start()) => {
             keylock::unlock(t.name, &t.stored);
             None
         }

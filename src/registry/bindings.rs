@@ -104,17 +104,31 @@ pub fn delete(cache: &str, relid: pg_sys::Oid) -> bool {
     }) > 0
 }
 
-/// Whether `cache` is bound to `relid` (a trigger's check that it was made by
-/// `cache_bind`, not by hand to invalidate a cache its maker may not write).
-pub fn exists(cache: &str, relid: pg_sys::Oid) -> bool {
-    let Some((table, _)) = table() else { return false };
+/// How a binding keys its cache, as its row says.
+pub struct Spec {
+    pub key_columns: Option<Vec<String>>,
+    /// The key function's OID as it is now (the row names it: a restore keeps it).
+    pub key_function: Option<pg_sys::Oid>,
+    pub key_prefix: String,
+}
+
+/// The binding of `cache` to `relid`, if `cache_bind` made one: the trigger keys
+/// rows only by it, never by its own arguments, which anyone who may create a
+/// trigger could write.
+pub fn spec(cache: &str, relid: pg_sys::Oid) -> Option<Spec> {
+    let (table, _) = table()?;
     let query = format!(
-        "SELECT pg_catalog.count(*) FROM {table} WHERE cache OPERATOR(pg_catalog.=) $1 \
-         AND relid::pg_catalog.oid OPERATOR(pg_catalog.=) $2"
+        "SELECT key_columns, key_function::pg_catalog.oid, key_prefix FROM {table} \
+         WHERE cache OPERATOR(pg_catalog.=) $1 AND relid::pg_catalog.oid OPERATOR(pg_catalog.=) $2"
     );
     let args = [cache.into(), relid.into()];
-    Spi::connect(|c| c.select(query.as_str(), None, &args).and_then(|t| t.first().get_one::<i64>()))
-        .unwrap_or_else(|e| error!("pg_cache: reading pg_cache_bindings failed: {e}"))
-        .unwrap_or(0)
-        > 0
+    Spi::connect(|c| {
+        let rows = c.select(query.as_str(), None, &args)?;
+        let Some(row) = rows.into_iter().next() else { return Ok(None) };
+        let key_columns = row.get::<Vec<Option<String>>>(1)?.map(|v| v.into_iter().flatten().collect());
+        let key_function = row.get::<pg_sys::Oid>(2)?;
+        let key_prefix = row.get::<String>(3)?.unwrap_or_default();
+        Ok::<_, pgrx::spi::SpiError>(Some(Spec { key_columns, key_function, key_prefix }))
+    })
+    .unwrap_or_else(|e| error!("pg_cache: reading pg_cache_bindings failed: {e}"))
 }

@@ -9,7 +9,8 @@
 //! past [`MAX_PAYLOADS`] (or a single name too long for a payload) they are
 //! announced as `cleared`: a listener drops everything it holds of the cache.
 
-/// The longest payload `NOTIFY` accepts (it refuses 8,000 bytes and more).
+/// The longest payload `NOTIFY` accepts with 8 kB pages (it refuses 8,000 bytes
+/// and more: BLCKSZ − NAMEDATALEN − 128); the server passes its own.
 pub const MAX_PAYLOAD: usize = 7_999;
 /// Payloads one commit sends for one cache before it says `cleared` instead.
 pub const MAX_PAYLOADS: usize = 8;
@@ -42,8 +43,9 @@ fn quoted(s: &[u8]) -> String {
     out
 }
 
-/// The payloads announcing `changes` of `cache`; empty when nothing changed.
-pub fn payloads(cache: &str, changes: &Changes) -> Vec<String> {
+/// The payloads announcing `changes` of `cache`, each at most `max_payload` bytes;
+/// empty when nothing changed.
+pub fn payloads(cache: &str, changes: &Changes, max_payload: usize) -> Vec<String> {
     let head = format!("{{\"cache\":{}", quoted(cache.as_bytes()));
     let cleared = || vec![format!("{head},\"cleared\":true}}")];
     if changes.cleared {
@@ -64,7 +66,7 @@ pub fn payloads(cache: &str, changes: &Changes) -> Vec<String> {
             let opening = if current.is_empty() { head.len() } else { current.len() };
             let extra = if kind == array { 1 + item.len() } else { 2 + kind.len() + 4 + item.len() };
             // Room for this item and the closing "]}".
-            if opening + extra + 2 <= MAX_PAYLOAD {
+            if opening + extra + 2 <= max_payload {
                 if current.is_empty() {
                     current.push_str(&head);
                 }
@@ -107,19 +109,19 @@ mod tests {
     fn a_commit_is_announced_in_one_payload_when_it_fits() {
         let changes = Changes { keys: vec![b"a", b"q\"uote"], tags: vec!["t"], prefixes: vec![b"user:7:"], cleared: false };
         assert_eq!(
-            payloads("c", &changes),
+            payloads("c", &changes, MAX_PAYLOAD),
             [r#"{"cache":"c","keys":["a","q\"uote"],"tags":["t"],"prefixes":["user:7:"]}"#]
         );
-        assert!(payloads("c", &Changes::default()).is_empty());
+        assert!(payloads("c", &Changes::default(), MAX_PAYLOAD).is_empty());
         let cleared = Changes { keys: vec![b"a"], cleared: true, ..Default::default() };
-        assert_eq!(payloads("c", &cleared), [r#"{"cache":"c","cleared":true}"#]);
+        assert_eq!(payloads("c", &cleared, MAX_PAYLOAD), [r#"{"cache":"c","cleared":true}"#]);
     }
 
     #[test]
     fn many_changes_are_split_under_the_limit_then_fall_back_to_cleared() {
         let keys: Vec<String> = (0..1000).map(|i| format!("key:{i:06}")).collect();
         let changes = Changes { keys: keys.iter().map(|k| k.as_bytes()).collect(), ..Default::default() };
-        let out = payloads("c", &changes);
+        let out = payloads("c", &changes, MAX_PAYLOAD);
         assert!(out.len() > 1 && out.len() <= MAX_PAYLOADS, "{} payloads", out.len());
         let mut seen = Vec::new();
         for p in &out {
@@ -129,15 +131,15 @@ mod tests {
         assert_eq!(seen, keys, "every key once, in order");
         let many: Vec<String> = (0..10_000).map(|i| format!("key:{i:06}")).collect();
         let changes = Changes { keys: many.iter().map(|k| k.as_bytes()).collect(), ..Default::default() };
-        assert_eq!(payloads("c", &changes), [r#"{"cache":"c","cleared":true}"#]);
+        assert_eq!(payloads("c", &changes, MAX_PAYLOAD), [r#"{"cache":"c","cleared":true}"#]);
         let long = vec![b'x'; MAX_PAYLOAD];
         let changes = Changes { keys: vec![b"a", &long], ..Default::default() };
-        assert_eq!(payloads("c", &changes), [r#"{"cache":"c","cleared":true}"#], "a key no payload can hold");
+        assert_eq!(payloads("c", &changes, MAX_PAYLOAD), [r#"{"cache":"c","cleared":true}"#], "a key no payload can hold");
     }
 
     #[test]
     fn control_characters_are_escaped() {
         let changes = Changes { keys: vec![b"a\nb\\c"], ..Default::default() };
-        assert_eq!(payloads("c", &changes), [r#"{"cache":"c","keys":["a\u000ab\\c"]}"#]);
+        assert_eq!(payloads("c", &changes, MAX_PAYLOAD), [r#"{"cache":"c","keys":["a\u000ab\\c"]}"#]);
     }
 }

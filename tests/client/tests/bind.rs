@@ -18,7 +18,8 @@ fn setup(db: &str) -> Client {
         "CREATE TABLE product (id int PRIMARY KEY, lang text NOT NULL, price int);
          INSERT INTO product VALUES (1, 'en', 10), (2, 'en', 20), (3, 'fr', 30);
          SELECT cache_create('price', context => false);
-         SELECT cache_bind('price', 'product', key_columns => ARRAY['id']);",
+         SELECT cache_bind('price', 'product', key_columns => ARRAY['id']);
+         CREATE FUNCTION product_key(p product) RETURNS text LANGUAGE sql AS $$ SELECT 'n' || p.id * 100 $$;",
     )
     .unwrap();
     c
@@ -60,7 +61,13 @@ fn row_changes_invalidate_the_keys_of_the_old_and_the_new_row() {
     c.batch_execute("TRUNCATE product").unwrap();
     assert_eq!(cached(&mut c, "price", &keys), [false; 5]);
     assert!(c.query_one("SELECT cache_last_clear('price') IS NOT NULL", &[]).unwrap().get::<_, bool>(0));
-    // Unbound: the triggers and the row are gone, and changes invalidate nothing.
+    // Unbound: the triggers (renamed or not) and the row are gone, and changes
+    // invalidate nothing.
+    let row_trigger: String = c
+        .query_one("SELECT tgname::text FROM pg_trigger WHERE tgrelid = 'product'::regclass AND tgtype & 1 = 1", &[])
+        .unwrap()
+        .get(0);
+    c.batch_execute(&format!("ALTER TRIGGER {row_trigger} ON product RENAME TO renamed_by_hand")).unwrap();
     assert!(c.query_one("SELECT cache_unbind('price', 'product')", &[]).unwrap().get::<_, bool>(0));
     assert!(!c.query_one("SELECT cache_unbind('price', 'product')", &[]).unwrap().get::<_, bool>(0));
     fill(&mut c, "price", &["5"]);
@@ -82,7 +89,6 @@ fn keys_can_be_several_columns_with_a_prefix_or_a_function_of_the_row() {
     c.batch_execute(
         "SELECT cache_create('label', context => false), cache_create('tagged', context => false);
          SELECT cache_bind('label', 'product', key_columns => ARRAY['id', 'lang'], key_prefix => 'p:');
-         CREATE FUNCTION product_key(p product) RETURNS text LANGUAGE sql AS $$ SELECT 'n' || p.id * 100 $$;
          SELECT cache_bind('tagged', 'product', key_function => 'product_key(product)'::regprocedure);",
     )
     .unwrap();
@@ -103,6 +109,7 @@ fn bad_bindings_are_refused_with_their_sqlstate() {
     ensure_roles(&mut c, &["cache_bind_stranger"]);
     c.batch_execute(
         "CREATE VIEW product_view AS SELECT * FROM product;
+         CREATE TABLE parted (id int) PARTITION BY RANGE (id);
          CREATE FUNCTION wrong_key(p int) RETURNS text LANGUAGE sql AS $$ SELECT p::text $$;
          SELECT cache_create('other', context => false);
          GRANT SELECT, INSERT, UPDATE ON product TO cache_bind_stranger;",
@@ -117,6 +124,7 @@ fn bad_bindings_are_refused_with_their_sqlstate() {
         ("SELECT cache_bind('other', 'product', ARRAY[]::text[])", "22023"),
         ("SELECT cache_bind('other', 'product', key_function => 'wrong_key(int)'::regprocedure)", "42804"),
         ("SELECT cache_bind('other', 'product_view', ARRAY['id'])", "42809"),
+        ("SELECT cache_bind('other', 'parted', ARRAY['id'])", "42809"),
         ("SELECT cache_bind('other', NULL, ARRAY['id'])", "22004"),
         ("SELECT cache_bind('price', 'product', ARRAY['id'])", "42710"),
         // PostgreSQL's own check: no TRIGGER privilege on the table.
@@ -132,6 +140,17 @@ fn bad_bindings_are_refused_with_their_sqlstate() {
         assert_eq!(sqlstate(&mut c, sql), want, "{sql}");
         c.batch_execute("RESET ROLE").unwrap();
     }
+    // A trigger made by hand on a bound table, naming a function to call: the
+    // binding's row says how rows are keyed, the trigger's arguments are not read.
+    let pid_fn: i64 = c.query_one("SELECT 'pg_backend_pid()'::regprocedure::oid::int8", &[]).unwrap().get(0);
+    c.batch_execute(&format!(
+        "CREATE TRIGGER forged AFTER INSERT ON product FOR EACH ROW
+           EXECUTE FUNCTION cache_bound_row_changed('price', '', 'function', '{pid_fn}');"
+    ))
+    .unwrap();
+    fill(&mut c, "price", &["8"]);
+    c.batch_execute("INSERT INTO product VALUES (8, 'en', 80); DROP TRIGGER forged ON product").unwrap();
+    assert_eq!(get(&mut c, "price", "8"), None, "keyed by the binding's columns");
     // Nothing was left behind by the refusals.
     let bindings: i64 = c.query_one("SELECT count(*) FROM pg_cache_bindings", &[]).unwrap().get(0);
     assert_eq!(bindings, 1);
@@ -146,6 +165,12 @@ fn bad_bindings_are_refused_with_their_sqlstate() {
 #[test]
 fn a_binding_survives_pg_dump_and_restore() {
     let mut c = setup("pg_cache_bind_dump");
+    // A key function too: the restored trigger must find it by name, not by OID.
+    c.batch_execute(
+        "SELECT cache_create('tagged', context => false);
+         SELECT cache_bind('tagged', 'product', key_function => 'product_key(product)'::regprocedure);",
+    )
+    .unwrap();
     let mut admin = connect("postgres");
     admin.batch_execute("DROP DATABASE IF EXISTS pg_cache_bind_restored WITH (FORCE)").unwrap();
     admin.batch_execute("CREATE DATABASE pg_cache_bind_restored").unwrap();
@@ -171,10 +196,12 @@ fn a_binding_survives_pg_dump_and_restore() {
         .map(|r| (r.get(0), r.get(1)))
         .unwrap();
     assert_eq!(row, ("product".to_string(), vec!["id".to_string()]));
-    restored.batch_execute("SELECT cache_create('price', context => false)").unwrap();
+    restored.batch_execute("SELECT cache_create('price', context => false), cache_create('tagged', context => false)").unwrap();
     fill(&mut restored, "price", &["1"]);
+    fill(&mut restored, "tagged", &["n100"]);
     restored.batch_execute("UPDATE product SET price = 12 WHERE id = 1").unwrap();
     assert_eq!(get(&mut restored, "price", "1"), None, "the restored trigger still invalidates");
+    assert_eq!(get(&mut restored, "tagged", "n100"), None, "and finds the key function by name");
     drop(c);
 }
 

@@ -42,7 +42,9 @@ pub struct NewEntry<'a> {
 pub struct CacheCommit<'s, 'a, L: Locks> {
     pub(super) store: &'s Store<'a, L>,
     pub(super) r: SlotRef,
-    pub(super) now: i64,
+    /// The commit time; raised by a tag or prefix invalidation stamped later (see
+    /// `predicate_time`), so that what the commit installs after it stays visible.
+    pub(super) now: std::cell::Cell<i64>,
     /// Set for a shadowed commit ([`Store::commit_shadowed`]), which lookups do not
     /// wait for: it must be published, then each of its keys settled.
     pub(super) shadow: Option<super::shadow::ShadowState>,
@@ -83,9 +85,9 @@ impl<L: Locks> Drop for CacheCommit<'_, '_, L> {
             Some(st) => {
                 if !st.published.get() {
                     debug_assert!(false, "a shadowed commit must be published and settled");
-                    self.store.publish_shadowed(self.r, st, self.now);
+                    self.store.publish_shadowed(self.r, st, self.now.get());
                 }
-                self.store.enforce_size_limit(self.r, st.size_limit.get(), self.now);
+                self.store.enforce_size_limit(self.r, st.size_limit.get(), self.now.get());
             }
         }
         self.store.locks.unlock_cache(self.r.index);
@@ -157,7 +159,7 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
     /// As [`KeyCommit::touch`]. In a shadowed commit this touches the entry visible
     /// now, before the commit is published.
     pub fn touch(&self, key: &[u8], hash: u64, expires_at: i64) -> bool {
-        self.store.set_expiry_locked(self.r, key, hash, expires_at, self.now)
+        self.store.set_expiry_locked(self.r, key, hash, expires_at, self.now.get())
     }
 
     /// Applies an invalidation of this cache (a key of it, or all of it).
@@ -166,7 +168,17 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
             Invalidation::Key { cache, .. } | Invalidation::Cache { cache } | Invalidation::Tags { cache, .. } | Invalidation::Prefix { cache, .. }
             if cache == self.r));
         debug_assert!(self.shadow.is_none() || matches!(*inv, Invalidation::Key { .. } | Invalidation::Cache { .. }), "tags and prefixes are not shadowed");
-        self.store.apply_locked(inv, self.now)
+        match inv {
+            Invalidation::Tags { .. } | Invalidation::Prefix { .. } => {
+                // Stamped after every entry installed so far, which no install can
+                // join while this commit holds the lock exclusively; then what this
+                // commit installs after it is stamped no earlier.
+                let at = self.store.predicate_time(self.r, self.now.get());
+                self.now.set(at);
+                self.store.apply_locked(inv, at)
+            }
+            _ => self.store.apply_locked(inv, self.now.get()),
+        }
     }
 
     /// Empties the cache (a generation bump) and fences every fill older than now.
@@ -185,12 +197,12 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
     /// `size_limit`. The entry it replaces goes to `reserve` if that can take it.
     pub fn install(&self, reserve: Option<&Reserve>, p: Prepared, key: &[u8], size_limit: u64) {
         let Some(st) = &self.shadow else {
-            self.store.install_locked(reserve, self.r, p, key, size_limit, self.now, InstallIf::Always);
+            self.store.install_locked(reserve, self.r, p, key, size_limit, self.now.get(), InstallIf::Always);
             return;
         };
         st.size_limit.set(st.size_limit.get().min(size_limit));
         let gen = self.store.slot(self.r.index).gen.load(Ordering::Relaxed).wrapping_add(st.clearing.get() as u32);
-        match self.store.install_shadowed_locked(self.r, p, key, gen, st.clearing.get(), self.now) {
+        match self.store.install_shadowed_locked(self.r, p, key, gen, st.clearing.get(), self.now.get()) {
             Some(bytes) if st.clearing.get() => {
                 st.new_entries.set(st.new_entries.get() + 1);
                 st.new_bytes.set(st.new_bytes.get() + bytes);
@@ -213,7 +225,7 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
                 self.apply(&Invalidation::Key { cache: self.r, key, hash: p.hash });
             }
             Some(_) => {
-                self.store.retire_key_shadowed(self.r, key, p.hash, self.now);
+                self.store.retire_key_shadowed(self.r, key, p.hash, self.now.get());
             }
         }
     }
@@ -221,9 +233,9 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
     /// Deletes the key and fences older fills of it; whether a visible entry was there.
     pub fn delete(&self, key: &[u8], hash: u64) -> bool {
         if self.shadow.is_none() {
-            return self.store.delete_locked(self.r, key, hash, self.now, None);
+            return self.store.delete_locked(self.r, key, hash, self.now.get(), None);
         }
-        let visible = self.store.retire_key_shadowed(self.r, key, hash, self.now);
+        let visible = self.store.retire_key_shadowed(self.r, key, hash, self.now.get());
         if visible {
             self.store.slot(self.r.index).list.deletes.fetch_add(1, Ordering::Relaxed);
         }
@@ -234,7 +246,7 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
     /// [`CacheCommit::settle_key`] for each key it wrote or deleted.
     pub fn publish(&self) {
         if let Some(st) = &self.shadow {
-            self.store.publish_shadowed(self.r, st, self.now);
+            self.store.publish_shadowed(self.r, st, self.now.get());
         }
     }
 
@@ -242,7 +254,7 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
     /// and unmarks its new entry (a no-op for other commits).
     pub fn settle_key(&self, key: &[u8], hash: u64) {
         if self.shadow.is_some() {
-            self.store.settle_key_shadowed(self.r, key, hash, self.now);
+            self.store.settle_key_shadowed(self.r, key, hash, self.now.get());
         }
     }
 
@@ -256,7 +268,7 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
         if old.context != config.context || old.ignored() != config.ignored() {
             self.clear();
         }
-        self.store.enforce_size_limit(self.r, size_limit, self.now);
+        self.store.enforce_size_limit(self.r, size_limit, self.now.get());
     }
 }
 
@@ -408,6 +420,7 @@ impl<'a, L: Locks> Store<'a, L> {
         let current = clock.load(Ordering::Relaxed);
         if current == 0 || ms(now).wrapping_sub(current) as i32 >= 100 {
             clock.store(ms(now), Ordering::Relaxed);
+            self.hdr().minute.store(super::policy::minute_of(now), Ordering::Relaxed);
         }
     }
 
@@ -428,7 +441,7 @@ impl<'a, L: Locks> Store<'a, L> {
     pub fn commit(&self, r: SlotRef, now: i64) -> CacheCommit<'_, 'a, L> {
         self.locks.lock_cache(r.index, Mode::Exclusive);
         self.slot(r.index).commit_seq.fetch_add(1, Ordering::AcqRel);
-        CacheCommit { store: self, r, now, shadow: None }
+        CacheCommit { store: self, r, now: std::cell::Cell::new(now), shadow: None }
     }
 
     /// Opens a commit of a single set or delete to cache `r`: takes its commit lock
@@ -528,6 +541,9 @@ impl<'a, L: Locks> Store<'a, L> {
             (*h).gen = gen;
             (*h).flags |= marks;
             (*h).installed_at = now;
+            if now > s.list.latest_installed.load(Ordering::Relaxed) {
+                s.list.latest_installed.store(now, Ordering::Release);
+            }
             self.admit(s, block, now);
             let bytes = (*h).blocks() as u64 * BLOCK_SIZE as u64;
             if counted {

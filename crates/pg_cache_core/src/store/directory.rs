@@ -64,6 +64,7 @@ impl<L: Locks> Store<'_, L> {
         }
         s.list.key_floor.store(NEVER, Ordering::Relaxed);
         s.list.tag_floor.store(NEVER, Ordering::Relaxed);
+        s.list.latest_installed.store(NEVER, Ordering::Relaxed);
         s.prefix_count.store(0, Ordering::Relaxed);
         s.list.invalidated_at.store(NEVER, Ordering::Relaxed);
         s.list.max_bytes.store(config.max_bytes, Ordering::Relaxed);

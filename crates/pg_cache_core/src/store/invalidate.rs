@@ -135,9 +135,10 @@ impl<'a, L: Locks> Store<'a, L> {
     /// Whether a fill of the key with `hash` by a transaction that started at `start`
     /// would be dropped if it committed now (see [`super::CacheCommit::is_stale`]):
     /// a hint for a filler deciding whether to make others wait for it.
-    pub fn fill_would_be_stale(&self, r: SlotRef, hash: u64, start: i64) -> bool {
+    pub fn fill_would_be_stale(&self, r: SlotRef, key: &[u8], hash: u64, start: i64) -> bool {
+        let s = self.slot(r.index);
         let _p = self.lock_bucket(self.bucket_of(hash), Mode::Shared);
-        self.fenced_locked(self.slot(r.index), hash, start)
+        self.fenced_locked(s, hash, start) || self.predicates_fence(s, key, &[], start)
     }
 
     /// Sets the expiry of the key's visible entry in place, unless it has expired by

@@ -66,6 +66,9 @@ pub(super) struct Header {
     /// Per partition, the earliest due time of its expiry groups (NO_EXPIRY: none
     /// holds an entry with a TTL): the worker looks only into partitions that are due.
     pub(super) due: Line<[AtomicI64; PARTITIONS]>,
+    /// The current minute (microseconds / 60,000,000, not wrapping like `clock`), for
+    /// the decay of LFU counts; advanced with `clock`.
+    pub(super) minute: Line<AtomicU32>,
     /// Bumped when a cache's entries become dead all at once (a clear, a drop), so
     /// that evicting backends rank caches again and take those first.
     pub(super) hidden: Line<AtomicU64>,
@@ -157,6 +160,9 @@ pub(super) struct SlotList {
     /// entry carrying any tag and installed before it is a miss, and a fill carrying
     /// any tag by a transaction that started at or before it is stale (predicates.rs).
     pub(super) tag_floor: AtomicI64,
+    /// The latest install time of an entry of this cache (`predicate_time`).
+    /// Written under the list lock by installs, which hold the commit lock too.
+    pub(super) latest_installed: AtomicI64,
     /// The latest key invalidation of this cache: when the slot is freed, its
     /// database's fence takes it, so that a cache created again under the name
     /// (in another slot, with other hashes) still fences older fills.

@@ -327,6 +327,18 @@ impl<'a, L: Locks> Store<'a, L> {
         freed
     }
 
+    /// The time a tag or prefix invalidation of cache `r` committing at `now` is
+    /// stamped with: `now`, or just after the latest install of the cache if that is
+    /// later. Entries are judged by their install times, and a commit's `now` is
+    /// taken before it waits for the commit lock: one that took an earlier time
+    /// could install after another took its own and invalidated first, and an
+    /// entry installed at the same microsecond would not count as older. The
+    /// caller holds the commit lock exclusively, so no install runs meanwhile; a
+    /// later stamp only drops more.
+    pub(super) fn predicate_time(&self, r: SlotRef, now: i64) -> i64 {
+        now.max(self.slot(r.index).list.latest_installed.load(Ordering::Acquire).saturating_add(1))
+    }
+
     /// Live prefix invalidations of cache `r` (for statistics and tests).
     pub fn prefix_invalidations(&self, r: SlotRef) -> usize {
         self.slot(r.index).prefix_count.load(Ordering::Acquire) as usize

@@ -65,7 +65,7 @@ impl<'a, L: Locks> Store<'a, L> {
         self.locks.lock_cache(r.index, Mode::Exclusive);
         self.slot(r.index).installing.store(1, Ordering::Release);
         let shadow = ShadowState { size_limit: Cell::new(u64::MAX), ..ShadowState::default() };
-        CacheCommit { store: self, r, now, shadow: Some(shadow) }
+        CacheCommit { store: self, r, now: std::cell::Cell::new(now), shadow: Some(shadow) }
     }
 
     /// Links prepared entry `p` for `key` beside the entries it replaces, which it

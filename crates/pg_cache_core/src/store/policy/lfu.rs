@@ -6,7 +6,7 @@
 //! * **Count.** In the entry head's `pushed_at` (which LRU uses for its push
 //!   clock): 8 bits of count and 24 of the minute it last decayed. A new entry
 //!   starts at [`INIT`]; a hit adds one with probability 1 / ((count − INIT) ×
-//!   [`LOG_FACTOR`] + 1), so 255 takes about a million hits and a hit on a hot
+//!   [`LOG_FACTOR`] + 1), so 255 takes about 300,000 hits and a hit on a hot
 //!   entry rarely writes its line. Each minute unread takes one away: a
 //!   once-popular entry loses its count and goes like a new one.
 //! * **Eviction.** Hits do not move entries: the list is in order of admission
@@ -27,8 +27,14 @@ use super::super::*;
 const INIT: u32 = 5;
 /// How slowly the count grows (Redis's default `lfu-log-factor`).
 const LOG_FACTOR: u32 = 10;
-/// Milliseconds unread per count lost (Redis's default `lfu-decay-time`, 1 minute).
-const DECAY_MS: u32 = 60_000;
+/// Microseconds unread per count lost (Redis's default `lfu-decay-time`, 1 minute).
+const DECAY_US: i64 = 60_000_000;
+
+/// The minute of a time in microseconds, in the 24 bits a count keeps it in (they
+/// wrap after 31 years, the wrapping milliseconds of `ms` after 49 days).
+pub(in super::super) fn minute_of(us: i64) -> u32 {
+    (us.div_euclid(DECAY_US) as u32) & 0x00ff_ffff
+}
 /// Entries from the tail one eviction examines: 64 list moves at most (about a
 /// microsecond under the list lock). Redis samples 5 keys anywhere; a tail window
 /// must be wider, as the entries of a hot set admitted together reach the tail
@@ -69,7 +75,7 @@ impl<'a, L: Locks> Store<'a, L> {
     pub(super) fn lfu_admit(&self, s: &CacheSlot, e: u32, now: i64) {
         // SAFETY: the entry is the installer's, which holds the list lock.
         let h = unsafe { &*self.head(e) };
-        h.pushed_at.store(pack(INIT, ms(now) / DECAY_MS), Ordering::Relaxed);
+        h.pushed_at.store(pack(INIT, minute_of(now)), Ordering::Relaxed);
         h.used_at.store(ms(now), Ordering::Relaxed);
         self.lfu_push_head(s, e);
     }
@@ -96,7 +102,7 @@ impl<'a, L: Locks> Store<'a, L> {
         // SAFETY: e is on a chain we hold shared, hence allocated.
         let h = unsafe { &*self.head(e) };
         let clock = self.hdr().clock.load(Ordering::Relaxed);
-        let minute = clock / DECAY_MS;
+        let minute = self.hdr().minute.load(Ordering::Relaxed);
         let packed = h.pushed_at.load(Ordering::Relaxed);
         let mut count = decayed(packed, minute);
         if count < 255 {
@@ -115,7 +121,7 @@ impl<'a, L: Locks> Store<'a, L> {
     /// The entry to evict from slot `s` (NIL for none), second chances given on the
     /// way; list lock held.
     pub(super) fn lfu_victim(&self, s: &CacheSlot, now: i64) -> u32 {
-        let minute = ms(now) / DECAY_MS;
+        let minute = minute_of(now);
         let mut least = (u32::MAX, NIL);
         for _ in 0..SAMPLE {
             let t = s.list.lru_tail.load(Ordering::Relaxed);
@@ -132,6 +138,9 @@ impl<'a, L: Locks> Store<'a, L> {
                 least = (count, t);
             }
             h.pushed_at.store(pack(count, minute), Ordering::Relaxed);
+            // Stamped as used now: eviction across caches ranks tails by it, and the
+            // tail this exposes must not look older than what was moved.
+            h.used_at.store(ms(now), Ordering::Relaxed);
             self.lru_unlink(s, t);
             self.lfu_push_head(s, t);
         }

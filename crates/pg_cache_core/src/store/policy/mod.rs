@@ -6,6 +6,7 @@
 
 mod lfu;
 mod lru;
+pub(super) use lfu::minute_of;
 mod ranking;
 #[cfg(test)]
 pub(super) use ranking::TAILS_READ;

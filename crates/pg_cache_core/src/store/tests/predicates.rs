@@ -219,3 +219,27 @@ fn time_a_retirement_sweep() {
         eprintln!("{mb} MB, {} buckets: {freed} freed in {:?}", s.geometry().buckets, t.elapsed());
     }
 }
+
+#[test]
+fn an_invalidation_whose_commit_time_is_earlier_than_an_install_still_covers_it() {
+    let reg = region(1 << 20, 8);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    // A commit took its time (2000), then waited for the commit lock while another
+    // installed entries stamped later (2001) or at the same microsecond.
+    tagged_at(s, r, "late", &["t"], 2001);
+    set_at(s, r, "user:late", b"v", NO_EXPIRY, u64::MAX, 2000);
+    let c = s.commit(r, 2000);
+    c.invalidate_tags(&tags(&["t"]));
+    c.invalidate_prefix(b"user:");
+    // What the same commit installs after them stays.
+    let h = hash(r.index, b"mine");
+    let t = tags(&["t"]);
+    let e = NewEntry { key: b"mine", value: b"v", kind: ValueKind::Jsonb, hash: h, expires_at: NO_EXPIRY, tags: &t };
+    let p = s.prepare(None, r, &e, 2000).unwrap().unwrap();
+    c.install(None, p, b"mine", u64::MAX);
+    drop(c);
+    assert!(!hit(s, r, "late", View::LATEST), "installed before the invalidation took the lock: covered");
+    assert!(!hit(s, r, "user:late", View::LATEST), "installed at the invalidation's microsecond: covered");
+    assert!(hit(s, r, "mine", View::LATEST), "installed by the invalidating commit after it");
+}
