@@ -79,8 +79,10 @@ pub const MAX_TAGS_PER_CALL: usize = 10_000;
 /// element is 22004; more than [`MAX_TAGS`] distinct tags meets a limit (54000, or
 /// under `pg_cache.on_limit = warning` skipped like a value over its limit).
 pub fn entry_tags(slot: SlotRef, tags: Option<Vec<Option<String>>>) -> Result<Vec<u64>, Skipped> {
-    let mut hashes: Vec<u64> = Vec::with_capacity(MAX_TAGS + 1);
-    for t in tags.unwrap_or_default() {
+    // No allocation for a write without tags (every plain cache_set).
+    let Some(tags) = tags.filter(|t| !t.is_empty()) else { return Ok(Vec::new()) };
+    let mut hashes: Vec<u64> = Vec::with_capacity(tags.len().min(MAX_TAGS + 1));
+    for t in tags {
         let h = tag_hash(t.unwrap_or_else(|| errors::null_argument("an element of tags")).as_bytes());
         if !hashes.contains(&h) {
             hashes.push(h);
