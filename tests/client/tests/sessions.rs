@@ -137,9 +137,14 @@ fn small_memory_under_heavy_writes_evicts_and_never_errors() {
     let mut c = connect_to("PG_CACHE_TEST_SMALL_PORT", "postgres");
     let entries = stat(&mut c, "pressure", "entries");
     let evictions = stat(&mut c, "pressure", "evictions");
+    // Every set is installed or evicted, or dropped as a stale fill: on a 1 MB
+    // server the fence table (512 keys) overflows all the time into the cache's key
+    // floor, which may fence a fill another writer has in flight (forgetting drops
+    // more, never less). A fresh-clone run saw one such fill in 6,000.
+    let stale = stat(&mut c, "pressure", "stale_sets");
     assert!(evictions > 0, "1 MB cannot hold 6000 values of 1 kB");
-    assert_eq!(entries + evictions, 6000);
-    assert_eq!(stat(&mut c, "pressure", "sets"), 6000);
+    assert_eq!(entries + evictions + stale, 6000, "{entries} entries, {evictions} evictions, {stale} stale");
+    assert_eq!(stat(&mut c, "pressure", "sets") + stale, 6000);
 }
 
 #[test]
