@@ -282,6 +282,7 @@ mod tests {
             ("SELECT cache_set('p', 'keep', '2', tags => ARRAY['a', NULL])", "22004"),
             ("SELECT cache_put_bytes('p', 'keep', '\\x00', tags => ARRAY[NULL::text])", "22004"),
             ("SELECT cache_set('p', 'keep', '2', tags => ARRAY(SELECT g::text FROM generate_series(1, 9) g))", "54000"),
+            ("SELECT cache_set('p', 'keep', '2', tags => ARRAY(SELECT g::text FROM generate_series(1, 9) g) || NULL::text)", "22004"),
             ("SELECT cache_set_many('p', '{\"keep\": 2}', tags => ARRAY(SELECT g::text FROM generate_series(1, 9) g))", "54000"),
             ("SELECT cache_invalidate_tags('p', NULL)", "22004"),
             ("SELECT cache_invalidate_tags('p', ARRAY['t', NULL])", "22004"),

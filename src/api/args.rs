@@ -81,9 +81,12 @@ pub const MAX_TAGS_PER_CALL: usize = 10_000;
 pub fn entry_tags(slot: SlotRef, tags: Option<Vec<Option<String>>>) -> Result<Vec<u64>, Skipped> {
     // No allocation for a write without tags (every plain cache_set).
     let Some(tags) = tags.filter(|t| !t.is_empty()) else { return Ok(Vec::new()) };
+    if tags.iter().any(Option::is_none) {
+        errors::null_argument("an element of tags");
+    }
     let mut hashes: Vec<u64> = Vec::with_capacity(tags.len().min(MAX_TAGS + 1));
-    for t in tags {
-        let h = tag_hash(t.unwrap_or_else(|| errors::null_argument("an element of tags")).as_bytes());
+    for t in tags.into_iter().flatten() {
+        let h = tag_hash(t.as_bytes());
         if !hashes.contains(&h) {
             hashes.push(h);
         }

@@ -46,17 +46,26 @@ fn quote_literal(s: &str) -> String {
 /// The table's qualified, quoted name, after checking it is one rows can be bound
 /// from (42809 otherwise).
 fn bound_table(relid: pg_sys::Oid) -> String {
-    // SAFETY: syscache lookups by OID; the names are palloc'd NUL-terminated strings
+    // SAFETY: syscache lookups by OID, and the relation opened and closed with
+    // AccessShareLock to read its flags; the names are palloc'd NUL-terminated strings
     // (NULL when the relation does not exist, which regclass input already excludes).
     unsafe {
         let kind = pg_sys::get_rel_relkind(relid) as u8;
         // Not a partitioned table: its row triggers fire on each partition, with
-        // the partition's row type and OID, which the binding does not name.
-        if kind != pg_sys::RELKIND_RELATION {
+        // the partition's row type and OID, which the binding does not name. Nor a
+        // table with inheritance children: rows of a child changed through the
+        // parent do not fire the parent's row triggers.
+        let has_children = kind == pg_sys::RELKIND_RELATION && {
+            let rel = pg_sys::table_open(relid, pg_sys::AccessShareLock as i32);
+            let children = (*(*rel).rd_rel).relhassubclass;
+            pg_sys::table_close(rel, pg_sys::AccessShareLock as i32);
+            children
+        };
+        if kind != pg_sys::RELKIND_RELATION || has_children {
             errors::raise(
                 PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-                format!("relation with OID {} is not a plain table", u32::from(relid)),
-                "A cache can be bound to a table (bind each partition of a partitioned table).",
+                format!("relation with OID {} is not a plain table without children", u32::from(relid)),
+                "A cache can be bound to a table without partitions or inheritance children (bind each of them).",
             );
         }
         let name = pg_sys::get_rel_name(relid);
@@ -196,6 +205,7 @@ fn check_key_function_signature(relid: pg_sys::Oid, f: pg_sys::Oid) {
         let mut argtypes: *mut pg_sys::Oid = std::ptr::null_mut();
         let rettype = pg_sys::get_func_signature(f, &mut argtypes, &mut nargs);
         let argtype = if nargs == 1 { *argtypes } else { pg_sys::InvalidOid };
+        let rettype = if pg_sys::get_func_retset(f) { pg_sys::InvalidOid } else { rettype };
         (rettype, nargs, argtype, pg_sys::get_rel_type_id(relid))
     };
     if rettype != pg_sys::TEXTOID || nargs != 1 || argtype != rowtype {
@@ -242,16 +252,16 @@ fn cache_unbind(cache: Option<&str>, table: Option<pg_sys::Oid>) -> bool {
 /// The names of the triggers on `relid` that run `cache_bound_row_changed` for
 /// `cache`.
 fn triggers_of(relid: pg_sys::Oid, cache: &str) -> Vec<String> {
-    let function = bindings::qualified_function(c"cache_bound_row_changed");
-    let query = format!(
-        "SELECT tgname::pg_catalog.text, tgargs FROM pg_catalog.pg_trigger \
+    // The function's name is a parameter: a schema name quoted as an identifier is
+    // not quoted as a literal.
+    let function = format!("{}()", bindings::qualified_function(c"cache_bound_row_changed"));
+    let query = "SELECT tgname::pg_catalog.text, tgargs FROM pg_catalog.pg_trigger \
          WHERE tgrelid OPERATOR(pg_catalog.=) $1 \
-         AND tgfoid OPERATOR(pg_catalog.=) '{function}()'::pg_catalog.regprocedure::pg_catalog.oid"
-    );
-    let args = [relid.into()];
+         AND tgfoid OPERATOR(pg_catalog.=) $2::pg_catalog.text::pg_catalog.regprocedure::pg_catalog.oid";
+    let args = [relid.into(), function.into()];
     let rows: Vec<(String, Vec<u8>)> = Spi::connect(|c| {
         let mut out = Vec::new();
-        for row in c.select(query.as_str(), None, &args)? {
+        for row in c.select(query, None, &args)? {
             if let (Some(name), Some(targs)) = (row.get::<String>(1)?, row.get::<Vec<u8>>(2)?) {
                 out.push((name, targs));
             }
@@ -267,9 +277,21 @@ fn triggers_of(relid: pg_sys::Oid, cache: &str) -> Vec<String> {
 
 thread_local! {
     /// How each trigger (by OID) keys rows, read from its binding's row once per
-    /// backend. A trigger's OID is never reused while it exists, a dropped one never
-    /// fires again, and a binding changes only by unbinding (its triggers go).
+    /// backend, and forgotten at any relcache invalidation of a table: creating or
+    /// dropping a trigger sends one, so a trigger OID reused after a wraparound
+    /// never meets the settings of the one that had it.
     static SPECS: RefCell<HashMap<pg_sys::Oid, Rc<Spec>>> = RefCell::new(HashMap::new());
+    static CALLBACK_REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Relcache invalidation callback: forgets every binding read (they are few and
+/// cheap to read again). Allocates nothing and cannot fail.
+unsafe extern "C-unwind" fn forget_specs(_arg: pg_sys::Datum, _relid: pg_sys::Oid) {
+    SPECS.with(|m| {
+        if let Ok(mut m) = m.try_borrow_mut() {
+            m.clear();
+        }
+    });
 }
 
 /// The binding a trigger acts for: `cache_bind`'s row for its cache and table, its
@@ -278,6 +300,12 @@ thread_local! {
 fn spec_of(tgoid: pg_sys::Oid, trigger_name: &str, cache: &str, relid: pg_sys::Oid) -> Rc<Spec> {
     if let Some(spec) = SPECS.with_borrow(|m| m.get(&tgoid).cloned()) {
         return spec;
+    }
+    if !CALLBACK_REGISTERED.get() {
+        // SAFETY: registers a callback that lives as long as the backend (a
+        // function of this library, which stays loaded), once per backend.
+        unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(forget_specs), pg_sys::Datum::from(0)) };
+        CALLBACK_REGISTERED.set(true);
     }
     let spec = bindings::spec(cache, relid).unwrap_or_else(|| {
         errors::raise(
@@ -326,7 +354,11 @@ fn cache_bound_row_changed<'a>(
         let key = match (&spec.key_columns, spec.key_function) {
             (Some(columns), _) => key_from_columns(tuple, tupdesc, columns),
             (None, Some(f)) => key_from_function(tuple, tupdesc, f),
-            (None, None) => None,
+            // The table's CHECK forbids it; never invalidate nothing in silence.
+            (None, None) => errors::invalid(
+                format!("the binding of cache \"{cache}\" has neither key columns nor a key function"),
+                "Bind the cache again with cache_unbind and cache_bind.",
+            ),
         };
         if let Some(key) = key {
             let key = format!("{}{key}", spec.key_prefix);

@@ -4,7 +4,7 @@
 //! do. Written as the table's owner after the caller's privileges were checked;
 //! every name in the SQL is qualified, so no search_path can substitute anything.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -114,21 +114,62 @@ pub struct Spec {
 
 /// The binding of `cache` to `relid`, if `cache_bind` made one: the trigger keys
 /// rows only by it, never by its own arguments, which anyone who may create a
-/// trigger could write.
+/// trigger could write. Read by an index scan with the latest snapshot, not the
+/// transaction's: which triggers fire follows the table's current definition, so
+/// a REPEATABLE READ transaction that took its snapshot before a rebinding must
+/// still key rows as the binding now says.
 pub fn spec(cache: &str, relid: pg_sys::Oid) -> Option<Spec> {
-    let (table, _) = table()?;
-    let query = format!(
-        "SELECT key_columns, key_function::pg_catalog.oid, key_prefix FROM {table} \
-         WHERE cache OPERATOR(pg_catalog.=) $1 AND relid::pg_catalog.oid OPERATOR(pg_catalog.=) $2"
-    );
-    let args = [cache.into(), relid.into()];
-    Spi::connect(|c| {
-        let rows = c.select(query.as_str(), None, &args)?;
-        let Some(row) = rows.into_iter().next() else { return Ok(None) };
-        let key_columns = row.get::<Vec<Option<String>>>(1)?.map(|v| v.into_iter().flatten().collect());
-        let key_function = row.get::<pg_sys::Oid>(2)?;
-        let key_prefix = row.get::<String>(3)?.unwrap_or_default();
-        Ok::<_, pgrx::spi::SpiError>(Some(Spec { key_columns, key_function, key_prefix }))
-    })
-    .unwrap_or_else(|e| error!("pg_cache: reading pg_cache_bindings failed: {e}"))
+    let schema = extension_schema()?;
+    let cname = CString::new(cache).ok()?;
+    // SAFETY: the table and its primary-key index are opened with AccessShareLock
+    // and closed below; the snapshot is registered for the scan; every datum is read
+    // (and copied) before the scan ends.
+    unsafe {
+        let table = pg_sys::get_relname_relid(TABLE.as_ptr(), schema);
+        let index = pg_sys::get_relname_relid(c"pg_cache_bindings_pkey".as_ptr(), schema);
+        if table == pg_sys::InvalidOid || index == pg_sys::InvalidOid {
+            return None;
+        }
+        let attnum = |column: &CStr| pg_sys::get_attnum(table, column.as_ptr());
+        let (a_cache, a_relid) = (attnum(c"cache"), attnum(c"relid"));
+        let (a_columns, a_function, a_prefix) = (attnum(c"key_columns"), attnum(c"key_function"), attnum(c"key_prefix"));
+        let rel = pg_sys::table_open(table, pg_sys::AccessShareLock as i32);
+        let snapshot = pg_sys::RegisterSnapshot(super::declarations::read_snapshot());
+        let mut keys = [std::mem::zeroed::<pg_sys::ScanKeyData>(), std::mem::zeroed::<pg_sys::ScanKeyData>()];
+        pg_sys::ScanKeyInit(
+            &mut keys[0],
+            a_cache,
+            pg_sys::BTEqualStrategyNumber as u16,
+            pg_sys::Oid::from(pg_sys::F_TEXTEQ),
+            pg_sys::Datum::from(pg_sys::cstring_to_text(cname.as_ptr())),
+        );
+        pg_sys::ScanKeyInit(
+            &mut keys[1],
+            a_relid,
+            pg_sys::BTEqualStrategyNumber as u16,
+            pg_sys::Oid::from(pg_sys::F_OIDEQ),
+            pg_sys::Datum::from(relid),
+        );
+        let scan = pg_sys::systable_beginscan(rel, index, true, snapshot, 2, keys.as_mut_ptr());
+        let tuple = pg_sys::systable_getnext(scan);
+        let spec = (!tuple.is_null()).then(|| {
+            let desc = (*rel).rd_att;
+            let natts = (*desc).natts as usize;
+            let mut values = vec![pg_sys::Datum::from(0); natts];
+            let mut nulls = vec![true; natts];
+            pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            let column = |a: i16| (a > 0).then(|| (values[a as usize - 1], nulls[a as usize - 1]));
+            Spec {
+                key_columns: column(a_columns)
+                    .and_then(|(d, null)| Vec::<Option<String>>::from_datum(d, null))
+                    .map(|v| v.into_iter().flatten().collect()),
+                key_function: column(a_function).and_then(|(d, null)| pg_sys::Oid::from_datum(d, null)),
+                key_prefix: column(a_prefix).and_then(|(d, null)| String::from_datum(d, null)).unwrap_or_default(),
+            }
+        });
+        pg_sys::systable_endscan(scan);
+        pg_sys::UnregisterSnapshot(snapshot);
+        pg_sys::table_close(rel, pg_sys::AccessShareLock as i32);
+        spec
+    }
 }

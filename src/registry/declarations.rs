@@ -67,7 +67,7 @@ fn table() -> Option<(pg_sys::Oid, pg_sys::Oid)> {
 /// transaction's own writes), since a shared slot built from it serves everyone.
 /// Inside a parallel operation PostgreSQL takes no new snapshot; the statement's is
 /// used there.
-unsafe fn read_snapshot() -> pg_sys::Snapshot {
+pub(crate) unsafe fn read_snapshot() -> pg_sys::Snapshot {
     // SAFETY: the caller is inside a transaction; in parallel mode a statement is
     // running, so an active snapshot is set.
     unsafe {

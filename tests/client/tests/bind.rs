@@ -110,6 +110,8 @@ fn bad_bindings_are_refused_with_their_sqlstate() {
     c.batch_execute(
         "CREATE VIEW product_view AS SELECT * FROM product;
          CREATE TABLE parted (id int) PARTITION BY RANGE (id);
+         CREATE TABLE parent (id int); CREATE TABLE child () INHERITS (parent);
+         CREATE FUNCTION many_keys(p product) RETURNS SETOF text LANGUAGE sql AS $$ SELECT p.id::text $$;
          CREATE FUNCTION wrong_key(p int) RETURNS text LANGUAGE sql AS $$ SELECT p::text $$;
          SELECT cache_create('other', context => false);
          GRANT SELECT, INSERT, UPDATE ON product TO cache_bind_stranger;",
@@ -125,6 +127,8 @@ fn bad_bindings_are_refused_with_their_sqlstate() {
         ("SELECT cache_bind('other', 'product', key_function => 'wrong_key(int)'::regprocedure)", "42804"),
         ("SELECT cache_bind('other', 'product_view', ARRAY['id'])", "42809"),
         ("SELECT cache_bind('other', 'parted', ARRAY['id'])", "42809"),
+        ("SELECT cache_bind('other', 'parent', ARRAY['id'])", "42809"),
+        ("SELECT cache_bind('other', 'product', key_function => 'many_keys(product)'::regprocedure)", "42804"),
         ("SELECT cache_bind('other', NULL, ARRAY['id'])", "22004"),
         ("SELECT cache_bind('price', 'product', ARRAY['id'])", "42710"),
         // PostgreSQL's own check: no TRIGGER privilege on the table.
@@ -297,4 +301,20 @@ fn a_read_through_cache_of_a_bound_table_stays_exact_at_read_committed() {
 #[test]
 fn a_read_through_cache_of_a_bound_table_stays_exact_at_repeatable_read() {
     read_through_stays_exact("pg_cache_bind_rr", "REPEATABLE READ");
+}
+
+/// A transaction whose snapshot predates a rebinding keys rows as the binding now
+/// says: which triggers fire follows the table's current definition, and so does
+/// the binding the trigger reads.
+#[test]
+fn a_change_keys_rows_by_the_current_binding_whatever_its_snapshot() {
+    let mut c = setup("pg_cache_bind_snapshot");
+    let mut old = connect("pg_cache_bind_snapshot");
+    old.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM pg_class").unwrap();
+    c.batch_execute("SELECT cache_unbind('price', 'product')").unwrap();
+    c.batch_execute("SELECT cache_bind('price', 'product', ARRAY['id'], key_prefix => 'p:')").unwrap();
+    fill(&mut c, "price", &["1", "p:1"]);
+    old.batch_execute("UPDATE product SET price = 5 WHERE id = 1; COMMIT").unwrap();
+    assert_eq!(get(&mut c, "price", "p:1"), None, "keyed by the binding committed after the snapshot");
+    assert_eq!(get(&mut c, "price", "1").as_deref(), Some("0"));
 }

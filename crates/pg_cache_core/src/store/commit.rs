@@ -174,8 +174,9 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
                 // join while this commit holds the lock exclusively; then what this
                 // commit installs after it is stamped no earlier.
                 let at = self.store.predicate_time(self.r, self.now.get());
-                self.now.set(at);
-                self.store.apply_locked(inv, at)
+                let latest = self.store.apply_predicate_locked(inv, at);
+                self.now.set(at.max(latest));
+                false
             }
             _ => self.store.apply_locked(inv, self.now.get()),
         }

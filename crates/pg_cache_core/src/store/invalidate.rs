@@ -60,17 +60,8 @@ impl<'a, L: Locks> Store<'a, L> {
                 self.clear_locked(cache, now);
                 false
             }
-            Invalidation::Tags { cache, tags } => {
-                let s = self.slot(cache.index);
-                if s.incarnation.load(Ordering::Acquire) == cache.incarnation {
-                    for &t in tags {
-                        self.raise_tag(s, t, now);
-                    }
-                }
-                false
-            }
-            Invalidation::Prefix { cache, prefix } => {
-                self.invalidate_prefix_locked(cache, prefix, now);
+            Invalidation::Tags { .. } | Invalidation::Prefix { .. } => {
+                self.apply_predicate_locked(inv, now);
                 false
             }
             Invalidation::Database { db, except } => {

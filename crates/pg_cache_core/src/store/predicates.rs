@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 
 use super::chain::Step;
 use super::*;
+use crate::invalidation::Invalidation;
 
 /// Most tags one entry carries.
 pub const MAX_TAGS: usize = 8;
@@ -106,9 +107,11 @@ impl<'a, L: Locks> Store<'a, L> {
         at.max(s.list.tag_floor.load(Ordering::Acquire))
     }
 
-    /// Records that tag `tag` of cache `s` was invalidated at `now`. Takes the
-    /// partition lock of the tag's set; no partition lock held.
-    pub(super) fn raise_tag(&self, s: &CacheSlot, tag: u64, now: i64) {
+    /// Records that tag `tag` of cache `s` was invalidated at `now`; the time it
+    /// stored, which may be later (a way's time never moves back, and a reused way
+    /// keeps the later of its two). Takes the partition lock of the tag's set; no
+    /// partition lock held.
+    pub(super) fn raise_tag(&self, s: &CacheSlot, tag: u64, now: i64) -> i64 {
         let (set, id) = self.tag_way_of(self.index_of(s), tag);
         let _p = self.lock_bucket(set, Mode::Exclusive);
         let ways = &self.tag_set(set).ways;
@@ -116,9 +119,10 @@ impl<'a, L: Locks> Store<'a, L> {
             .iter()
             .find(|w| w.id.load(Ordering::Relaxed) == id)
             .or_else(|| ways.iter().find(|w| w.id.load(Ordering::Relaxed) == 0));
-        if let Some(w) = way {
-            w.at.fetch_max(now, Ordering::AcqRel);
+        let stored = if let Some(w) = way {
+            let before = w.at.fetch_max(now, Ordering::AcqRel);
             w.id.store(id, Ordering::Release);
+            before.max(now)
         } else {
             let w = ways.iter().min_by_key(|w| w.at.load(Ordering::Relaxed)).unwrap_or(&ways[0]);
             let old = w.at.load(Ordering::Relaxed);
@@ -128,8 +132,10 @@ impl<'a, L: Locks> Store<'a, L> {
             }
             w.at.store(now.max(old), Ordering::Release);
             w.id.store(id, Ordering::Release);
-        }
+            now.max(old)
+        };
         s.list.invalidated_at.fetch_max(now, Ordering::Relaxed);
+        stored
     }
 
     /// The tags entry `e` carries (its head `h`), into `out`; how many.
@@ -191,25 +197,27 @@ impl<'a, L: Locks> Store<'a, L> {
     }
 
     /// Records a prefix invalidation of cache `r` at `now`; with [`MAX_PREFIXES`]
-    /// already live, clears the cache instead (which retires them all). Commit lock
-    /// held exclusively (the commit sequence is odd).
-    pub(super) fn invalidate_prefix_locked(&self, r: SlotRef, prefix: &[u8], now: i64) {
+    /// already live, clears the cache instead (which retires them all). The time
+    /// the record covering it holds (later than `now` when one remembered already
+    /// was). Commit lock held exclusively (the commit sequence is odd).
+    pub(super) fn invalidate_prefix_locked(&self, r: SlotRef, prefix: &[u8], now: i64) -> i64 {
         let s = self.slot(r.index);
         if s.incarnation.load(Ordering::Acquire) != r.incarnation {
-            return;
+            return now;
         }
         let len = prefix.len().min(PREFIX_BYTES);
         if len == 0 {
             self.clear_locked(r, now);
-            return;
+            return now;
         }
         let n = s.prefix_count.load(Ordering::Relaxed) as usize;
+        let mut stored = now;
         // One already remembered that covers this one needs only a later time.
         if let Some(p) = s.prefixes[..n.min(MAX_PREFIXES)].iter().find(|p| p.len.load(Ordering::Relaxed) as usize <= len && p.covers(prefix)) {
-            p.at.fetch_max(now, Ordering::Release);
+            stored = p.at.fetch_max(now, Ordering::Release).max(now);
         } else if n >= MAX_PREFIXES {
             self.clear_locked(r, now);
-            return;
+            return now;
         } else {
             let p = &s.prefixes[n];
             let mut bytes = [0u8; PREFIX_BYTES];
@@ -222,6 +230,25 @@ impl<'a, L: Locks> Store<'a, L> {
             s.prefix_count.store(n as u32 + 1, Ordering::Release);
         }
         s.list.invalidated_at.fetch_max(now, Ordering::Relaxed);
+        stored
+    }
+
+    /// Applies a tag or prefix invalidation of a cache stamped `at` (see
+    /// `predicate_time`); the latest time a record covering it now holds, which
+    /// what the same commit installs after it must not precede. Commit lock held
+    /// exclusively.
+    pub(super) fn apply_predicate_locked(&self, inv: &Invalidation, at: i64) -> i64 {
+        match *inv {
+            Invalidation::Tags { cache, tags } => {
+                let s = self.slot(cache.index);
+                if s.incarnation.load(Ordering::Acquire) != cache.incarnation {
+                    return at;
+                }
+                tags.iter().map(|&t| self.raise_tag(s, t, at)).fold(at, i64::max)
+            }
+            Invalidation::Prefix { cache, prefix } => self.invalidate_prefix_locked(cache, prefix, at),
+            _ => at,
+        }
     }
 
     /// Retires the prefix invalidations that every cache holds now: sweeps every

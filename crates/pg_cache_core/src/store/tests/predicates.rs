@@ -243,3 +243,26 @@ fn an_invalidation_whose_commit_time_is_earlier_than_an_install_still_covers_it(
     assert!(!hit(s, r, "user:late", View::LATEST), "installed at the invalidation's microsecond: covered");
     assert!(hit(s, r, "mine", View::LATEST), "installed by the invalidating commit after it");
 }
+
+#[test]
+fn what_a_commit_installs_after_its_invalidation_stays_whatever_time_covers_it() {
+    let reg = region(1 << 20, 8);
+    let s = &reg.store;
+    let r = new_cache(s, 1, "c");
+    // Earlier invalidations stamped later than the next commit's clock (another
+    // backend's clock, or a way's time that never moves back).
+    s.commit(r, 500).invalidate_prefix(b"user:");
+    s.commit(r, 500).invalidate_tags(&tags(&["t"]));
+    let c = s.commit(r, 400);
+    c.invalidate_prefix(b"user:1:");
+    c.invalidate_tags(&tags(&["t"]));
+    let t = tags(&["t"]);
+    for key in ["user:1:x", "tagged"] {
+        let h = hash(r.index, key.as_bytes());
+        let e = NewEntry { key: key.as_bytes(), value: b"v", kind: ValueKind::Jsonb, hash: h, expires_at: NO_EXPIRY, tags: &t };
+        let p = s.prepare(None, r, &e, 400).unwrap().unwrap();
+        c.install(None, p, key.as_bytes(), u64::MAX);
+    }
+    drop(c);
+    assert!(hit(s, r, "user:1:x", View::LATEST) && hit(s, r, "tagged", View::LATEST));
+}
