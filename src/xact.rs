@@ -355,46 +355,30 @@ fn announcements(plan: &Plan, caches: &[Resolved], index: &HashMap<&str, usize>)
         if !caches[i].config.notify {
             continue;
         }
-        let mut changes = feed::Changes { cleared: caches[i].clear || plan.clear_all, ..Default::default() };
+        let mut changes = feed::Changes::default();
         // Bounded by what the payloads can hold, with fallible allocations: past
         // that the commit is announced as a clear, never the backend aborted.
-        let budget = feed::MAX_PAYLOADS * max_payload();
-        let mut used = 0;
-        let mut fits = |n: usize, room: Result<(), std::collections::TryReserveError>| {
-            used += n + 3;
-            used <= budget && room.is_ok()
-        };
-        if !changes.cleared {
-            for w in plan.writes.iter().filter(|w| w.cache == name) {
-                let Some(k) = key::user_part(w.key) else { continue };
-                if !fits(k.len(), changes.keys.try_reserve(1)) {
-                    changes.cleared = true;
-                    break;
-                }
-                changes.keys.push(k);
-            }
-        }
-        if !changes.cleared {
-            for t in plan.tags.iter().filter(|t| t.0 == name).flat_map(|t| t.2.iter()) {
-                if !fits(t.len(), changes.tags.try_reserve(1)) {
-                    changes.cleared = true;
-                    break;
-                }
-                changes.tags.push(t);
-            }
-        }
-        if !changes.cleared {
-            for p in plan.prefixes.iter().filter(|p| p.0 == name).filter_map(|p| key::user_part(p.1)) {
-                if !fits(p.len(), changes.prefixes.try_reserve(1)) {
-                    changes.cleared = true;
-                    break;
-                }
-                changes.prefixes.push(p);
-            }
-        }
+        let mut budget = feed::MAX_PAYLOADS * max_payload();
+        let listed = !(caches[i].clear || plan.clear_all)
+            && plan.writes.iter().filter(|w| w.cache == name).filter_map(|w| key::user_part(w.key)).all(|k| take(&mut changes.keys, k, &mut budget))
+            && plan.tags.iter().filter(|t| t.0 == name).flat_map(|t| t.2.iter()).all(|t| take(&mut changes.tags, t.as_str(), &mut budget))
+            && plan.prefixes.iter().filter(|p| p.0 == name).filter_map(|p| key::user_part(p.1)).all(|p| take(&mut changes.prefixes, p, &mut budget));
+        changes.cleared = !listed;
         out.extend(feed::payloads(name, &changes, max_payload()));
     }
     out
+}
+
+/// Adds `item` to `list` if `budget` bytes of payload still hold it (with the
+/// quotes and comma it takes) and the list can grow; whether it did.
+fn take<'a, T: ?Sized + AsRef<[u8]>>(list: &mut Vec<&'a T>, item: &'a T, budget: &mut usize) -> bool {
+    let n = item.as_ref().len() + 3;
+    if n > *budget || list.try_reserve(1).is_err() {
+        return false;
+    }
+    *budget -= n;
+    list.push(item);
+    true
 }
 
 /// The longest payload this server's `NOTIFY` takes (BLCKSZ − NAMEDATALEN − 128,

@@ -9,7 +9,7 @@ use std::ffi::{CStr, CString};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use super::declarations::extension_schema;
+use super::declarations::{as_user, equal_key, extension_schema, read_row};
 
 const TABLE: &CStr = c"pg_cache_bindings";
 
@@ -39,25 +39,6 @@ pub fn qualified_function(name: &CStr) -> String {
         let q = pg_sys::quote_qualified_identifier(pg_sys::get_namespace_name(schema), name.as_ptr());
         CStr::from_ptr(q).to_string_lossy().into_owned()
     }
-}
-
-/// Runs `f` as `user` in a restricted security context, as PostgreSQL's own
-/// internal queries do; an ERROR in between is undone by (sub)transaction abort,
-/// which restores the user.
-fn as_user<R>(user: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
-    let (mut caller, mut context) = (pg_sys::InvalidOid, 0);
-    // SAFETY: saves and switches the current user and security context.
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut caller, &mut context);
-        pg_sys::SetUserIdAndSecContext(
-            user,
-            context | (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32,
-        );
-    }
-    let out = f();
-    // SAFETY: restores what was saved above.
-    unsafe { pg_sys::SetUserIdAndSecContext(caller, context) };
-    out
 }
 
 /// A binding as `cache_bind` records it.
@@ -121,9 +102,8 @@ pub struct Spec {
 pub fn spec(cache: &str, relid: pg_sys::Oid) -> Option<Spec> {
     let schema = extension_schema()?;
     let cname = CString::new(cache).ok()?;
-    // SAFETY: the table and its primary-key index are opened with AccessShareLock
-    // and closed below; the snapshot is registered for the scan; every datum is read
-    // (and copied) before the scan ends.
+    // SAFETY: catalog lookups by name; the scan keys compare text and OID columns
+    // with text and OID datums (see read_row).
     unsafe {
         let table = pg_sys::get_relname_relid(TABLE.as_ptr(), schema);
         let index = pg_sys::get_relname_relid(c"pg_cache_bindings_pkey".as_ptr(), schema);
@@ -133,43 +113,16 @@ pub fn spec(cache: &str, relid: pg_sys::Oid) -> Option<Spec> {
         let attnum = |column: &CStr| pg_sys::get_attnum(table, column.as_ptr());
         let (a_cache, a_relid) = (attnum(c"cache"), attnum(c"relid"));
         let (a_columns, a_function, a_prefix) = (attnum(c"key_columns"), attnum(c"key_function"), attnum(c"key_prefix"));
-        let rel = pg_sys::table_open(table, pg_sys::AccessShareLock as i32);
-        let snapshot = pg_sys::RegisterSnapshot(super::declarations::read_snapshot());
-        let mut keys = [std::mem::zeroed::<pg_sys::ScanKeyData>(), std::mem::zeroed::<pg_sys::ScanKeyData>()];
-        pg_sys::ScanKeyInit(
-            &mut keys[0],
-            a_cache,
-            pg_sys::BTEqualStrategyNumber as u16,
-            pg_sys::Oid::from(pg_sys::F_TEXTEQ),
-            pg_sys::Datum::from(pg_sys::cstring_to_text(cname.as_ptr())),
-        );
-        pg_sys::ScanKeyInit(
-            &mut keys[1],
-            a_relid,
-            pg_sys::BTEqualStrategyNumber as u16,
-            pg_sys::Oid::from(pg_sys::F_OIDEQ),
-            pg_sys::Datum::from(relid),
-        );
-        let scan = pg_sys::systable_beginscan(rel, index, true, snapshot, 2, keys.as_mut_ptr());
-        let tuple = pg_sys::systable_getnext(scan);
-        let spec = (!tuple.is_null()).then(|| {
-            let desc = (*rel).rd_att;
-            let natts = (*desc).natts as usize;
-            let mut values = vec![pg_sys::Datum::from(0); natts];
-            let mut nulls = vec![true; natts];
-            pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-            let column = |a: i16| (a > 0).then(|| (values[a as usize - 1], nulls[a as usize - 1]));
-            Spec {
-                key_columns: column(a_columns)
-                    .and_then(|(d, null)| Vec::<Option<String>>::from_datum(d, null))
-                    .map(|v| v.into_iter().flatten().collect()),
-                key_function: column(a_function).and_then(|(d, null)| pg_sys::Oid::from_datum(d, null)),
-                key_prefix: column(a_prefix).and_then(|(d, null)| String::from_datum(d, null)).unwrap_or_default(),
-            }
-        });
-        pg_sys::systable_endscan(scan);
-        pg_sys::UnregisterSnapshot(snapshot);
-        pg_sys::table_close(rel, pg_sys::AccessShareLock as i32);
-        spec
+        let mut keys = [
+            equal_key(a_cache, pg_sys::F_TEXTEQ, pg_sys::Datum::from(pg_sys::cstring_to_text(cname.as_ptr()))),
+            equal_key(a_relid, pg_sys::F_OIDEQ, pg_sys::Datum::from(relid)),
+        ];
+        read_row(table, index, &mut keys, |column| Spec {
+            key_columns: column(a_columns)
+                .and_then(|(d, null)| Vec::<Option<String>>::from_datum(d, null))
+                .map(|v| v.into_iter().flatten().collect()),
+            key_function: column(a_function).and_then(|(d, null)| pg_sys::Oid::from_datum(d, null)),
+            key_prefix: column(a_prefix).and_then(|(d, null)| String::from_datum(d, null)).unwrap_or_default(),
+        })
     }
 }

@@ -67,7 +67,7 @@ fn table() -> Option<(pg_sys::Oid, pg_sys::Oid)> {
 /// transaction's own writes), since a shared slot built from it serves everyone.
 /// Inside a parallel operation PostgreSQL takes no new snapshot; the statement's is
 /// used there.
-pub(crate) unsafe fn read_snapshot() -> pg_sys::Snapshot {
+unsafe fn read_snapshot() -> pg_sys::Snapshot {
     // SAFETY: the caller is inside a transaction; in parallel mode a statement is
     // running, so an active snapshot is set.
     unsafe {
@@ -84,9 +84,8 @@ pub(crate) unsafe fn read_snapshot() -> pg_sys::Snapshot {
 pub fn read(name: &str) -> Option<CacheConfig> {
     let (relid, schema) = table()?;
     let cname = CString::new(name).ok()?;
-    // SAFETY: the table is opened with AccessShareLock and closed below; the snapshot
-    // is registered for the scan; every datum is read before the scan ends, and text
-    // datums are detoasted copies in the current memory context.
+    // SAFETY: catalog lookups by name; the scan key compares a text column with a
+    // text datum (see read_row).
     unsafe {
         let index = pg_sys::get_relname_relid(PRIMARY_KEY.as_ptr(), schema);
         let attnum = |column: &CStr| pg_sys::get_attnum(relid, column.as_ptr());
@@ -101,25 +100,8 @@ pub fn read(name: &str) -> Option<CacheConfig> {
         let a_max_bytes = attnum(c"max_bytes");
         let a_notify = attnum(c"notify");
         let a_policy = attnum(c"policy");
-        let rel = pg_sys::table_open(relid, pg_sys::AccessShareLock as i32);
-        let snapshot = pg_sys::RegisterSnapshot(read_snapshot());
-        let mut key = std::mem::zeroed::<pg_sys::ScanKeyData>();
-        pg_sys::ScanKeyInit(
-            &mut key,
-            a_cache,
-            pg_sys::BTEqualStrategyNumber as u16,
-            pg_sys::Oid::from(pg_sys::F_TEXTEQ),
-            pg_sys::Datum::from(pg_sys::cstring_to_text(cname.as_ptr())),
-        );
-        let scan = pg_sys::systable_beginscan(rel, index, index != pg_sys::InvalidOid, snapshot, 1, &mut key);
-        let tuple = pg_sys::systable_getnext(scan);
-        let config = (!tuple.is_null()).then(|| {
-            let desc = (*rel).rd_att;
-            let natts = (*desc).natts as usize;
-            let mut values = vec![pg_sys::Datum::from(0); natts];
-            let mut nulls = vec![true; natts];
-            pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
-            let column = |a: i16| (a > 0).then(|| (values[a as usize - 1], nulls[a as usize - 1]));
+        let mut key = [equal_key(a_cache, pg_sys::F_TEXTEQ, pg_sys::Datum::from(pg_sys::cstring_to_text(cname.as_ptr())))];
+        read_row(relid, index, &mut key, |column| {
             let size_limit = column(a_size).and_then(|(d, null)| i32::from_datum(d, null)).unwrap_or(0);
             let duration_us = column(a_duration)
                 .and_then(|(d, null)| Interval::from_datum(d, null))
@@ -150,11 +132,59 @@ pub fn read(name: &str) -> Option<CacheConfig> {
                 .unwrap_or_default();
             config.notify = column(a_notify).and_then(|(d, null)| String::from_datum(d, null)).is_some_and(|n| n == "keys");
             config
+        })
+    }
+}
+
+/// A scan key for `column = value` with the equality function `eq`.
+///
+/// # Safety
+/// `value` is a datum of the type `eq` compares.
+pub(crate) unsafe fn equal_key(column: i16, eq: u32, value: pg_sys::Datum) -> pg_sys::ScanKeyData {
+    // SAFETY: ScanKeyInit fills a zeroed key; the caller vouches for the datum.
+    unsafe {
+        let mut key = std::mem::zeroed::<pg_sys::ScanKeyData>();
+        pg_sys::ScanKeyInit(&mut key, column, pg_sys::BTEqualStrategyNumber as u16, pg_sys::Oid::from(eq), value);
+        key
+    }
+}
+
+/// The row of table `relid` that `keys` find (through its index `index`; a
+/// sequential scan when there is none), as the latest snapshot sees it with this
+/// transaction's own changes (see [`read_snapshot`]): `f` reads its columns by
+/// attribute number (`None` for one the table lacks) before the scan ends.
+/// Catalog-style: no SQL text, so no search_path is involved, and no transaction
+/// id is needed. The one way both extension tables are read.
+///
+/// # Safety
+/// Inside a transaction; `relid` is a table and `keys` compare its columns.
+pub(crate) unsafe fn read_row<T>(
+    relid: pg_sys::Oid,
+    index: pg_sys::Oid,
+    keys: &mut [pg_sys::ScanKeyData],
+    f: impl FnOnce(&dyn Fn(i16) -> Option<(pg_sys::Datum, bool)>) -> T,
+) -> Option<T> {
+    // SAFETY: the table is opened with AccessShareLock and closed below; the
+    // snapshot is registered for the scan; every datum is read (text datums are
+    // detoasted copies in the current memory context) before the scan ends.
+    unsafe {
+        let rel = pg_sys::table_open(relid, pg_sys::AccessShareLock as i32);
+        let snapshot = pg_sys::RegisterSnapshot(read_snapshot());
+        let use_index = index != pg_sys::InvalidOid;
+        let scan = pg_sys::systable_beginscan(rel, index, use_index, snapshot, keys.len() as i32, keys.as_mut_ptr());
+        let tuple = pg_sys::systable_getnext(scan);
+        let out = (!tuple.is_null()).then(|| {
+            let desc = (*rel).rd_att;
+            let natts = (*desc).natts as usize;
+            let mut values = vec![pg_sys::Datum::from(0); natts];
+            let mut nulls = vec![true; natts];
+            pg_sys::heap_deform_tuple(tuple, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            f(&|a: i16| (a > 0).then(|| (values[a as usize - 1], nulls[a as usize - 1])))
         });
         pg_sys::systable_endscan(scan);
         pg_sys::UnregisterSnapshot(snapshot);
         pg_sys::table_close(rel, pg_sys::AccessShareLock as i32);
-        config
+        out
     }
 }
 
@@ -212,17 +242,6 @@ pub fn write(name: &str, d: &Declaration) -> bool {
          WHERE d.owner::pg_catalog.oid OPERATOR(pg_catalog.=) EXCLUDED.owner::pg_catalog.oid \
          RETURNING d.cache"
     );
-    let (mut caller, mut context) = (pg_sys::InvalidOid, 0);
-    // SAFETY: saves and switches the current user the way PostgreSQL's own internal
-    // queries do; an ERROR in between is undone by (sub)transaction abort, which
-    // restores the user and security context.
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut caller, &mut context);
-        pg_sys::SetUserIdAndSecContext(
-            table_owner,
-            context | (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32,
-        );
-    }
     let args = [
         name.into(),
         d.size_limit.into(),
@@ -236,9 +255,29 @@ pub fn write(name: &str, d: &Declaration) -> bool {
         d.notify.then_some("keys").into(),
         d.policy.name().into(),
     ];
-    let written = Spi::connect_mut(|c| c.update(query.as_str(), None, &args).map(|rows| rows.len()))
-        .unwrap_or_else(|e| error!("pg_cache: writing pg_cache_declarations failed: {e}"));
+    let written = as_user(table_owner, || {
+        Spi::connect_mut(|c| c.update(query.as_str(), None, &args).map(|rows| rows.len()))
+            .unwrap_or_else(|e| error!("pg_cache: writing pg_cache_declarations failed: {e}"))
+    });
+    written > 0
+}
+
+/// Runs `f` as `user` in a restricted security context, as PostgreSQL's own
+/// internal queries do: the extension's tables are written as their owner, after
+/// the caller's privileges were checked. An ERROR in between is undone by
+/// (sub)transaction abort, which restores the user.
+pub(super) fn as_user<R>(user: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
+    let (mut caller, mut context) = (pg_sys::InvalidOid, 0);
+    // SAFETY: saves and switches the current user and security context.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut caller, &mut context);
+        pg_sys::SetUserIdAndSecContext(
+            user,
+            context | (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32,
+        );
+    }
+    let out = f();
     // SAFETY: restores what was saved above.
     unsafe { pg_sys::SetUserIdAndSecContext(caller, context) };
-    written > 0
+    out
 }

@@ -77,22 +77,7 @@ impl<'a, L: Locks> Store<'a, L> {
         let h = unsafe { &*self.head(e) };
         h.pushed_at.store(pack(INIT, minute_of(now)), Ordering::Relaxed);
         h.used_at.store(ms(now), Ordering::Relaxed);
-        self.lfu_push_head(s, e);
-    }
-
-    fn lfu_push_head(&self, s: &CacheSlot, e: u32) {
-        // SAFETY: as in `lru_unlink`: links change under the list lock, held.
-        unsafe {
-            let old = s.list.lru_head.load(Ordering::Relaxed);
-            (*self.head(e)).lru_prev = NIL;
-            (*self.head(e)).lru_next = old;
-            if old != NIL {
-                (*self.head(old)).lru_prev = e;
-            } else {
-                s.list.lru_tail.store(e, Ordering::Relaxed);
-            }
-            s.list.lru_head.store(e, Ordering::Relaxed);
-        }
+        self.lru_push_head(s, e);
     }
 
     /// A hit: the count decays to now, then grows by one with a probability that
@@ -142,7 +127,7 @@ impl<'a, L: Locks> Store<'a, L> {
             // tail this exposes must not look older than what was moved.
             h.used_at.store(ms(now), Ordering::Relaxed);
             self.lru_unlink(s, t);
-            self.lfu_push_head(s, t);
+            self.lru_push_head(s, t);
         }
         least.1
     }

@@ -27,7 +27,8 @@ impl<'a, L: Locks> Store<'a, L> {
         }
     }
 
-    fn lru_push_head(&self, s: &CacheSlot, e: u32) {
+    /// Puts `e` at the head of the list (LFU's list too); list lock held.
+    pub(super) fn lru_push_head(&self, s: &CacheSlot, e: u32) {
         // SAFETY: as in `lru_unlink`.
         unsafe {
             let old = s.list.lru_head.load(Ordering::Relaxed);
