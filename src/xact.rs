@@ -335,6 +335,8 @@ struct Resolved {
     /// Operation indexes, and whether a later tag or prefix invalidation of the
     /// transaction covers the write (it commits as a delete).
     writes: Vec<(usize, bool)>,
+    /// How many of `writes` install an entry (sets not covered).
+    sets: usize,
     /// Room for what phase 2 makes of `writes`, reserved in phase 1.
     out: Vec<CommitWrite>,
 }
@@ -415,6 +417,7 @@ fn prepare_commit() {
                 tags: Vec::new(),
                 prefixes: Vec::new(),
                 writes: Vec::new(),
+                sets: 0,
                 out: Vec::new(),
             });
             index.insert(name, caches.len() - 1);
@@ -443,6 +446,7 @@ fn prepare_commit() {
             let i = group(&mut caches, &mut index, w.cache);
             reserve(&mut caches[i].writes, 1);
             caches[i].writes.push((w.op, w.covered));
+            caches[i].sets += usize::from(matches!(w.change, pg_cache_core::writeset::Change::Set { .. }) && !w.covered);
         }
         let feed = announcements(&plan, &caches, &index);
         (plan.clear_all, caches, feed)
@@ -486,12 +490,29 @@ fn prepare_commit() {
     let now = now();
     for r in resolved {
         let mut writes = r.out;
+        // A cache keeps at most size_limit entries, and its newest installs are the
+        // ones it keeps: the sets before the last size_limit ones would be evicted
+        // by this very commit. They commit as deletes of their keys instead, so that
+        // a big commit to a small cache does not first take the memory of every
+        // other cache (a 300,000-key commit to a cache of 1,024 entries evicted a
+        // concurrent test's whole cache).
+        let size_limit = registry::size_limit(&r.config).max(r.declare.as_ref().map_or(0, registry::size_limit));
+        let mut not_kept = r.sets.saturating_sub(size_limit.try_into().unwrap_or(usize::MAX));
         for (op, covered) in r.writes {
             match ops.take_op(op) {
                 // Covered by the transaction's own later tag or prefix invalidation.
                 Op::Set { key, .. } if covered => {
                     let hash = key::hash(r.slot.index, &key);
                     writes.push(CommitWrite::Delete { key, hash, seen: None, skip: Skip::No });
+                }
+                Op::Set { key, mode, .. } if not_kept > 0 => {
+                    not_kept -= 1;
+                    let hash = key::hash(r.slot.index, &key);
+                    let seen = match mode {
+                        SetMode::IfUnchanged(seen) => Some(seen),
+                        SetMode::Fill | SetMode::Put => None,
+                    };
+                    writes.push(CommitWrite::Delete { key, hash, seen, skip: Skip::No });
                 }
                 Op::Delete { key, seen, .. } => {
                     let hash = key::hash(r.slot.index, &key);

@@ -387,3 +387,38 @@ fn cache_keys_lists_the_committed_live_keys_of_a_cache() {
     assert_eq!(sqlstate(&mut c, "SELECT cache_keys('k', \"limit\" => NULL)"), "22004");
     assert_eq!(sqlstate(&mut c, "SET ROLE cache_keys_nobody; SELECT cache_keys('k')"), "42501");
 }
+
+/// A commit of many more sets than its cache keeps does not take the memory of the
+/// other caches first: the sets its cache would evict at once commit as deletes.
+/// (A 300,000-key commit to a cache of 1,024 entries evicted every entry of a
+/// concurrent test's cache: `cache_keys_lists_the_committed_live_keys_of_a_cache`
+/// failed now and then.)
+#[test]
+fn a_big_commit_to_a_small_cache_leaves_other_caches_alone() {
+    fresh_database("pg_cache_big_small");
+    let mut c = connect("pg_cache_big_small");
+    c.batch_execute(
+        "SELECT cache_create('bystander', context => false);
+         SELECT cache_create('small', size_limit => 100, context => false);
+         SELECT cache_put('bystander', g::text, '1') FROM generate_series(1, 1000) g;
+         SELECT cache_put('small', 'old', '1');",
+    )
+    .unwrap();
+    // About 100 MB of entries, three times the region of the test cluster.
+    c.batch_execute(
+        "SELECT count(cache_set('small', g::text, to_jsonb(repeat('x', 300)))) FROM generate_series(1, 300000) g",
+    )
+    .unwrap();
+    let row = c.query_one("SELECT entries, evictions FROM cache_stats() WHERE cache = 'bystander'", &[]).unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (1000, 0), "(entries, evictions) of the other cache");
+    // The small cache keeps the commit's last writes, as if it had evicted the others.
+    let kept: Vec<Option<String>> = c
+        .query("SELECT cache_get('small', k)::text FROM unnest(ARRAY['old', '1', '299900', '299901', '300000']) k", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let x300 = Some(format!("\"{}\"", "x".repeat(300)));
+    assert_eq!(kept, [None, None, None, x300.clone(), x300]);
+    assert_eq!(c.query_one("SELECT entries FROM cache_stats() WHERE cache = 'small'", &[]).unwrap().get::<_, i64>(0), 100);
+}
