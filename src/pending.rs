@@ -34,7 +34,7 @@ pub fn push(op: Op) {
 
 /// Calls `f` with what this transaction's own writes say about (cache, key).
 pub fn lookup<R>(cache: &str, key: &[u8], f: impl FnOnce(Pending<'_>) -> R) -> R {
-    WRITES.with_borrow(|w| if w.is_empty() { f(Pending::Unknown) } else { f(w.lookup(cache, key)) })
+    WRITES.with_borrow(|w| if w.is_empty() { f(Pending::Unknown) } else { f(w.lookup(cache, key, crate::pg::now())) })
 }
 
 /// The read this transaction's last write of the key was computed from, if any

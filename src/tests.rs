@@ -203,6 +203,22 @@ mod tests {
         assert!(yes("SELECT cache_expires_at('timed', 'k') = '2999-01-02 00:00:00+00'"));
     }
 
+    /// The transaction's own write given a time that then passes holds nothing for
+    /// it either (Tryton's MemoryCache test sets and reads after its duration in
+    /// one transaction); one given a ttl counts from the commit.
+    #[pg_test]
+    fn an_own_write_past_its_expiry_time_is_a_miss() {
+        Spi::run("SELECT cache_set('own_t', 'at', '1', expires_at => clock_timestamp() + interval '200 milliseconds')").unwrap();
+        Spi::run("SELECT cache_set('own_t', 'ttl', '1', ttl => '200 milliseconds')").unwrap();
+        assert_eq!(get("SELECT cache_get('own_t', 'at')::text").as_deref(), Some("1"));
+        Spi::run("SELECT pg_sleep(0.3)").unwrap();
+        assert_eq!(get("SELECT cache_get('own_t', 'at')::text"), None);
+        assert!(!yes("SELECT cache_has('own_t', 'at')"));
+        assert_eq!(get("SELECT cache_expires_at('own_t', 'at')::text"), None);
+        assert_eq!(get("SELECT value::text FROM cache_get_many('own_t', ARRAY['at', 'ttl'])").as_deref(), Some("1"), "only the ttl one");
+        assert_eq!(get("SELECT cache_get('own_t', 'ttl')::text").as_deref(), Some("1"));
+    }
+
     #[pg_test]
     fn bad_expiries_are_refused() {
         assert_eq!(error_of("SELECT cache_set('t', 'k', '1', ttl => '1 hour', expires_at => 'infinity')").0, "22023");

@@ -390,6 +390,8 @@ fn cache_expires_at(cache: Option<&str>, key: Option<&str>) -> Option<TimestampW
     };
     // A touch this transaction made of the shared value: its new expiry.
     let at = at.map(|at| pending::touched(name, &stored).map_or(at, |expiry| expiry.at(now(), duration, at)));
+    // An own write whose time has passed holds nothing, as cache_get says.
+    let at = at.filter(|&at| own.is_none() || at > now());
     // NO_EXPIRY is i64::MAX, PostgreSQL's 'infinity'.
     at.map(|at| TimestampWithTimeZone::try_from(at).unwrap_or_else(|_| unreachable!("an expiry is a representable time")))
 }

@@ -354,8 +354,12 @@ impl WriteSet {
         self.last_clear(cache).is_some()
     }
 
-    pub fn lookup(&self, cache: &str, key: &[u8]) -> Pending<'_> {
+    pub fn lookup(&self, cache: &str, key: &[u8], now: i64) -> Pending<'_> {
         match self.live_write(cache, key) {
+            // A time given to the write (`expires_at`) that has passed: the key holds
+            // nothing, for this transaction as for everyone after its commit. A
+            // `ttl` counts from the commit, so it has not begun yet.
+            Live::Write(Op::Set { expiry: Expiry::At(at), .. }) if *at <= now => Pending::Deleted,
             Live::Write(Op::Set { value, kind, .. }) => Pending::Value(value, *kind),
             Live::Write(Op::Delete { .. }) | Live::Covered => Pending::Deleted,
             // A touch is logged only when the transaction has no value of its own:
