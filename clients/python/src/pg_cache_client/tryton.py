@@ -1,0 +1,218 @@
+"""A Tryton cache class whose entries live in pg_cache.
+
+Select it in trytond's configuration::
+
+    [cache]
+    class = pg_cache_client.tryton.PgCache
+
+(or ``TRYTOND_CACHE__CLASS=pg_cache_client.tryton.PgCache``). Every call runs on
+the Tryton transaction's own connection, so a ``set`` or ``clear`` commits and
+rolls back with the transaction and every worker process shares one cache per
+database:
+
+* keys are Tryton's (key, frozen context) tuples, encoded canonically
+  (:mod:`pg_cache_client.keys`); values are stored with the TAGGED codec, so
+  what ``immutable()`` makes (tuples, frozensets, MappingProxyType, Decimal,
+  dates, bytes) comes back as it was;
+* a cache is declared (``cache_declare``) once per process and database with
+  Tryton's ``size_limit`` (``[cache] <name>`` or ``default``) and ``duration``;
+  the extension itself is created if missing (a database owner may, the
+  extension being trusted), on a connection of its own, as such set-up is not
+  part of any transaction's work;
+* its calls run with ``pg_cache.on_limit = warning`` (a key or value over a
+  limit is skipped, never aborting Tryton's transaction) and
+  ``pg_cache.keep_fills_on_rollback = on`` (Tryton ends read-only transactions
+  with ROLLBACK: what they filled from committed rows is kept), for the
+  transaction only;
+* ``duration`` becomes each entry's ``expires_at``, counted from the set as
+  MemoryCache counts it.
+
+It subclasses ``MemoryCache`` for what is not the cache: the pool refresh
+between processes (``refresh_pool`` and the listener thread) and the
+statistics. Unlike MemoryCache, a ``set`` made in a transaction that wrote data
+and rolled back is gone with it, and a fill computed before a concurrent
+commit cleared the cache is dropped at commit: no stale entry reaches another
+transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import threading
+
+from trytond import backend
+from trytond.cache import MemoryCache
+from trytond.transaction import Transaction
+
+from .cache import MISSING, Cache
+from ._sql import SCHEMA_QUERY
+from .codecs import TAGGED
+from .errors import CacheError
+
+__all__ = ["PgCache"]
+
+logger = logging.getLogger(__name__)
+
+SETTINGS = {"on_limit": "warning", "keep_fills_on_rollback": "on"}
+
+
+def _connection():
+    return Transaction().connection
+
+
+def _schema():
+    return PgCache._schemas.get(Transaction().database.name)
+
+
+class PgCache(MemoryCache):
+    """Tryton's cache API over pg_cache (see the module's documentation)."""
+
+    _declared_lock = threading.Lock()
+    # (dbname, cache name) declared by this process.
+    _declared: set = set()
+    # dbname -> the extension's schema, read on a connection of its own: a Tryton
+    # transaction that began before the extension was created does not see it in
+    # pg_extension, though it can call its functions.
+    _schemas: dict = {}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Set once a value had to stay in the process (see set()).
+        self._in_process = False
+        self._pg = Cache(_connection, self._name, codec=TAGGED, settings=SETTINGS, schema=_schema)
+
+    # Set-up, once per process and database.
+
+    def _settings(self) -> dict:
+        settings = {"size_limit": self.size_limit, "context": False}
+        if self.duration:
+            settings["duration"] = self.duration.total_seconds()
+        return settings
+
+    @classmethod
+    def _declare_all(cls, dbname: str) -> None:
+        """Creates the extension if missing and declares every instance not yet
+        declared in ``dbname``, in one transaction of a connection of its own."""
+        todo = [i for i in cls._instances.values() if isinstance(i, PgCache) and (dbname, i._name) not in cls._declared]
+        if not todo:
+            return
+        with cls._declared_lock:
+            database = backend.Database(dbname).connect()
+            conn = database.get_connection(autocommit=True)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(SCHEMA_QUERY)
+                    row = cur.fetchone()
+                    if row is None:
+                        cur.execute("CREATE EXTENSION IF NOT EXISTS pg_cache")
+                        cur.execute(SCHEMA_QUERY)
+                        row = cur.fetchone()
+                    cls._schemas[dbname] = row[0]
+                for inst in todo:
+                    Cache(conn, inst._name).declare(**inst._settings())
+                    cls._declared.add((dbname, inst._name))
+            finally:
+                database.put_connection(conn)
+
+    def _ready(self) -> None:
+        dbname = Transaction().database.name
+        if (dbname, self._name) not in self._declared:
+            self._declare_all(dbname)
+
+    # The cache.
+
+    def get(self, key, default=None):
+        self._ready()
+        if self._in_process:
+            result = super().get(key, MISSING)
+            if result is not MISSING:
+                return result
+            self.miss -= 1  # counted below
+        try:
+            result = self._pg.get(self._key(key), MISSING)
+        except TypeError:  # a key that cannot be encoded: MemoryCache misses too
+            result = MISSING
+        if result is MISSING:
+            self.miss += 1
+            return default
+        self.hit += 1
+        return result
+
+    def set(self, key, value):
+        from trytond.cache import immutable
+
+        self._ready()
+        try:
+            value = immutable(value)
+        except TypeError:  # as MemoryCache: not cached
+            return value
+        expires_at = _dt.datetime.now(_dt.timezone.utc) + self.duration if self.duration else None
+        try:
+            self._pg.set(self._key(key), value, expires_at=expires_at)
+        except TypeError:
+            # A value no codec can carry out of the process (a compiled lxml
+            # validator): kept in this process, as MemoryCache keeps it, and
+            # cleared the way MemoryCache is.
+            self._in_process = True
+            return super().set(key, value)
+        return value
+
+    def clear(self):
+        self._ready()
+        self._pg.clear()
+        # Tryton's own signalling (other processes' listeners wake up) as before.
+        super().clear()
+
+    @classmethod
+    def clear_all(cls):
+        transaction = Transaction()
+        conn = transaction.connection
+        if conn is not None:
+            cls._declare_all(transaction.database.name)
+            _clear_all(conn, transaction.database.name)
+        for inst in cls._instances.values():
+            MemoryCache.clear(inst)
+
+    def sync_since(self, value):
+        self._ready()
+        try:
+            return self._pg.sync_since(value)
+        except CacheError:
+            return True  # when in doubt, the caller reads afresh
+
+    @classmethod
+    def drop(cls, dbname):
+        """Forgets the caches of ``dbname``: in the current transaction when it is
+        on that database (its own writes included), and for everyone (a
+        committed ``cache_clear_all()``) when the database still exists. Tryton
+        calls it after dropping a database (the server already freed its
+        caches) and after each test's rolled-back transaction."""
+        transaction = Transaction()
+        database = transaction.database
+        if database is not None and database.name == dbname:
+            if transaction.connection is not None:
+                try:
+                    _clear_all(transaction.connection, dbname)
+                except Exception:  # an aborted transaction: it holds nothing
+                    logger.debug("drop: no clear in the current transaction", exc_info=True)
+            conn = database.get_connection(autocommit=True)
+            try:
+                _clear_all(conn)
+            except CacheError:
+                pass
+            finally:
+                database.put_connection(conn)
+        else:
+            # Not the current database: Tryton dropped it, and DROP DATABASE freed
+            # its caches on the server.
+            cls._declared = {d for d in cls._declared if d[0] != dbname}
+            cls._schemas.pop(dbname, None)
+        super().drop(dbname)
+
+
+def _clear_all(conn, dbname=None) -> None:
+    from . import _sql
+
+    schema = PgCache._schemas.get(dbname) if dbname else None
+    _sql.run(conn, _sql.statements_for(conn, (), schema)["clear_all"])
