@@ -15,7 +15,8 @@ DBNAME = "pg_cache_python"
 
 
 def dsn(dbname=DBNAME, **extra):
-    parts = [f"host={HOST}", f"port={PORT}", "user=postgres", f"dbname={dbname}"]
+    extra.setdefault("user", "postgres")
+    parts = [f"host={HOST}", f"port={PORT}", f"dbname={dbname}"]
     parts += [f"{k}={v}" for k, v in extra.items()]
     return " ".join(parts)
 
