@@ -12,7 +12,8 @@ A codec stores values either as ``jsonb`` (readable from SQL, usable by
   numbers would not bring back as a float (``1e+16``, ``-0.0``, ``nan``),
   ``{"$n": [parts]}`` a string holding NUL (``jsonb`` refuses ``\\u0000``),
   ``{"$m": [[key, value], ...]}`` a dict whose keys are not all plain strings
-  (or start with ``$``), ``{"$mp": {...}}`` a ``MappingProxyType``. A round trip
+  (or start with ``$``), ``{"$mp": {...}}`` a ``MappingProxyType``, and with
+  ``TaggedJSONCodec(pickle=True)`` ``{"$p": base64}`` any other value, pickled. A round trip
   gives back an equal value of the same type. Other types raise ``TypeError``.
 * :data:`JSON`: ``json.dumps``/``json.loads`` as they are (tuples come back as
   lists), for values shared with code that is not Python.
@@ -64,7 +65,7 @@ def _plain_key(k) -> bool:
     return type(k) is str and not k.startswith("$") and "\x00" not in k
 
 
-def _tag(v):
+def _tag(v, fallback=None):
     t = type(v)
     if t is str:
         return v if "\x00" not in v else {"$n": v.split("\x00")}
@@ -74,18 +75,18 @@ def _tag(v):
         return _float(v)
     if t is dict:
         if all(_plain_key(k) for k in v):
-            return {k: _tag(x) for k, x in v.items()}
-        return {"$m": [[_tag(k), _tag(x)] for k, x in v.items()]}
+            return {k: _tag(x, fallback) for k, x in v.items()}
+        return {"$m": [[_tag(k, fallback), _tag(x, fallback)] for k, x in v.items()]}
     if t is list:
-        return [_tag(x) for x in v]
+        return [_tag(x, fallback) for x in v]
     if t is tuple:
-        return {"$t": [_tag(x) for x in v]}
+        return {"$t": [_tag(x, fallback) for x in v]}
     if t is _MappingProxyType:
-        return {"$mp": _tag(dict(v))}
+        return {"$mp": _tag(dict(v), fallback)}
     if t is frozenset:
-        return {"$fs": [_tag(x) for x in v]}
+        return {"$fs": [_tag(x, fallback) for x in v]}
     if t is set:
-        return {"$s": [_tag(x) for x in v]}
+        return {"$s": [_tag(x, fallback) for x in v]}
     if t is _Decimal:
         return {"$d": str(v)}
     if t is _dt.datetime:
@@ -100,9 +101,11 @@ def _tag(v):
         return {"$b": _b64.b64encode(bytes(v)).decode("ascii")}
     if t is _UUID:
         return {"$u": v.hex}
+    if fallback is not None:
+        return fallback(v)
     raise TypeError(
-        f"the TAGGED codec cannot store a {t.__name__}: convert it, or use PickleCodec for a cache "
-        "only trusted roles write"
+        f"the TAGGED codec cannot store a {t.__name__}: convert it, or use TaggedJSONCodec(pickle=True) "
+        "or PickleCodec for a cache only trusted roles write"
     )
 
 
@@ -138,16 +141,45 @@ def _untag(d: dict):
     return d
 
 
+def _pickled(v):
+    return {"$p": _b64.b64encode(_pickle.dumps(v, _pickle.HIGHEST_PROTOCOL)).decode("ascii")}
+
+
+_UNTAG_PICKLE = dict(_UNTAG, **{"$p": lambda s: _pickle.loads(_b64.b64decode(s))})
+
+
+def _untag_pickle(d: dict):
+    if len(d) == 1:
+        for k, v in d.items():
+            if k[:1] == "$":
+                f = _UNTAG_PICKLE.get(k)
+                if f is not None:
+                    return f(v)
+    return d
+
+
 class TaggedJSONCodec(Codec):
-    """JSON, with tags for what JSON cannot carry (see the module's documentation)."""
+    """JSON, with tags for what JSON cannot carry (see the module's documentation).
+
+    With ``pickle=True`` any other picklable value is stored pickled inside the
+    JSON (``{"$p": base64}``), as Django's cache backends pickle: integers stay
+    JSON integers (``incr`` works on them) and JSON data stays readable from
+    SQL. Unpickling runs code chosen by whoever wrote the value: only for caches
+    no untrusted role can write. Without it, a ``$p`` member is left as it is.
+    """
 
     kind = "jsonb"
 
+    def __init__(self, pickle: bool = False):
+        self.pickle = pickle
+        self._fallback = _pickled if pickle else None
+        self._hook = _untag_pickle if pickle else _untag
+
     def encode(self, value) -> str:
-        return _dumps(_tag(value))
+        return _dumps(_tag(value, self._fallback))
 
     def decode(self, stored: str):
-        return _json.loads(stored, object_hook=_untag)
+        return _json.loads(stored, object_hook=self._hook)
 
 
 class JSONCodec(Codec):

@@ -99,6 +99,11 @@ _BY_STATE = {
 
 def _diag(exc):
     # psycopg 3: .sqlstate and .diag.message_primary; psycopg2: .pgcode and .diag.
+    # Django wraps the driver's error: its cause is the driver's.
+    for e in (exc, exc.__cause__):
+        if e is not None and (getattr(e, "sqlstate", None) or getattr(e, "pgcode", None)):
+            exc = e
+            break
     state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
     diag = getattr(exc, "diag", None)
     message = getattr(diag, "message_primary", None) or str(exc).strip()

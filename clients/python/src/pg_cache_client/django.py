@@ -1,0 +1,166 @@
+"""A Django cache backend whose entries live in pg_cache.
+
+::
+
+    CACHES = {
+        "default": {
+            "BACKEND": "pg_cache_client.django.PgCache",
+            "LOCATION": "django",          # the pg_cache cache name
+            "OPTIONS": {
+                "DATABASE": "default",     # the Django database alias to run on
+                "size_limit": 100_000,     # cache_declare settings, optional
+            },
+        }
+    }
+
+Every call runs on the Django connection of ``DATABASE``, through Django's own
+cursor: inside ``transaction.atomic()`` a ``set`` or ``delete`` commits and rolls
+back with the block, and ``assertNumQueries`` counts it. Outside one
+(autocommit) each call is its own transaction, as with Redis.
+
+* ``set``/``set_many`` are *puts* (data, last committer wins), ``add`` is
+  ``cache_add`` (of concurrent adders one gets ``True``), ``incr``/``decr`` are
+  ``cache_incr`` (exact under concurrency; a missing key raises ValueError),
+  ``touch``, ``get_many``, ``delete_many`` and ``has_key`` are single calls.
+* Values are stored with ``TaggedJSONCodec(pickle=True)``: JSON data as JSON
+  (integers stay integers, so ``incr`` works), anything else pickled inside it,
+  as Django's other backends pickle. Only roles you trust may write the cache.
+* A timeout counts from the commit; 0 or less stores nothing (and deletes the
+  key), ``None`` never expires.
+* ``MAX_ENTRIES`` and ``CULL_FREQUENCY`` are not used (as for Redis): pg_cache
+  evicts by its own LRU or LFU under ``size_limit``/``max_bytes``, given in
+  OPTIONS and declared once per process with ``cache_declare``.
+* Calls run with ``pg_cache.on_limit = warning``: a value over
+  ``pg_cache.max_value_size`` is not cached (and its key is invalidated)
+  instead of failing the request's transaction.
+* The extension is created in the database on first use if it is missing (a
+  database owner may: it is trusted); ``"CREATE_EXTENSION": False`` turns that off.
+"""
+
+from __future__ import annotations
+
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.db import connections
+
+from .cache import Cache
+from .codecs import TaggedJSONCodec
+from .errors import NotInstalled
+
+__all__ = ["PgCache"]
+
+_DECLARE = ("size_limit", "duration", "max_bytes", "policy", "notify")
+CODEC = TaggedJSONCodec(pickle=True)
+
+
+class PgCache(BaseCache):
+    def __init__(self, location, params):
+        super().__init__(params)
+        options = dict(params.get("OPTIONS") or {})
+        self._alias = options.pop("DATABASE", "default")
+        self._create_extension = options.pop("CREATE_EXTENSION", True)
+        self._declare = {k: options.pop(k) for k in _DECLARE if k in options}
+        options.pop("MAX_ENTRIES", None)
+        options.pop("CULL_FREQUENCY", None)
+        if options:
+            raise ValueError(f"unknown OPTIONS of pg_cache_client.django.PgCache: {sorted(options)}")
+        self._name = location or "django"
+        self._cache = Cache(self._connection, self._name, codec=CODEC, settings={"on_limit": "warning"})
+        self._ready = False
+
+    def _connection(self):
+        return connections[self._alias]
+
+    def _pg(self) -> Cache:
+        if not self._ready:
+            self._prepare()
+        return self._cache
+
+    def _prepare(self):
+        try:
+            if self._declare:
+                self._cache.declare(context=False, **self._declare)
+            else:
+                self._cache.has("")  # resolves the extension's schema
+        except NotInstalled:
+            if not self._create_extension:
+                raise
+            with self._connection().cursor() as cur:
+                cur.execute("CREATE EXTENSION IF NOT EXISTS pg_cache")
+            if self._declare:
+                self._cache.declare(context=False, **self._declare)
+        self._ready = True
+
+    def get_backend_timeout(self, timeout=DEFAULT_TIMEOUT):
+        """Seconds from the commit, ``None`` for never, 0 for "do not store"."""
+        if timeout == DEFAULT_TIMEOUT:
+            timeout = self.default_timeout
+        return None if timeout is None else max(0.0, float(timeout))
+
+    def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        key = self.make_and_validate_key(key, version=version)
+        ttl = self.get_backend_timeout(timeout)
+        # Stored and expired at once, as Django's other backends do for 0.
+        return self._pg().add(key, value, ttl=1e-6 if ttl == 0 else ttl)
+
+    def get(self, key, default=None, version=None):
+        key = self.make_and_validate_key(key, version=version)
+        return self._pg().get(key, default)
+
+    def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
+        key = self.make_and_validate_key(key, version=version)
+        ttl = self.get_backend_timeout(timeout)
+        if ttl == 0:
+            self._pg().delete(key)
+        else:
+            self._pg().put(key, value, ttl=ttl)
+
+    def touch(self, key, timeout=DEFAULT_TIMEOUT, version=None):
+        key = self.make_and_validate_key(key, version=version)
+        ttl = self.get_backend_timeout(timeout)
+        if ttl == 0:
+            return self._pg().delete(key)
+        if ttl is None:
+            return self._pg().touch(key, expires_at="infinity")
+        return self._pg().touch(key, ttl=ttl)
+
+    def delete(self, key, version=None):
+        key = self.make_and_validate_key(key, version=version)
+        return self._pg().delete(key)
+
+    def get_many(self, keys, version=None):
+        key_map = {self.make_and_validate_key(k, version=version): k for k in keys}
+        found = self._pg().get_many(key_map)
+        return {key_map[k]: v for k, v in found.items()}
+
+    def has_key(self, key, version=None):
+        key = self.make_and_validate_key(key, version=version)
+        return self._pg().has(key)
+
+    def incr(self, key, delta=1, version=None):
+        key = self.make_and_validate_key(key, version=version)
+        value = self._pg().incr(key, delta, initial=None)
+        if value is None:
+            raise ValueError("Key '%s' not found" % key)
+        return value
+
+    def set_many(self, data, timeout=DEFAULT_TIMEOUT, version=None):
+        if not data:
+            return []
+        safe = {self.make_and_validate_key(k, version=version): v for k, v in data.items()}
+        ttl = self.get_backend_timeout(timeout)
+        if ttl == 0:
+            self._pg().delete_many(safe)
+        else:
+            self._pg().put_many(safe, ttl=ttl)
+        return []
+
+    def delete_many(self, keys, version=None):
+        safe = [self.make_and_validate_key(k, version=version) for k in keys]
+        if safe:
+            self._pg().delete_many(safe)
+
+    def clear(self):
+        self._pg().clear()
+
+    def close(self, **kwargs):
+        pass  # the connection is Django's: it closes it
