@@ -181,9 +181,16 @@ def test_errors_are_typed_and_carry_sqlstate_and_hint(connect, name):
 
 def test_a_database_without_the_extension_says_so(database):
     from conftest import dsn
-    with psycopg.connect(dsn("postgres"), autocommit=True) as other:
-        with pytest.raises(NotInstalled):
-            Cache(other, "x").get("k")
+    with psycopg.connect(dsn("postgres"), autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS py_no_extension WITH (FORCE)")
+        admin.execute("CREATE DATABASE py_no_extension TEMPLATE template0")
+    try:
+        with psycopg.connect(dsn("py_no_extension"), autocommit=True) as other:
+            with pytest.raises(NotInstalled):
+                Cache(other, "x").get("k")
+    finally:
+        with psycopg.connect(dsn("postgres"), autocommit=True) as admin:
+            admin.execute("DROP DATABASE IF EXISTS py_no_extension WITH (FORCE)")
 
 
 def test_the_callers_search_path_decides_nothing(conn, name):
