@@ -1,0 +1,180 @@
+"""Odoo-style cache decorators over pg_cache, for any Python code with a psycopg
+connection.
+
+::
+
+    registry = Registry(lambda: current_connection())   # or Registry(conn)
+
+    class Partner:
+        @registry.ormcache("self.id", "lang")
+        def display_name(self, lang): ...
+
+        @registry.ormcache_context("self.id", keys=("lang", "tz"))
+        def label(self): ...            # the context: a ``context`` argument,
+                                        # else self.env.context, else self._context
+
+        @registry.ormcache_multi("self.model", multi="ids")
+        def names(self, ids):           # called with the missing ids only,
+            return {i: ... for i in ids}    # returns {id: value}
+
+    registry.clear_cache("default")     # every worker sees it at once
+    registry.clear_all_caches()
+
+As in Odoo, each argument of a decorator is an expression over the method's
+parameters, and the key is (the function's qualified name, *their values).
+Unlike Odoo's per-worker dictionaries, entries are shared by every process of
+the database and exact: a clear commits and rolls back with the caller's
+transaction, and a value computed before a concurrent clear committed is not
+kept (a *fill*); no worker polls a signalling sequence or table.
+
+Values are stored with the TAGGED codec (tuples, frozensets, dates, Decimal...
+come back as they were); a method whose results no codec can carry (compiled
+functions, records bound to an environment) must stay in the process, as Odoo
+keeps such caches per worker.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Callable, Iterable
+
+from .cache import MISSING, Cache
+from .codecs import TAGGED, Codec
+
+__all__ = ["Registry"]
+
+
+def _key_function(func: Callable, exprs: Iterable[str]) -> Callable:
+    """A function of ``func``'s arguments returning the values of ``exprs``
+    (Odoo compiles its ormcache arguments the same way)."""
+    sig = inspect.signature(func)
+    params = ", ".join(
+        p.name if p.default is inspect.Parameter.empty else f"{p.name}=__defaults__[{p.name!r}]"
+        for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    )
+    defaults = {p.name: p.default for p in sig.parameters.values() if p.default is not inspect.Parameter.empty}
+    body = "(" + "".join(f"{e}, " for e in exprs) + ")"
+    code = f"lambda {params}: {body}"
+    return eval(code, {"__defaults__": defaults})  # noqa: S307 - the developer's own expressions
+
+
+def _context_of(bound: inspect.BoundArguments) -> dict:
+    args = bound.arguments
+    if "context" in args and args["context"] is not None:
+        return args["context"]
+    this = args.get("self") or args.get("cls")
+    env = getattr(this, "env", None)
+    if env is not None and getattr(env, "context", None) is not None:
+        return env.context
+    return getattr(this, "_context", None) or {}
+
+
+class Registry:
+    """The caches of one database, reached through ``conn`` (a connection or a
+    function returning the one to use now), named ``prefix + cache``."""
+
+    def __init__(self, conn, prefix: str = "ormcache.", codec: Codec = TAGGED):
+        self._conn = conn
+        self.prefix = prefix
+        self.codec = codec
+        self._caches: dict = {}
+
+    def cache(self, name: str = "default") -> Cache:
+        c = self._caches.get(name)
+        if c is None:
+            c = self._caches[name] = Cache(self._conn, self.prefix + name, codec=self.codec)
+        return c
+
+    def clear_cache(self, *names: str) -> None:
+        """Empties the caches ``names`` (default: ``"default"``) when the caller's
+        transaction commits; every process sees it then."""
+        for name in names or ("default",):
+            self.cache(name).clear()
+
+    def clear_all_caches(self) -> None:
+        """Empties every cache of the registry (those used or declared by this
+        process) when the caller's transaction commits."""
+        for c in list(self._caches.values()):
+            c.clear()
+
+    # Decorators
+
+    def ormcache(self, *args: str, cache: str = "default"):
+        """Caches the method's result under (its qualified name, *args' values)."""
+
+        def decorate(func):
+            key_of = _key_function(func, args)
+            name = func.__qualname__
+
+            @functools.wraps(func)
+            def wrapper(*a, **kw):
+                c = self.cache(cache)
+                key = (name, *key_of(*a, **kw))
+                value = c.get(key, MISSING)
+                if value is MISSING:
+                    value = func(*a, **kw)
+                    c.set(key, value)
+                return value
+
+            wrapper.clear_cache = lambda: self.clear_cache(cache)
+            return wrapper
+
+        return decorate
+
+    def ormcache_context(self, *args: str, keys: Iterable[str], cache: str = "default"):
+        """:meth:`ormcache` with the values of the context ``keys`` in the key."""
+        keys = tuple(keys)
+
+        def decorate(func):
+            key_of = _key_function(func, args)
+            sig = inspect.signature(func)
+            name = func.__qualname__
+
+            @functools.wraps(func)
+            def wrapper(*a, **kw):
+                bound = sig.bind(*a, **kw)
+                ctx = _context_of(bound)
+                c = self.cache(cache)
+                key = (name, *key_of(*a, **kw), tuple(ctx.get(k) for k in keys))
+                value = c.get(key, MISSING)
+                if value is MISSING:
+                    value = func(*a, **kw)
+                    c.set(key, value)
+                return value
+
+            return wrapper
+
+        return decorate
+
+    def ormcache_multi(self, *args: str, multi: str, cache: str = "default"):
+        """Caches per element of the iterable parameter ``multi`` (ids): one
+        ``cache_get_many`` round trip, then the method is called with only the
+        missing ones and must return ``{id: value}``; the result covers all."""
+
+        def decorate(func):
+            key_of = _key_function(func, args)
+            sig = inspect.signature(func)
+            name = func.__qualname__
+
+            @functools.wraps(func)
+            def wrapper(*a, **kw):
+                bound = sig.bind(*a, **kw)
+                bound.apply_defaults()
+                ids = list(bound.arguments[multi])
+                base = (name, *key_of(*a, **kw))
+                c = self.cache(cache)
+                found = c.get_many([(*base, i) for i in ids])
+                result = {k[-1]: v for k, v in found.items()}
+                missing = [i for i in ids if i not in result]
+                if missing:
+                    bound.arguments[multi] = missing
+                    computed = func(*bound.args, **bound.kwargs)
+                    c.set_many({(*base, i): computed[i] for i in missing if i in computed})
+                    result.update(computed)
+                return result
+
+            return wrapper
+
+        return decorate
