@@ -221,6 +221,8 @@ class Cache(_Ops):
                 if op == "!declare":
                     args, p = params
                     rows = _sql.run(conn, f"SELECT {stmts['schema']}.cache_declare({args})", p)
+                elif op == "!notify":
+                    rows = _sql.run(conn, f"SELECT notify FROM {stmts['schema']}.pg_cache_declarations WHERE cache = %s", (self.name,))
                 else:
                     rows = _sql.run(conn, stmts[op], params)
                 op, params = gen.send(rows)

@@ -1,0 +1,228 @@
+"""A copy of hot caches in the process, kept exact by the change feed.
+
+A :class:`Listener` (one per process and database) holds a connection of its own
+that ``LISTEN``\\ s on ``pg_cache`` (clears) and ``pg_cache_feed`` (the keys,
+tags and prefixes each commit changed, for caches declared with
+``notify => 'keys'``) and applies what it hears to the :class:`NearCache`\\ s
+registered with it, from a thread of its own. A near hit is then a dictionary
+look-up under a lock, with no round trip and no system call.
+
+How it stays exact (the extension's README, "Change feed"):
+
+* a value read from the server is kept only if no change of its cache reached
+  the listener while it was being read (each near cache counts the changes it
+  hears), so a change committed after the read drops it when it arrives;
+* PostgreSQL may deliver a notification a moment before pg_cache's COMMIT
+  callback has applied the change it announces: a value read within ``quiet``
+  seconds (0.1) of a change of its key, or of a clear of its cache, is not
+  kept, since it may be the value from before the change;
+* while the listener is not listening (starting, or reconnecting after its
+  connection failed), nothing is served or kept, and every copy is dropped when
+  it listens again: notifications sent meanwhile were missed;
+* ``max_age`` bounds how long a copy is served: give the cache's TTL when its
+  entries expire (expiry is not announced).
+
+Copies are of committed values. A transaction that wrote to a cache must read
+its own writes from the server (:meth:`NearCache.get` takes a connection for the
+reads it makes; pass the transaction's and bypass the near cache once it wrote).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections import OrderedDict
+from typing import Callable
+
+from .cache import MISSING, Cache
+from .errors import NotReady
+from .keys import encode_key
+
+__all__ = ["Listener", "NearCache"]
+
+logger = logging.getLogger(__name__)
+
+CHANNELS = ("pg_cache", "pg_cache_feed")
+
+
+class NearCache:
+    """The in-process copy of ``cache`` (a :class:`~pg_cache_client.Cache`, whose
+    connection is used for the reads a miss makes), kept by ``listener``."""
+
+    def __init__(self, cache: Cache, listener: "Listener", *, max_entries: int = 10_000,
+                 max_age: float | None = None, check_declaration: bool = True):
+        if check_declaration:
+            rows = cache._drive(_notify_of(cache))
+            if rows != "keys":
+                raise NotReady(
+                    f"cache {cache.name!r} does not announce its changes: declare it with notify => 'keys' "
+                    "(cache_create or cache_declare) before keeping a copy of it"
+                )
+        self.cache = cache
+        self.listener = listener
+        self.max_entries = max_entries
+        self.max_age = max_age
+        self._entries: OrderedDict = OrderedDict()  # stored key -> (value, read at)
+        self._changed: dict = {}  # stored key -> when a change of it was heard
+        self._cleared_at = -math.inf  # when a clear, tag or prefix change was heard
+        self.changes = 0  # changes heard: a read spanning one is not kept
+        self.hits = self.misses = 0
+        listener._register(self)
+
+    def get(self, key, default=None, conn=None):
+        """The value of ``key``: the copy when there is one, else read from the
+        server (on ``conn`` if given, else on the cache's connection) and kept
+        if nothing changed meanwhile."""
+        stored = encode_key(key)
+        lock = self.listener._lock
+        with lock:
+            if self.listener.listening:
+                found = self._entries.get(stored)
+                if found is not None and (self.max_age is None or time.monotonic() - found[1] < self.max_age):
+                    self._entries.move_to_end(stored)
+                    self.hits += 1
+                    return found[0]
+            changes = self.changes
+        self.misses += 1
+        cache = self.cache if conn is None else Cache(conn, self.cache.name, codec=self.cache.codec,
+                                                      settings=dict(self.cache.settings), schema=self.cache._schema)
+        value = cache.get(key, MISSING)
+        if value is MISSING:
+            return default
+        with lock:
+            now = time.monotonic()
+            quiet = self.listener.quiet
+            if (self.listener.listening and self.changes == changes
+                    and now - self._cleared_at > quiet and now - self._changed.get(stored, -math.inf) > quiet):
+                self._entries[stored] = (value, now)
+                if len(self._entries) > self.max_entries:
+                    self._entries.popitem(last=False)
+        return value
+
+    def __len__(self):
+        return len(self._entries)
+
+    # Called by the listener, its lock held.
+
+    def _drop_all(self, now):
+        self.changes += 1
+        self._entries.clear()
+        self._changed.clear()
+        self._cleared_at = now
+
+    def _apply(self, change: dict, now):
+        self.changes += 1
+        if change.get("cleared") or change.get("tags"):
+            self._drop_all(now)  # tags: the copy does not know them
+            return
+        for k in change.get("keys", ()):
+            self._entries.pop(k, None)
+            self._changed[k] = now
+        for prefix in change.get("prefixes", ()):
+            for k in [k for k in self._entries if k.startswith(prefix)]:
+                del self._entries[k]
+            self._cleared_at = now  # keys under it not seen yet: not kept for a while
+        if len(self._changed) > 4 * self.max_entries:
+            horizon = now - self.listener.quiet
+            self._changed = {k: t for k, t in self._changed.items() if t > horizon}
+
+
+def _notify_of(cache: Cache):
+    rows = yield ("!notify", ())
+    return rows[0][0] if rows else None
+
+
+class Listener:
+    """Listens for one database on a connection ``connect()`` opens (an autocommit
+    psycopg 3 connection), in a daemon thread, and keeps the near caches
+    registered with it. ``stop()`` ends it."""
+
+    def __init__(self, connect: Callable[[], object], *, quiet: float = 0.1, retry: float = 1.0):
+        self._connect = connect
+        self.quiet = quiet
+        self.retry = retry
+        self._lock = threading.Lock()
+        self._caches: dict = {}  # cache name -> [NearCache]
+        self.listening = False
+        self._listening_event = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pg_cache listener", daemon=True)
+        self._thread.start()
+
+    def wait_listening(self, timeout: float = 10.0) -> bool:
+        """Whether the listener listens, waiting up to ``timeout`` seconds."""
+        return self._listening_event.wait(timeout)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5)
+
+    def _register(self, near: NearCache):
+        with self._lock:
+            self._caches.setdefault(near.cache.name, []).append(near)
+
+    def _drop_everything(self):
+        now = time.monotonic()
+        with self._lock:
+            for nears in self._caches.values():
+                for n in nears:
+                    n._drop_all(now)
+
+    def _run(self):
+        while not self._stop.is_set():
+            conn = None
+            try:
+                conn = self._connect()
+                for channel in CHANNELS:
+                    conn.execute(f"LISTEN {channel}")
+                # Whatever was kept before was kept without hearing changes.
+                self._drop_everything()
+                with self._lock:
+                    self.listening = True
+                self._listening_event.set()
+                while not self._stop.is_set():
+                    for note in conn.notifies(timeout=0.5):
+                        self._handle(note.channel, note.payload)
+                    conn.execute("SELECT 1")  # notices a dead connection
+            except Exception:
+                logger.warning("pg_cache listener: connection lost, dropping near caches", exc_info=True)
+            finally:
+                with self._lock:
+                    self.listening = False
+                self._listening_event.clear()
+                self._drop_everything()
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:
+                        pass
+            self._stop.wait(self.retry)
+
+    def _handle(self, channel: str, payload: str):
+        now = time.monotonic()
+        with self._lock:
+            if channel == "pg_cache":  # cache_clear: the name; cache_clear_all: '*'
+                targets = self._caches.values() if payload == "*" else [self._caches.get(payload, ())]
+                for nears in targets:
+                    for n in nears:
+                        n._drop_all(now)
+                return
+            try:
+                change = json.loads(payload)
+            except ValueError:
+                logger.warning("pg_cache listener: unreadable feed payload %r", payload)
+                self._drop_everything_locked(now)
+                return
+            name = change.get("cache")
+            targets = self._caches.values() if name == "*" else [self._caches.get(name, ())]
+            for nears in targets:
+                for n in nears:
+                    n._apply(change, now)
+
+    def _drop_everything_locked(self, now):
+        for nears in self._caches.values():
+            for n in nears:
+                n._drop_all(now)
