@@ -183,10 +183,14 @@ class Listener:
                 with self._lock:
                     self.listening = True
                 self._listening_event.set()
+                alive_at = time.monotonic()
                 while not self._stop.is_set():
-                    for note in conn.notifies(timeout=0.5):
+                    # Short waits, so that stop() returns at once.
+                    for note in conn.notifies(timeout=0.1):
                         self._handle(note.channel, note.payload)
-                    conn.execute("SELECT 1")  # notices a dead connection
+                    if time.monotonic() - alive_at > 5:
+                        conn.execute("SELECT 1")  # notices a dead connection
+                        alive_at = time.monotonic()
             except Exception:
                 logger.warning("pg_cache listener: connection lost, dropping near caches", exc_info=True)
             finally:

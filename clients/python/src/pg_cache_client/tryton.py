@@ -25,7 +25,13 @@ database:
   with ROLLBACK: what they filled from committed rows is kept), for the
   transaction only;
 * ``duration`` becomes each entry's ``expires_at``, counted from the set as
-  MemoryCache counts it.
+  MemoryCache counts it;
+* with ``[cache] pg_cache_near = True`` each process also keeps a copy of what
+  it read (:mod:`pg_cache_client.near`): caches are declared with
+  ``notify => 'keys'``, one listener thread and connection per database keeps
+  the copies exact, and a hit costs a dictionary look-up. A transaction that
+  wrote to a cache (set, clear) reads it from the server for the rest of the
+  transaction, as it must see its own writes.
 
 It subclasses ``MemoryCache`` for what is not the cache: the pool refresh
 between processes (``refresh_pool`` and the listener thread) and the
@@ -40,8 +46,9 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import threading
+from weakref import WeakKeyDictionary
 
-from trytond import backend
+from trytond import backend, config
 from trytond.cache import MemoryCache
 from trytond.transaction import Transaction
 
@@ -76,16 +83,28 @@ class PgCache(MemoryCache):
     # pg_extension, though it can call its functions.
     _schemas: dict = {}
 
+    # dbname -> near.Listener, when [cache] pg_cache_near is on.
+    _listeners: dict = {}
+    # transaction -> names of the caches it wrote (they bypass the near copy).
+    _wrote = WeakKeyDictionary()
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # Set once a value had to stay in the process (see set()).
         self._in_process = False
+        self._near_by_db: dict = {}
         self._pg = Cache(_connection, self._name, codec=TAGGED, settings=SETTINGS, schema=_schema)
 
     # Set-up, once per process and database.
 
+    @staticmethod
+    def _near_enabled() -> bool:
+        return config.getboolean("cache", "pg_cache_near", default=False)
+
     def _settings(self) -> dict:
         settings = {"size_limit": self.size_limit, "context": False}
+        if self._near_enabled():
+            settings["notify"] = "keys"
         if self.duration:
             settings["duration"] = self.duration.total_seconds()
         return settings
@@ -122,6 +141,44 @@ class PgCache(MemoryCache):
 
     # The cache.
 
+    def _near(self, transaction):
+        """This cache's near copy for the transaction's database, or None when off
+        or when the transaction wrote to the cache."""
+        if not self._near_enabled():
+            return None
+        wrote = self._wrote.get(transaction)
+        if wrote and (self._name in wrote or "*" in wrote):
+            return None
+        dbname = transaction.database.name
+        near = self._near_by_db.get(dbname)
+        if near is None:
+            from .near import NearCache
+
+            near = self._near_by_db[dbname] = NearCache(
+                self._pg, self._listener(dbname), max_entries=self.size_limit,
+                max_age=self.duration.total_seconds() if self.duration else None, check_declaration=False)
+        return near
+
+    @classmethod
+    def _listener(cls, dbname):
+        listener = cls._listeners.get(dbname)
+        if listener is None:
+            with cls._declared_lock:
+                listener = cls._listeners.get(dbname)
+                if listener is None:
+                    import psycopg
+
+                    from .near import Listener
+
+                    conninfo = backend.Database._connection_params(dbname)["conninfo"]
+                    listener = cls._listeners[dbname] = Listener(lambda: psycopg.connect(conninfo, autocommit=True))
+        return listener
+
+    @classmethod
+    def _wrote_to(cls, name):
+        transaction = Transaction()
+        cls._wrote.setdefault(transaction, set()).add(name)
+
     def get(self, key, default=None):
         self._ready()
         if self._in_process:
@@ -129,8 +186,9 @@ class PgCache(MemoryCache):
             if result is not MISSING:
                 return result
             self.miss -= 1  # counted below
+        near = self._near(Transaction())
         try:
-            result = self._pg.get(self._key(key), MISSING)
+            result = (self._pg if near is None else near).get(self._key(key), MISSING)
         except TypeError:  # a key that cannot be encoded: MemoryCache misses too
             result = MISSING
         if result is MISSING:
@@ -150,6 +208,7 @@ class PgCache(MemoryCache):
         expires_at = _dt.datetime.now(_dt.timezone.utc) + self.duration if self.duration else None
         try:
             self._pg.set(self._key(key), value, expires_at=expires_at)
+            self._wrote_to(self._name)
         except TypeError:
             # A value no codec can carry out of the process (a compiled lxml
             # validator): kept in this process, as MemoryCache keeps it, and
@@ -161,6 +220,7 @@ class PgCache(MemoryCache):
     def clear(self):
         self._ready()
         self._pg.clear()
+        self._wrote_to(self._name)
         # Tryton's own signalling (other processes' listeners wake up) as before.
         super().clear()
 
@@ -171,8 +231,19 @@ class PgCache(MemoryCache):
         if conn is not None:
             cls._declare_all(transaction.database.name)
             _clear_all(conn, transaction.database.name)
+            cls._wrote_to("*")
         for inst in cls._instances.values():
             MemoryCache.clear(inst)
+
+    @classmethod
+    def commit(cls, transaction):
+        super().commit(transaction)
+        cls._wrote.pop(transaction, None)
+
+    @classmethod
+    def rollback(cls, transaction):
+        super().rollback(transaction)
+        cls._wrote.pop(transaction, None)
 
     def sync_since(self, value):
         self._ready()
@@ -194,6 +265,7 @@ class PgCache(MemoryCache):
             if transaction.connection is not None:
                 try:
                     _clear_all(transaction.connection, dbname)
+                    cls._wrote_to("*")
                 except Exception:  # an aborted transaction: it holds nothing
                     logger.debug("drop: no clear in the current transaction", exc_info=True)
             conn = database.get_connection(autocommit=True)
@@ -208,6 +280,15 @@ class PgCache(MemoryCache):
             # its caches on the server.
             cls._declared = {d for d in cls._declared if d[0] != dbname}
             cls._schemas.pop(dbname, None)
+        # The near copies' listener holds a connection to the database, which
+        # must not keep it from being dropped: stopped, as MemoryCache stops its
+        # listener; the next read starts it again.
+        listener = cls._listeners.pop(dbname, None)
+        if listener is not None:
+            listener.stop()
+        for inst in cls._instances.values():
+            if isinstance(inst, PgCache):
+                inst._near_by_db.pop(dbname, None)
         super().drop(dbname)
 
 

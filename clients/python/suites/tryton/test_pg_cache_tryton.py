@@ -1,0 +1,105 @@
+"""PgCache in Tryton transactions, beyond trytond's own cache tests: entries are
+shared through the server, a rolled-back write is gone (MemoryCache keeps it),
+and with [cache] pg_cache_near a hit is served from the process."""
+
+import os
+import time
+import unittest
+
+import psycopg
+from trytond import config
+from trytond.cache import Cache
+from trytond.tests.test_tryton import DB_NAME, USER, DBTestCase, with_transaction
+from trytond.transaction import Transaction
+
+from pg_cache_client import _sql
+from pg_cache_client.tryton import PgCache
+
+shared = Cache("pg_cache_test.shared") if Cache is PgCache else None
+timed = Cache("pg_cache_test.timed", duration=60) if Cache is PgCache else None
+
+
+def sql(query, params=()):
+    port = os.environ["PG_CACHE_TEST_PORT"]
+    with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname={DB_NAME}", autocommit=True) as c:
+        return c.execute(query, params).fetchall()
+
+
+@unittest.skipUnless(Cache is PgCache, "[cache] class is not PgCache")
+class PgCacheTestCase(DBTestCase):
+    module = "tests"
+
+    def tearDown(self):
+        # As trytond's own cache tests do: stops the near copies' listener, whose
+        # connection would keep the test database from being dropped.
+        Cache.drop(DB_NAME)
+
+    def test_a_committed_set_is_seen_by_other_transactions_and_by_sql(self):
+        with Transaction().start(DB_NAME, USER) as t:
+            shared.set("k", {"ids": [1, 2]})
+            t.commit()
+        with Transaction().start(DB_NAME, USER, readonly=True):
+            value = shared.get("k")
+        self.assertEqual(dict(value), {"ids": (1, 2)}, "immutable, as MemoryCache returns it")
+        # Keys hold Tryton's context: the row is there under the encoded key.
+        entries = sql("SELECT entries FROM cache_stats() WHERE cache = 'pg_cache_test.shared'")
+        self.assertEqual(entries, [(1,)])
+
+    def test_a_set_of_a_transaction_that_rolls_back_its_writes_is_gone(self):
+        # MemoryCache keeps it: its sets reach the shared LRU at once.
+        with Transaction().start(DB_NAME, USER) as t:
+            Pool = __import__("trytond.pool", fromlist=["Pool"]).Pool
+            Pool().get("res.user").write([Pool().get("res.user")(USER)], {"name": "changed"})
+            shared.set("rolled", 1)
+            self.assertEqual(shared.get("rolled"), 1, "seen by its own transaction")
+            t.rollback()
+        with Transaction().start(DB_NAME, USER, readonly=True):
+            self.assertIsNone(shared.get("rolled"))
+
+    def test_a_read_only_transactions_fills_are_kept(self):
+        # Tryton ends read-only transactions with ROLLBACK.
+        with Transaction().start(DB_NAME, USER, readonly=True):
+            shared.set("read", 1)
+        with Transaction().start(DB_NAME, USER, readonly=True):
+            self.assertEqual(shared.get("read"), 1)
+
+    def test_duration_expires_entries(self):
+        with Transaction().start(DB_NAME, USER) as t:
+            timed.set("k", 1)
+            t.commit()
+        rows = sql("SELECT duration FROM cache_stats() WHERE cache = 'pg_cache_test.timed'")
+        self.assertEqual(rows[0][0].total_seconds(), 60)
+
+    @unittest.skipUnless(config.getboolean("cache", "pg_cache_near", default=False), "near copies are off")
+    def test_a_near_hit_sends_nothing_and_a_commit_elsewhere_drops_it(self):
+        with Transaction().start(DB_NAME, USER) as t:
+            shared.set("near", 1)
+            t.commit()
+        listener = None
+        with Transaction().start(DB_NAME, USER, readonly=True):
+            self.assertEqual(shared.get("near"), 1)
+            listener = PgCache._listeners[DB_NAME]
+            self.assertTrue(listener.wait_listening())
+        time.sleep(0.15)  # past the listener's quiet time after its start
+        with Transaction().start(DB_NAME, USER, readonly=True):
+            self.assertEqual(shared.get("near"), 1)  # read and kept
+            sent = []
+            run = _sql.run
+            _sql.run = lambda conn, q, p=(): sent.append(q) or run(conn, q, p)
+            try:
+                self.assertEqual(shared.get("near"), 1)
+            finally:
+                _sql.run = run
+            self.assertEqual(sent, [], "a near hit sends nothing")
+        near = shared._near_by_db[DB_NAME]
+        self.assertEqual((near.hits, len(near)), (1, 1))
+        seen = near.changes
+        with Transaction().start(DB_NAME, USER) as t:
+            shared.clear()
+            shared.set("near", 2)
+            t.commit()
+        end = time.monotonic() + 5
+        while near.changes == seen and time.monotonic() < end:
+            time.sleep(0.01)
+        with Transaction().start(DB_NAME, USER, readonly=True):
+            self.assertEqual(shared.get("near"), 2)
