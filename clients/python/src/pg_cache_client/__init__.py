@@ -8,7 +8,9 @@ used over the connections an application already has.
 ...     prices.get(42) or prices.set(42, compute_price(42))
 ...     # the set takes effect when conn's transaction commits
 
-See the README of pg_cache, "From Python".
+Modules: :mod:`.aio` (asyncio), :mod:`.near` (in-process copies kept by the
+change feed), :mod:`.tryton`, :mod:`.django`, :mod:`.odoo`, :mod:`.cachy`. See
+the README of pg_cache, "From Python".
 """
 
 from .cache import MISSING, NEVER, Cache, clear_all
