@@ -93,18 +93,19 @@ def test_a_value_read_across_a_change_is_not_kept(connect, announced, listener):
     Cache(writer, announced).put("k", 1)
     cache = Cache(reader, announced)
     near = NearCache(cache, listener)
-    get = cache.get
+    time.sleep(0.15)
+    drive = cache._drive
 
-    def racing_get(key, default=None):
-        value = get(key, default)  # read 1, then a change commits before it is kept
+    def racing_drive(plan):
+        value = drive(plan)  # read 1, then a change commits before it is kept
         seen = near.changes
         Cache(writer, announced).put("k", 2)
         assert wait_for(lambda: near.changes > seen)
         return value
 
-    cache.get = racing_get
+    cache._drive = racing_drive
     assert near.get("k") == 1
-    cache.get = get
+    cache._drive = drive
     assert len(near) == 0
     time.sleep(0.15)
     assert near.get("k") == 2
@@ -141,3 +142,25 @@ def test_a_cache_that_announces_nothing_is_refused(conn, name, listener):
     Cache(conn, name).put("k", 1)
     with pytest.raises(NotReady, match="notify"):
         NearCache(Cache(conn, name), listener)
+
+
+def test_a_copy_is_not_served_past_its_entrys_expiry(conn, announced, listener):
+    c = Cache(conn, announced)
+    c.put("short", 1, ttl=0.5)
+    near = NearCache(c, listener)
+    time.sleep(0.15)
+    assert near.get("short") == 1
+    assert near.get("short") == 1 and near.hits == 1, "kept"
+    time.sleep(0.5)
+    assert near.get("short") is None, "expired on the server: not served from the copy"
+
+
+def test_forget_drops_a_copy_at_once(conn, announced, listener):
+    c = Cache(conn, announced)
+    c.put("k", 1)
+    near = NearCache(c, listener)
+    time.sleep(0.15)
+    near.get("k")
+    assert len(near) == 1
+    near.forget(["k"])
+    assert len(near) == 0

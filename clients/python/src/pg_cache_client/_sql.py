@@ -19,6 +19,7 @@ SCHEMA_QUERY = (
 
 _TTL = "pg_catalog.make_interval(secs => %s::float8), %s::timestamptz"
 _WRITE_OPTS = _TTL + ", %s::text[]"
+_LEFT = "CASE WHEN pg_catalog.isfinite(e) THEN extract(epoch FROM e - pg_catalog.clock_timestamp())::float8 END"
 
 #: The settings a cache may apply to its own calls (``Cache(settings=...)``).
 SETTINGS = {
@@ -54,6 +55,9 @@ def statements(s: str, settings: tuple = ()) -> dict:
         "schema": s,
         "get": f"SELECT {s}.cache_get(%s, %s)::text{g}",
         "get_bytes": f"SELECT {s}.cache_get_bytes(%s, %s){g}",
+        # For copies kept in the process: the value and the seconds it has left.
+        "get_ttl": f"SELECT v::text, {_LEFT} FROM (SELECT {s}.cache_get(%s, %s) AS v, {s}.cache_expires_at(%s, %s) AS e{g}) q",
+        "get_bytes_ttl": f"SELECT v, {_LEFT} FROM (SELECT {s}.cache_get_bytes(%s, %s) AS v, {s}.cache_expires_at(%s, %s) AS e{g}) q",
         "set": f"SELECT {s}.cache_set(%s, %s, %s::jsonb, {_WRITE_OPTS}){g}",
         "set_bytes": f"SELECT {s}.cache_set_bytes(%s, %s, %s::bytea, {_WRITE_OPTS}){g}",
         "put": f"SELECT {s}.cache_put(%s, %s, %s::jsonb, {_WRITE_OPTS}){g}",

@@ -63,6 +63,13 @@ class _Ops:
         stored = rows[0][0]
         return default if stored is None else self.codec.decode(stored)
 
+    def _get_ttl(self, key):
+        """(value or MISSING, seconds it has left or None for never)."""
+        k = encode_key(key)
+        rows = yield ("get_bytes_ttl" if self._bytes() else "get_ttl", (self.name, k, self.name, k))
+        stored, left = rows[0]
+        return (MISSING, None) if stored is None else (self.codec.decode(stored), left)
+
     def _write(self, op, key, value, ttl, expires_at, tags):
         kind = op + "_bytes" if self._bytes() else op
         yield (kind, (self.name, encode_key(key), self.codec.encode(value), _seconds(ttl), expires_at, _tags(tags)))

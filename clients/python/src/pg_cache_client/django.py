@@ -35,6 +35,16 @@ back with the block, and ``assertNumQueries`` counts it. Outside one
   instead of failing the request's transaction.
 * The extension is created in the database on first use if it is missing (a
   database owner may: it is trusted); ``"CREATE_EXTENSION": False`` turns that off.
+* ``"NEAR": True`` keeps a copy of what each process reads
+  (:mod:`pg_cache_client.near`): the cache is declared with ``notify => 'keys'``
+  and a listener thread with a connection of its own per process drops copies
+  as other processes' commits are announced. ``get`` outside
+  ``transaction.atomic()`` is then a dictionary look-up; inside one it reads
+  the server. The process's own writes drop its copies at once (at the block's
+  commit, for writes inside one). Another process's commit is seen when its
+  notification arrives, a fraction of a millisecond after that commit: a read
+  in that window returns the value from before it, as with any client-side
+  cache; leave NEAR off where that matters.
 """
 
 from __future__ import annotations
@@ -46,9 +56,12 @@ from .cache import Cache
 from .codecs import TaggedJSONCodec
 from .errors import NotInstalled
 
-__all__ = ["PgCache"]
+__all__ = ["PgCache", "stop_listeners"]
 
 _DECLARE = ("size_limit", "duration", "max_bytes", "policy", "notify")
+# Listeners of this process, per database alias (NEAR).
+_listeners: dict = {}
+_listeners_lock = __import__("threading").Lock()
 CODEC = TaggedJSONCodec(pickle=True)
 
 
@@ -58,7 +71,11 @@ class PgCache(BaseCache):
         options = dict(params.get("OPTIONS") or {})
         self._alias = options.pop("DATABASE", "default")
         self._create_extension = options.pop("CREATE_EXTENSION", True)
+        self._near_wanted = bool(options.pop("NEAR", False))
         self._declare = {k: options.pop(k) for k in _DECLARE if k in options}
+        if self._near_wanted:
+            self._declare["notify"] = "keys"
+        self._near = None
         options.pop("MAX_ENTRIES", None)
         options.pop("CULL_FREQUENCY", None)
         if options:
@@ -88,7 +105,33 @@ class PgCache(BaseCache):
                 cur.execute("CREATE EXTENSION IF NOT EXISTS pg_cache")
             if self._declare:
                 self._cache.declare(context=False, **self._declare)
+        if self._near_wanted:
+            from .near import NearCache
+
+            self._near = NearCache(self._cache, _listener(self._alias), check_declaration=False)
         self._ready = True
+
+    def _read_through(self):
+        """The near copy, when on and the connection is not inside atomic()."""
+        self._pg()
+        near = self._near
+        if near is None or self._connection().in_atomic_block:
+            return self._cache
+        return near
+
+    def _wrote(self, keys=None):
+        """A write by this process: its copies of ``keys`` (all when None) go now,
+        and again when the atomic block it is in commits."""
+        near = self._near
+        if near is None:
+            return
+        near.forget(keys)
+        conn = self._connection()
+        if conn.in_atomic_block:
+            from django.db import transaction
+
+            keys = list(keys) if keys is not None else None
+            transaction.on_commit(lambda: near.forget(keys), using=self._alias)
 
     def get_backend_timeout(self, timeout=DEFAULT_TIMEOUT):
         """Seconds from the commit, ``None`` for never, 0 for "do not store"."""
@@ -100,11 +143,13 @@ class PgCache(BaseCache):
         key = self.make_and_validate_key(key, version=version)
         ttl = self.get_backend_timeout(timeout)
         # Stored and expired at once, as Django's other backends do for 0.
-        return self._pg().add(key, value, ttl=1e-6 if ttl == 0 else ttl)
+        added = self._pg().add(key, value, ttl=1e-6 if ttl == 0 else ttl)
+        self._wrote([key])
+        return added
 
     def get(self, key, default=None, version=None):
         key = self.make_and_validate_key(key, version=version)
-        return self._pg().get(key, default)
+        return self._read_through().get(key, default)
 
     def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
         key = self.make_and_validate_key(key, version=version)
@@ -113,10 +158,12 @@ class PgCache(BaseCache):
             self._pg().delete(key)
         else:
             self._pg().put(key, value, ttl=ttl)
+        self._wrote([key])
 
     def touch(self, key, timeout=DEFAULT_TIMEOUT, version=None):
         key = self.make_and_validate_key(key, version=version)
         ttl = self.get_backend_timeout(timeout)
+        self._wrote([key])  # a copy's expiry is the old one
         if ttl == 0:
             return self._pg().delete(key)
         if ttl is None:
@@ -125,7 +172,9 @@ class PgCache(BaseCache):
 
     def delete(self, key, version=None):
         key = self.make_and_validate_key(key, version=version)
-        return self._pg().delete(key)
+        deleted = self._pg().delete(key)
+        self._wrote([key])
+        return deleted
 
     def get_many(self, keys, version=None):
         key_map = {self.make_and_validate_key(k, version=version): k for k in keys}
@@ -139,6 +188,7 @@ class PgCache(BaseCache):
     def incr(self, key, delta=1, version=None):
         key = self.make_and_validate_key(key, version=version)
         value = self._pg().incr(key, delta, initial=None)
+        self._wrote([key])
         if value is None:
             raise ValueError("Key '%s' not found" % key)
         return value
@@ -152,15 +202,45 @@ class PgCache(BaseCache):
             self._pg().delete_many(safe)
         else:
             self._pg().put_many(safe, ttl=ttl)
+        self._wrote(safe)
         return []
 
     def delete_many(self, keys, version=None):
         safe = [self.make_and_validate_key(k, version=version) for k in keys]
         if safe:
             self._pg().delete_many(safe)
+            self._wrote(safe)
 
     def clear(self):
         self._pg().clear()
+        self._wrote(None)
 
     def close(self, **kwargs):
         pass  # the connection is Django's: it closes it
+
+
+def _listener(alias):
+    """This process's listener for the database of ``alias`` (NEAR)."""
+    with _listeners_lock:
+        listener = _listeners.get(alias)
+        if listener is None:
+            import psycopg
+
+            from .near import Listener
+
+            s = connections[alias].settings_dict
+            params = {"dbname": s["NAME"], "user": s.get("USER") or None, "password": s.get("PASSWORD") or None,
+                      "host": s.get("HOST") or None, "port": s.get("PORT") or None}
+            params = {k: v for k, v in params.items() if v}
+            listener = _listeners[alias] = Listener(lambda: psycopg.connect(autocommit=True, **params))
+    return listener
+
+
+def stop_listeners():
+    """Stops this process's listeners (NEAR), closing their connections: before
+    dropping a database (as Django's test runner does at the end), or at exit."""
+    with _listeners_lock:
+        listeners = list(_listeners.values())
+        _listeners.clear()
+    for listener in listeners:
+        listener.stop()

@@ -19,8 +19,8 @@ How it stays exact (the extension's README, "Change feed"):
 * while the listener is not listening (starting, or reconnecting after its
   connection failed), nothing is served or kept, and every copy is dropped when
   it listens again: notifications sent meanwhile were missed;
-* ``max_age`` bounds how long a copy is served: give the cache's TTL when its
-  entries expire (expiry is not announced).
+* a copy is served until its entry expires (a miss reads the value and the time
+  it has left in one statement), and at most ``max_age`` seconds when given.
 
 Copies are of committed values. A transaction that wrote to a cache must read
 its own writes from the server (:meth:`NearCache.get` takes a connection for the
@@ -65,7 +65,7 @@ class NearCache:
         self.listener = listener
         self.max_entries = max_entries
         self.max_age = max_age
-        self._entries: OrderedDict = OrderedDict()  # stored key -> (value, read at)
+        self._entries: OrderedDict = OrderedDict()  # stored key -> (value, read at, good until)
         self._changed: dict = {}  # stored key -> when a change of it was heard
         self._cleared_at = -math.inf  # when a clear, tag or prefix change was heard
         self.changes = 0  # changes heard: a read spanning one is not kept
@@ -81,7 +81,7 @@ class NearCache:
         with lock:
             if self.listener.listening:
                 found = self._entries.get(stored)
-                if found is not None and (self.max_age is None or time.monotonic() - found[1] < self.max_age):
+                if found is not None and time.monotonic() < found[2]:
                     self._entries.move_to_end(stored)
                     self.hits += 1
                     return found[0]
@@ -89,21 +89,34 @@ class NearCache:
         self.misses += 1
         cache = self.cache if conn is None else Cache(conn, self.cache.name, codec=self.cache.codec,
                                                       settings=dict(self.cache.settings), schema=self.cache._schema)
-        value = cache.get(key, MISSING)
+        value, left = cache._drive(cache._get_ttl(key))
         if value is MISSING:
             return default
         with lock:
             now = time.monotonic()
+            until = math.inf if left is None else now + left
+            if self.max_age is not None:
+                until = min(until, now + self.max_age)
             quiet = self.listener.quiet
             if (self.listener.listening and self.changes == changes
                     and now - self._cleared_at > quiet and now - self._changed.get(stored, -math.inf) > quiet):
-                self._entries[stored] = (value, now)
+                self._entries[stored] = (value, now, until)
                 if len(self._entries) > self.max_entries:
                     self._entries.popitem(last=False)
         return value
 
     def __len__(self):
         return len(self._entries)
+
+    def forget(self, keys=None):
+        """Drops the copies of ``keys`` (all when None) as if a change of them had
+        been heard: for a process's own writes, whose notifications arrive later."""
+        now = time.monotonic()
+        with self.listener._lock:
+            if keys is None:
+                self._drop_all(now)
+            else:
+                self._apply({"keys": [encode_key(k) for k in keys]}, now)
 
     # Called by the listener, its lock held.
 

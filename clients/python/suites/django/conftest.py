@@ -33,5 +33,8 @@ def django_test_databases():
     runner = DiscoverRunner(verbosity=0, interactive=False)
     old = runner.setup_databases()
     yield
+    from pg_cache_client.django import stop_listeners
+
+    stop_listeners()  # their connections would keep the test database from being dropped
     runner.teardown_databases(old)
     teardown_test_environment()

@@ -25,3 +25,17 @@ class PgCacheTests(BaseCacheTests, TransactionTestCase):
     available_apps = ["cache"]
     # incr of a value that is not an integer: 42804, a TypeError.
     incr_decr_type_error = WrongValueKind
+
+
+@override_settings(
+    CACHES=caches_setting_for_tests(
+        BACKEND="pg_cache_client.django.PgCache", LOCATION="django_tests_near", OPTIONS={"NEAR": True},
+        exclude={"cull", "zero_cull"},
+    )
+)
+class PgCacheNearTests(BaseCacheTests, TransactionTestCase):
+    """The same tests with each process keeping near copies: its own writes drop
+    them at once, so every test reads what it wrote."""
+
+    available_apps = ["cache"]
+    incr_decr_type_error = WrongValueKind
