@@ -93,6 +93,8 @@ class PgCache(MemoryCache):
         # Set once a value had to stay in the process (see set()).
         self._in_process = False
         self._near_by_db: dict = {}
+        # Databases where this cache was declared with notify => 'keys'.
+        self._near_dbs: set = set()
         self._pg = Cache(_connection, self._name, codec=TAGGED, settings=SETTINGS, schema=_schema)
 
     # Set-up, once per process and database.
@@ -129,8 +131,14 @@ class PgCache(MemoryCache):
                         row = cur.fetchone()
                     cls._schemas[dbname] = row[0]
                 for inst in todo:
-                    Cache(conn, inst._name).declare(**inst._settings())
+                    settings = inst._settings()
+                    Cache(conn, inst._name).declare(**settings)
                     cls._declared.add((dbname, inst._name))
+                    # Near copies only of a cache declared to announce its changes.
+                    if settings.get("notify") == "keys":
+                        inst._near_dbs.add(dbname)
+                    else:
+                        inst._near_dbs.discard(dbname)
             finally:
                 database.put_connection(conn)
 
@@ -144,12 +152,12 @@ class PgCache(MemoryCache):
     def _near(self, transaction):
         """This cache's near copy for the transaction's database, or None when off
         or when the transaction wrote to the cache."""
-        if not self._near_enabled():
+        dbname = transaction.database.name
+        if dbname not in self._near_dbs:
             return None
         wrote = self._wrote.get(transaction)
         if wrote and (self._name in wrote or "*" in wrote):
             return None
-        dbname = transaction.database.name
         near = self._near_by_db.get(dbname)
         if near is None:
             from .near import NearCache
@@ -280,6 +288,9 @@ class PgCache(MemoryCache):
             # its caches on the server.
             cls._declared = {d for d in cls._declared if d[0] != dbname}
             cls._schemas.pop(dbname, None)
+            for inst in cls._instances.values():
+                if isinstance(inst, PgCache):
+                    inst._near_dbs.discard(dbname)
         # The near copies' listener holds a connection to the database, which
         # must not keep it from being dropped: stopped, as MemoryCache stops its
         # listener; the next read starts it again.
