@@ -51,3 +51,10 @@ CREATE TABLE pg_cache_bindings (
 );
 SELECT pg_catalog.pg_extension_config_dump('pg_cache_bindings', '');
 GRANT SELECT ON pg_cache_bindings TO PUBLIC;
+
+-- The extension is trusted: a database owner may install it, and then owns it
+-- but not these tables (a trusted script runs as the bootstrap superuser). A
+-- dump of the database restores their rows as that owner: it may add rows, as
+-- cache_create and cache_bind do after their own checks (it could drop and
+-- recreate the extension anyway). Nobody else may.
+GRANT INSERT ON pg_cache_declarations, pg_cache_bindings TO @extowner@;

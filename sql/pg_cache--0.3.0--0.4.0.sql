@@ -294,6 +294,8 @@ CREATE TABLE pg_cache_bindings (
 );
 SELECT pg_catalog.pg_extension_config_dump('pg_cache_bindings', '');
 GRANT SELECT ON pg_cache_bindings TO PUBLIC;
+-- As in a fresh install: the extension's owner may restore their rows.
+GRANT INSERT ON pg_cache_declarations, pg_cache_bindings TO @extowner@;
 
 CREATE FUNCTION "cache_bind"(
 	"cache" TEXT,

@@ -56,7 +56,7 @@ pub fn hidden_tags(cache: &str) -> Vec<u64> {
 /// Calls `f` with the transaction's last write of the key if it is a set, else with
 /// `None`.
 pub fn last_set<R>(cache: &str, key: &[u8], f: impl FnOnce(Option<LastSet<'_>>) -> R) -> R {
-    WRITES.with_borrow(|w| f(if w.is_empty() { None } else { w.last_set(cache, key) }))
+    WRITES.with_borrow(|w| f(if w.is_empty() { None } else { w.last_set(cache, key, crate::pg::now()) }))
 }
 
 /// The expiry this transaction's touch gave the key's shared value, if its last

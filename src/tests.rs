@@ -217,6 +217,15 @@ mod tests {
         assert_eq!(get("SELECT cache_expires_at('own_t', 'at')::text"), None);
         assert_eq!(get("SELECT value::text FROM cache_get_many('own_t', ARRAY['at', 'ttl'])").as_deref(), Some("1"), "only the ttl one");
         assert_eq!(get("SELECT cache_get('own_t', 'ttl')::text").as_deref(), Some("1"));
+        // What builds on the key's value finds nothing there either.
+        assert!(yes("SELECT cache_add('own_t', 'at', '7')"), "add: the key holds nothing");
+        Spi::run("SELECT cache_put('own_t', 'n', '5', expires_at => clock_timestamp() + interval '100 milliseconds')").unwrap();
+        Spi::run("SELECT pg_sleep(0.2)").unwrap();
+        assert_eq!(int("SELECT cache_incr('own_t', 'n')"), Some(1), "incr starts from the initial value");
+        Spi::run("SELECT cache_put('own_t', 'p', '5', expires_at => clock_timestamp() + interval '100 milliseconds')").unwrap();
+        Spi::run("SELECT pg_sleep(0.2)").unwrap();
+        assert!(!yes("SELECT cache_touch('own_t', 'p', ttl => '1 hour')"), "touch: nothing to touch");
+        assert_eq!(get("SELECT cache_pull('own_t', 'p')::text"), None, "pull: nothing to pull");
     }
 
     #[pg_test]

@@ -492,12 +492,18 @@ fn prepare_commit() {
         let mut writes = r.out;
         // A cache keeps at most size_limit entries, and its newest installs are the
         // ones it keeps: the sets before the last size_limit ones would be evicted
-        // by this very commit. They commit as deletes of their keys instead, so that
-        // a big commit to a small cache does not first take the memory of every
-        // other cache (a 300,000-key commit to a cache of 1,024 entries evicted a
-        // concurrent test's whole cache).
+        // by this very commit. They are not prepared at all, so that a big commit to
+        // a small cache does not first take the memory of every other cache (a
+        // 300,000-key commit to a cache of 1,024 entries evicted a concurrent test's
+        // whole cache): a put still replaces what the key held (a delete), a write
+        // computed from a read deletes only what it read, and a fill changes
+        // nothing (what the key holds is as good as it: any invalidation since would
+        // have removed it). Counted as evictions, as they would have been.
         let size_limit = registry::size_limit(&r.config).max(r.declare.as_ref().map_or(0, registry::size_limit));
         let mut not_kept = r.sets.saturating_sub(size_limit.try_into().unwrap_or(usize::MAX));
+        if not_kept > 0 {
+            store.count_evicted(r.slot, not_kept as u64);
+        }
         for (op, covered) in r.writes {
             match ops.take_op(op) {
                 // Covered by the transaction's own later tag or prefix invalidation.
@@ -508,11 +514,11 @@ fn prepare_commit() {
                 Op::Set { key, mode, .. } if not_kept > 0 => {
                     not_kept -= 1;
                     let hash = key::hash(r.slot.index, &key);
-                    let seen = match mode {
-                        SetMode::IfUnchanged(seen) => Some(seen),
-                        SetMode::Fill | SetMode::Put => None,
-                    };
-                    writes.push(CommitWrite::Delete { key, hash, seen, skip: Skip::No });
+                    match mode {
+                        SetMode::Fill => {}
+                        SetMode::IfUnchanged(seen) => writes.push(CommitWrite::Delete { key, hash, seen: Some(seen), skip: Skip::No }),
+                        SetMode::Put => writes.push(CommitWrite::Delete { key, hash, seen: None, skip: Skip::No }),
+                    }
                 }
                 Op::Delete { key, seen, .. } => {
                     let hash = key::hash(r.slot.index, &key);

@@ -412,8 +412,10 @@ impl WriteSet {
 
     /// The transaction's last write of the key, if that write is a set (what a touch
     /// or an increment of the key starts from).
-    pub fn last_set(&self, cache: &str, key: &[u8]) -> Option<LastSet<'_>> {
+    /// `now`: a set whose `expires_at` time has passed is none (see [`WriteSet::lookup`]).
+    pub fn last_set(&self, cache: &str, key: &[u8], now: i64) -> Option<LastSet<'_>> {
         match self.live_write(cache, key) {
+            Live::Write(Op::Set { expiry: Expiry::At(at), .. }) if *at <= now => None,
             Live::Write(Op::Set { value, kind, mode, expiry, tags, .. }) => {
                 Some(LastSet { value, kind: *kind, mode: *mode, expiry: *expiry, tags })
             }

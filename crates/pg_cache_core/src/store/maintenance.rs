@@ -166,6 +166,12 @@ impl<L: Locks> Store<'_, L> {
             .sum()
     }
 
+    /// Counts `n` entries of cache `r` as evicted that were never installed: the
+    /// sets of a commit beyond what the cache keeps (its newest installs survive).
+    pub fn count_evicted(&self, r: SlotRef, n: u64) {
+        self.slot(r.index).list.evictions.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Zeroes the event counters of cache `r` (hits, misses, sets, deletes,
     /// evictions, expirations, stale sets, skipped calls); entries and bytes describe its contents
     /// and stay.

@@ -21,6 +21,8 @@ fn an_own_write_past_its_expiry_time_reads_as_nothing() {
     w.push_ok(1, at(100));
     assert_eq!(w.lookup("c", b"k", 99), Pending::Value(b"1", ValueKind::Jsonb));
     assert_eq!(w.lookup("c", b"k", 100), Pending::Deleted);
+    assert!(w.last_set("c", b"k", 99).is_some());
+    assert_eq!(w.last_set("c", b"k", 100), None, "what add, incr, pull and touch build on: nothing");
     w.push_ok(1, Op::Set { cache: "c".into(), key: b"k".to_vec(), value: b"2".to_vec(), kind: ValueKind::Jsonb, expiry: Expiry::After(1), mode: SetMode::Fill, tags: Vec::new() });
     assert_eq!(w.lookup("c", b"k", i64::MAX - 1), Pending::Value(b"2", ValueKind::Jsonb));
 }
@@ -127,7 +129,7 @@ fn a_touch_shows_the_shared_value_and_a_guard_follows_the_last_write() {
     assert_eq!(p.writes, vec![Write { op: 0, cache: "c", key: b"k", change: Change::Touch { expiry: Expiry::After(5) }, covered: false }]);
     w.push_ok(1, Op::Set { cache: "c".into(), key: b"k".to_vec(), value: b"1".to_vec(), kind: ValueKind::Jsonb, expiry: Expiry::Default, mode: SetMode::IfUnchanged(seen), tags: Vec::new() });
     assert_eq!(w.seen("c", b"k"), Some(seen));
-    assert_eq!(w.last_set("c", b"k"), Some(LastSet { value: b"1", kind: ValueKind::Jsonb, mode: SetMode::IfUnchanged(seen), expiry: Expiry::Default, tags: &[] }));
+    assert_eq!(w.last_set("c", b"k", 0), Some(LastSet { value: b"1", kind: ValueKind::Jsonb, mode: SetMode::IfUnchanged(seen), expiry: Expiry::Default, tags: &[] }));
     assert_eq!(w.plan().unwrap().writes.len(), 1, "the set supersedes the touch");
     w.push_ok(2, Op::Delete { cache: "c".into(), key: b"k".to_vec(), seen: Some(seen) });
     assert_eq!((w.lookup("c", b"k", 0), w.seen("c", b"k")), (Pending::Deleted, Some(seen)));
