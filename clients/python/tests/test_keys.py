@@ -45,6 +45,28 @@ def test_equal_keys_share_a_text_whatever_their_order():
     )
 
 
+def test_decimals_are_exact_whatever_the_context_precision():
+    from decimal import localcontext
+
+    assert encode_key(Decimal("123456789012345678901234567890")) != encode_key(Decimal("123456789012345678901234567891"))
+    assert encode_key(Decimal("1.00000000000000000000000000001")) != encode_key(Decimal("1"))
+    with localcontext() as c:
+        c.prec = 3
+        assert encode_key(Decimal("1.2345")) != encode_key(Decimal("1.23"))
+    assert encode_key(Decimal("100")) == encode_key(Decimal("1E+2"))
+    assert encode_key(Decimal("0")) == encode_key(Decimal("-0.00"))
+    assert encode_key(0.0) == encode_key(-0.0)
+
+
+def test_a_str_subclass_is_the_str_it_equals():
+    import enum
+
+    class Lang(str, enum.Enum):
+        FR = "fr"
+
+    assert encode_key(Lang.FR) == encode_key("fr") == "fr"
+
+
 def test_the_text_is_the_same_in_another_process():
     # Another interpreter with another hash seed: frozenset iteration order differs.
     key = (frozenset({"alpha", "beta", "gamma", "delta", 1, 2.5}), "x")

@@ -19,7 +19,6 @@ from .errors import (
     CacheError,
     InvalidArgument,
     LimitExceeded,
-    LockNotAvailable,
     NoSlot,
     NotInstalled,
     NotReady,
@@ -36,6 +35,6 @@ __version__ = "0.4.0"
 __all__ = [
     "Cache", "clear_all", "MISSING", "NEVER", "encode_key",
     "Codec", "TaggedJSONCodec", "JSONCodec", "PickleCodec", "BytesCodec", "TAGGED", "JSON", "BYTES",
-    "CacheError", "InvalidArgument", "LimitExceeded", "LockNotAvailable", "NoSlot", "NotInstalled",
+    "CacheError", "InvalidArgument", "LimitExceeded", "NoSlot", "NotInstalled",
     "NotReady", "OutOfMemory", "OutOfRange", "PermissionDenied", "ReadOnly", "WrongValueKind",
 ]

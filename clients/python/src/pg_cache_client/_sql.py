@@ -14,12 +14,13 @@ from .errors import NotInstalled, from_driver_error
 
 SCHEMA_QUERY = (
     "SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_extension e "
-    "JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_cache'"
+    "JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace "
+    "WHERE e.extname OPERATOR(pg_catalog.=) 'pg_cache'"
 )
 
-_TTL = "pg_catalog.make_interval(secs => %s::float8), %s::timestamptz"
-_WRITE_OPTS = _TTL + ", %s::text[]"
-_LEFT = "CASE WHEN pg_catalog.isfinite(e) THEN extract(epoch FROM e - pg_catalog.clock_timestamp())::float8 END"
+_TTL = "pg_catalog.make_interval(secs => %s::pg_catalog.float8), %s::pg_catalog.timestamptz"
+_WRITE_OPTS = _TTL + ", %s::pg_catalog.text[]"
+_LEFT = "CASE WHEN pg_catalog.isfinite(e) THEN extract(epoch FROM e OPERATOR(pg_catalog.-) pg_catalog.clock_timestamp())::pg_catalog.float8 END"
 
 #: The settings a cache may apply to its own calls (``Cache(settings=...)``).
 SETTINGS = {
@@ -53,40 +54,40 @@ def statements(s: str, settings: tuple = ()) -> dict:
     join = f", {f}" if f else ""
     return {
         "schema": s,
-        "get": f"SELECT {s}.cache_get(%s, %s)::text{g}",
+        "get": f"SELECT {s}.cache_get(%s, %s)::pg_catalog.text{g}",
         "get_bytes": f"SELECT {s}.cache_get_bytes(%s, %s){g}",
         # For copies kept in the process: the value and the seconds it has left.
-        "get_ttl": f"SELECT v::text, {_LEFT} FROM (SELECT {s}.cache_get(%s, %s) AS v, {s}.cache_expires_at(%s, %s) AS e{g}) q",
-        "get_bytes_ttl": f"SELECT v, {_LEFT} FROM (SELECT {s}.cache_get_bytes(%s, %s) AS v, {s}.cache_expires_at(%s, %s) AS e{g}) q",
-        "set": f"SELECT {s}.cache_set(%s, %s, %s::jsonb, {_WRITE_OPTS}){g}",
-        "set_bytes": f"SELECT {s}.cache_set_bytes(%s, %s, %s::bytea, {_WRITE_OPTS}){g}",
-        "put": f"SELECT {s}.cache_put(%s, %s, %s::jsonb, {_WRITE_OPTS}){g}",
-        "put_bytes": f"SELECT {s}.cache_put_bytes(%s, %s, %s::bytea, {_WRITE_OPTS}){g}",
-        "add": f"SELECT {s}.cache_add(%s, %s, %s::jsonb, {_TTL}){g}",
-        "incr": f"SELECT {s}.cache_incr(%s, %s, %s::int8, %s::int8, {_TTL}){g}",
+        "get_ttl": f"SELECT v::pg_catalog.text, {_LEFT}, e IS NOT NULL FROM (SELECT {s}.cache_get(%s, %s) AS v, {s}.cache_expires_at(%s, %s) AS e{g}) q",
+        "get_bytes_ttl": f"SELECT v, {_LEFT}, e IS NOT NULL FROM (SELECT {s}.cache_get_bytes(%s, %s) AS v, {s}.cache_expires_at(%s, %s) AS e{g}) q",
+        "set": f"SELECT {s}.cache_set(%s, %s, %s::pg_catalog.jsonb, {_WRITE_OPTS}){g}",
+        "set_bytes": f"SELECT {s}.cache_set_bytes(%s, %s, %s::pg_catalog.bytea, {_WRITE_OPTS}){g}",
+        "put": f"SELECT {s}.cache_put(%s, %s, %s::pg_catalog.jsonb, {_WRITE_OPTS}){g}",
+        "put_bytes": f"SELECT {s}.cache_put_bytes(%s, %s, %s::pg_catalog.bytea, {_WRITE_OPTS}){g}",
+        "add": f"SELECT {s}.cache_add(%s, %s, %s::pg_catalog.jsonb, {_TTL}){g}",
+        "incr": f"SELECT {s}.cache_incr(%s, %s, %s::pg_catalog.int8, %s::pg_catalog.int8, {_TTL}){g}",
         "touch": f"SELECT {s}.cache_touch(%s, %s, {_TTL}){g}",
-        "pull": f"SELECT {s}.cache_pull(%s, %s)::text{g}",
+        "pull": f"SELECT {s}.cache_pull(%s, %s)::pg_catalog.text{g}",
         "has": f"SELECT {s}.cache_has(%s, %s){g}",
         "delete": f"SELECT {s}.cache_delete(%s, %s){g}",
-        "expires_at": f"SELECT pg_catalog.isfinite(e), extract(epoch FROM e)::float8 FROM (SELECT {s}.cache_expires_at(%s, %s) AS e{g}) q",
-        "get_or_lock": f"SELECT {s}.cache_get_or_lock(%s, %s)::text{g}",
+        "expires_at": f"SELECT pg_catalog.isfinite(e), extract(epoch FROM e)::pg_catalog.float8 FROM (SELECT {s}.cache_expires_at(%s, %s) AS e{g}) q",
+        "get_or_lock": f"SELECT {s}.cache_get_or_lock(%s, %s)::pg_catalog.text{g}",
         # A set-returning function in the target list runs after the FROM clause.
-        "get_many": f"SELECT (r).key, (r).value::text FROM (SELECT {s}.cache_get_many(%s, %s::text[]) AS r{g}) q",
-        "get_many_bytes": f"SELECT (r).key, (r).value FROM (SELECT {s}.cache_get_many_bytes(%s, %s::text[]) AS r{g}) q",
-        "set_many": f"SELECT {s}.cache_set_many(%s, %s::jsonb, {_WRITE_OPTS}){g}",
-        "put_many": f"SELECT {s}.cache_put_many(%s, %s::jsonb, {_WRITE_OPTS}){g}",
-        "set_many_bytes": f"SELECT {s}.cache_set_bytes(%s, k, v, {_WRITE_OPTS}) FROM ROWS FROM (pg_catalog.unnest(%s::text[]), pg_catalog.unnest(%s::bytea[])) AS u(k, v){join}",
-        "put_many_bytes": f"SELECT {s}.cache_put_bytes(%s, k, v, {_WRITE_OPTS}) FROM ROWS FROM (pg_catalog.unnest(%s::text[]), pg_catalog.unnest(%s::bytea[])) AS u(k, v){join}",
-        "delete_many": f"SELECT {s}.cache_delete_many(%s, %s::text[]){g}",
+        "get_many": f"SELECT (r).key, (r).value::pg_catalog.text FROM (SELECT {s}.cache_get_many(%s, %s::pg_catalog.text[]) AS r{g}) q",
+        "get_many_bytes": f"SELECT (r).key, (r).value FROM (SELECT {s}.cache_get_many_bytes(%s, %s::pg_catalog.text[]) AS r{g}) q",
+        "set_many": f"SELECT {s}.cache_set_many(%s, %s::pg_catalog.jsonb, {_WRITE_OPTS}){g}",
+        "put_many": f"SELECT {s}.cache_put_many(%s, %s::pg_catalog.jsonb, {_WRITE_OPTS}){g}",
+        "set_many_bytes": f"SELECT {s}.cache_set_bytes(%s, k, v, {_WRITE_OPTS}) FROM ROWS FROM (pg_catalog.unnest(%s::pg_catalog.text[]), pg_catalog.unnest(%s::pg_catalog.bytea[])) AS u(k, v){join}",
+        "put_many_bytes": f"SELECT {s}.cache_put_bytes(%s, k, v, {_WRITE_OPTS}) FROM ROWS FROM (pg_catalog.unnest(%s::pg_catalog.text[]), pg_catalog.unnest(%s::pg_catalog.bytea[])) AS u(k, v){join}",
+        "delete_many": f"SELECT {s}.cache_delete_many(%s, %s::pg_catalog.text[]){g}",
         "clear": f"SELECT {s}.cache_clear(%s){g}",
         "clear_all": f"SELECT {s}.cache_clear_all(){g}",
-        "invalidate_tags": f"SELECT {s}.cache_invalidate_tags(%s, %s::text[]){g}",
+        "invalidate_tags": f"SELECT {s}.cache_invalidate_tags(%s, %s::pg_catalog.text[]){g}",
         "delete_prefix": f"SELECT {s}.cache_delete_prefix(%s, %s){g}",
-        "sync_since": f"SELECT {s}.cache_sync_since(%s, %s::timestamptz)",
+        "sync_since": f"SELECT {s}.cache_sync_since(%s, %s::pg_catalog.timestamptz)",
         "last_clear": f"SELECT {s}.cache_last_clear(%s)",
         "stats": f"SELECT entries, bytes, hits, misses, sets, deletes, evictions, expirations, stale_sets, "
-        f"size_limit, extract(epoch FROM duration)::float8, last_clear, hit_ratio::float8, skipped "
-        f"FROM {s}.cache_stats() WHERE cache = %s",
+        f"size_limit, extract(epoch FROM duration)::pg_catalog.float8, last_clear, hit_ratio::pg_catalog.float8, skipped "
+        f"FROM {s}.cache_stats() WHERE cache OPERATOR(pg_catalog.=) %s::pg_catalog.text",
     }
 
 

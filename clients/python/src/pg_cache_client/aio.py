@@ -40,7 +40,8 @@ class AsyncCache(_Ops):
                     args, p = params
                     rows = await _sql.arun(conn, f"SELECT {stmts['schema']}.cache_declare({args})", p)
                 elif op == "!notify":
-                    rows = await _sql.arun(conn, f"SELECT notify FROM {stmts['schema']}.pg_cache_declarations WHERE cache = %s", (self.name,))
+                    rows = await _sql.arun(conn, f"SELECT notify, context FROM {stmts['schema']}.pg_cache_declarations "
+                                           "WHERE cache OPERATOR(pg_catalog.=) %s::pg_catalog.text", (self.name,))
                 else:
                     rows = await _sql.arun(conn, stmts[op], params)
                 op, params = gen.send(rows)

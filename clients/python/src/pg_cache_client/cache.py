@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from . import _sql
 from .codecs import TAGGED, Codec
+from .errors import NotReady
 from .keys import encode_key
 
 __all__ = ["Cache", "clear_all", "NEVER", "MISSING"]
@@ -64,11 +65,12 @@ class _Ops:
         return default if stored is None else self.codec.decode(stored)
 
     def _get_ttl(self, key):
-        """(value or MISSING, seconds it has left or None for never)."""
+        """(value or MISSING, seconds it has left or None for never, whether the
+        expiry is known: the entry may go between the two reads)."""
         k = encode_key(key)
         rows = yield ("get_bytes_ttl" if self._bytes() else "get_ttl", (self.name, k, self.name, k))
-        stored, left = rows[0]
-        return (MISSING, None) if stored is None else (self.codec.decode(stored), left)
+        stored, left, known = rows[0]
+        return (MISSING, None, False) if stored is None else (self.codec.decode(stored), left, known)
 
     def _write(self, op, key, value, ttl, expires_at, tags):
         kind = op + "_bytes" if self._bytes() else op
@@ -154,20 +156,22 @@ class _Ops:
 
     def _declare_sql(self, settings: dict):
         names = {
-            "size_limit": "%s::int4",
-            "duration": "pg_catalog.make_interval(secs => %s::float8)",
-            "context": "%s::bool",
-            "context_ignored_keys": "%s::text[]",
-            "max_bytes": "%s::int8",
-            "notify": "%s::text",
-            "policy": "%s::text",
+            "size_limit": "%s::pg_catalog.int4",
+            "duration": "pg_catalog.make_interval(secs => %s::pg_catalog.float8)",
+            "context": "%s::pg_catalog.bool",
+            "context_ignored_keys": "%s::pg_catalog.text[]",
+            "max_bytes": "%s::pg_catalog.int8",
+            "notify": "%s::pg_catalog.text",
+            "policy": "%s::pg_catalog.text",
         }
         args, params = ["%s"], [self.name]
         for k, v in settings.items():
             if k not in names:
                 raise TypeError(f"declare() got an unexpected setting {k!r}")
             args.append(f"{k} => {names[k]}")
-            params.append(_seconds(v) if k == "duration" else list(v) if k == "context_ignored_keys" else v)
+            if k == "context_ignored_keys":
+                v = [v] if isinstance(v, str) else list(v)
+            params.append(_seconds(v) if k == "duration" else v)
         return ", ".join(args), params
 
     def _declare(self, settings):
@@ -229,7 +233,8 @@ class Cache(_Ops):
                     args, p = params
                     rows = _sql.run(conn, f"SELECT {stmts['schema']}.cache_declare({args})", p)
                 elif op == "!notify":
-                    rows = _sql.run(conn, f"SELECT notify FROM {stmts['schema']}.pg_cache_declarations WHERE cache = %s", (self.name,))
+                    rows = _sql.run(conn, f"SELECT notify, context FROM {stmts['schema']}.pg_cache_declarations "
+                                    "WHERE cache OPERATOR(pg_catalog.=) %s::pg_catalog.text", (self.name,))
                 else:
                     rows = _sql.run(conn, stmts[op], params)
                 op, params = gen.send(rows)
@@ -330,7 +335,9 @@ class Cache(_Ops):
         autocommit, the call runs in a transaction of its own."""
         self._jsonb_only("remember")
         conn = self.connection
-        if getattr(conn, "autocommit", False) and hasattr(conn, "transaction"):
+        if getattr(conn, "autocommit", False):
+            if not hasattr(conn, "transaction"):
+                raise NotReady("remember() needs a transaction: the key's lock ends with the statement in autocommit")
             with conn.transaction():
                 return self._remember(key, compute, ttl, expires_at, tags, put)
         return self._remember(key, compute, ttl, expires_at, tags, put)

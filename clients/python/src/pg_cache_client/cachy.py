@@ -21,7 +21,10 @@ What this store decides where cachy's stores disagree:
   under concurrency (``cache_incr``);
 * values are stored with ``TaggedJSONCodec(pickle=True)``: JSON data as JSON,
   integers incrementable, anything else pickled (cachy's stores pickle too);
-  cachy's per-store serializer is not used.
+  cachy's per-store serializer is not used. Unpickling runs code chosen by the
+  writer: leave the cache undeclared (its entries are then kept per role, so
+  no other role can write what this store reads) or declare it with
+  ``writers``.
 
 Tags (``store.tags("a", "b")``) are cachy's own: namespaced keys in this store.
 For invalidation by tag at O(1) whatever the cache holds, use
@@ -49,12 +52,15 @@ class PgStore(TaggableStore):
         return self._cache.get(self._prefix + key)
 
     def put(self, key, value, minutes):
-        ttl = float(minutes) * 60 if minutes and minutes > 0 else None
-        self._cache.put(self._prefix + key, value, ttl=ttl)
+        if minutes and minutes > 0:
+            self._cache.put(self._prefix + key, value, ttl=float(minutes) * 60)
+        else:  # forever, whatever the cache's duration
+            self._cache.put(self._prefix + key, value, expires_at="infinity")
 
     def add(self, key, value, minutes):
-        ttl = float(minutes) * 60 if minutes and minutes > 0 else None
-        return self._cache.add(self._prefix + key, value, ttl=ttl)
+        if minutes and minutes > 0:
+            return self._cache.add(self._prefix + key, value, ttl=float(minutes) * 60)
+        return self._cache.add(self._prefix + key, value, expires_at="infinity")
 
     def increment(self, key, value=1):
         return self._cache.incr(self._prefix + key, value)

@@ -24,9 +24,12 @@ back with the block, and ``assertNumQueries`` counts it. Outside one
   ``touch``, ``get_many``, ``delete_many`` and ``has_key`` are single calls.
 * Values are stored with ``TaggedJSONCodec(pickle=True)``: JSON data as JSON
   (integers stay integers, so ``incr`` works), anything else pickled inside it,
-  as Django's other backends pickle. Only roles you trust may write the cache.
+  as Django's other backends pickle. Unpickling runs code chosen by the writer,
+  so the cache must be one only Django's role writes: on first use the backend
+  declares it (on a connection of its own) with ``writers`` empty, its declarer
+  alone, and refuses a cache declared with writers open to every role.
 * A timeout counts from the commit; 0 or less stores nothing (and deletes the
-  key), ``None`` never expires.
+  key), ``None`` never expires (whatever the cache's duration).
 * ``MAX_ENTRIES`` and ``CULL_FREQUENCY`` are not used (as for Redis): pg_cache
   evicts by its own LRU or LFU under ``size_limit``/``max_bytes``, given in
   OPTIONS and declared once per process with ``cache_declare``.
@@ -52,15 +55,19 @@ from __future__ import annotations
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.db import connections
 
+from . import _sql
 from .cache import Cache
 from .codecs import TaggedJSONCodec
-from .errors import NotInstalled
+from .errors import NotInstalled, NotReady
 
 __all__ = ["PgCache", "stop_listeners"]
 
 _DECLARE = ("size_limit", "duration", "max_bytes", "policy", "notify")
-# Listeners of this process, per database alias (NEAR).
+# Listeners of this process, per database alias, and near copies per (alias,
+# cache name): Django makes a backend per thread, and a process's copies must
+# be one, so that a write by one thread drops what the others would serve.
 _listeners: dict = {}
+_nears: dict = {}
 _listeners_lock = __import__("threading").Lock()
 CODEC = TaggedJSONCodec(pickle=True)
 
@@ -93,22 +100,41 @@ class PgCache(BaseCache):
         return self._cache
 
     def _prepare(self):
+        """Once per process: installs the extension if missing and declares the
+        cache, on a connection of Django's own in autocommit (not in the caller's
+        transaction, which may roll back). Values may be pickles, so the cache
+        must be one that only trusted roles write: a cache nobody declared is
+        declared with ``writers`` empty (its declarer, Django's role, alone); a
+        declared one whose writers are open is refused."""
+        side = connections.create_connection(self._alias)
         try:
-            if self._declare:
-                self._cache.declare(context=False, **self._declare)
-            else:
-                self._cache.has("")  # resolves the extension's schema
-        except NotInstalled:
-            if not self._create_extension:
-                raise
-            with self._connection().cursor() as cur:
-                cur.execute("CREATE EXTENSION IF NOT EXISTS pg_cache")
-            if self._declare:
-                self._cache.declare(context=False, **self._declare)
+            side.ensure_connection()
+            side.set_autocommit(True)
+            conn = side.connection
+            schema = _sql.run(conn, _sql.SCHEMA_QUERY)
+            if not schema:
+                if not self._create_extension:
+                    raise NotInstalled("the database has no pg_cache extension: CREATE EXTENSION pg_cache")
+                _sql.run(conn, "CREATE EXTENSION IF NOT EXISTS pg_cache")
+                schema = _sql.run(conn, _sql.SCHEMA_QUERY)
+            s = schema[0][0]
+            row = _sql.run(conn, f"SELECT writers IS NOT NULL FROM {s}.pg_cache_declarations "
+                                 "WHERE cache OPERATOR(pg_catalog.=) %s::pg_catalog.text", (self._name,))
+            setup = Cache(conn, self._name)
+            if not row:
+                args, params = setup._declare_sql({"context": False, **self._declare})
+                _sql.run(conn, f"SELECT {s}.cache_create({args}, writers => '{{}}'::pg_catalog.text[])", params)
+            elif not row[0][0]:
+                raise NotReady(
+                    f"cache {self._name!r} is declared with writers open to every role, and this backend stores "
+                    "pickles: declare it with writers (cache_create(..., writers => ...))"
+                )
+            elif self._declare:
+                setup.declare(context=False, **self._declare)
+        finally:
+            side.close()
         if self._near_wanted:
-            from .near import NearCache
-
-            self._near = NearCache(self._cache, _listener(self._alias), check_declaration=False)
+            self._near = _near_cache(self._alias, self._cache)
         self._ready = True
 
     def _read_through(self):
@@ -143,7 +169,10 @@ class PgCache(BaseCache):
         key = self.make_and_validate_key(key, version=version)
         ttl = self.get_backend_timeout(timeout)
         # Stored and expired at once, as Django's other backends do for 0.
-        added = self._pg().add(key, value, ttl=1e-6 if ttl == 0 else ttl)
+        if ttl is None:
+            added = self._pg().add(key, value, expires_at="infinity")
+        else:
+            added = self._pg().add(key, value, ttl=1e-6 if ttl == 0 else ttl)
         self._wrote([key])
         return added
 
@@ -156,6 +185,8 @@ class PgCache(BaseCache):
         ttl = self.get_backend_timeout(timeout)
         if ttl == 0:
             self._pg().delete(key)
+        elif ttl is None:
+            self._pg().put(key, value, expires_at="infinity")  # never, whatever the cache's duration
         else:
             self._pg().put(key, value, ttl=ttl)
         self._wrote([key])
@@ -200,6 +231,8 @@ class PgCache(BaseCache):
         ttl = self.get_backend_timeout(timeout)
         if ttl == 0:
             self._pg().delete_many(safe)
+        elif ttl is None:
+            self._pg().put_many(safe, expires_at="infinity")
         else:
             self._pg().put_many(safe, ttl=ttl)
         self._wrote(safe)
@@ -217,6 +250,20 @@ class PgCache(BaseCache):
 
     def close(self, **kwargs):
         pass  # the connection is Django's: it closes it
+
+
+def _near_cache(alias, cache):
+    from .near import NearCache
+
+    with _listeners_lock:
+        near = _nears.get((alias, cache.name))
+    if near is None:
+        listener = _listener(alias)
+        with _listeners_lock:
+            near = _nears.get((alias, cache.name))
+            if near is None:
+                near = _nears[(alias, cache.name)] = NearCache(cache, listener, check_declaration=False)
+    return near
 
 
 def _listener(alias):
@@ -242,5 +289,6 @@ def stop_listeners():
     with _listeners_lock:
         listeners = list(_listeners.values())
         _listeners.clear()
+        _nears.clear()
     for listener in listeners:
         listener.stop()

@@ -1,7 +1,10 @@
 """Typed errors, from the SQLSTATE pg_cache raises (its README lists them).
 
 Each carries ``sqlstate``, the server's message and hint, and the driver's
-exception as ``__cause__``. Like any server error, it leaves the caller's
+exception as ``__cause__``. A deadlock (40P01) or a lock wait past
+``lock_timeout`` (55P03) on a key's lock stays the driver's own error (an
+``OperationalError``), so that the retry loops of frameworks (Tryton's, Django
+helpers) see it as they see any other. Like any server error, it leaves the caller's
 transaction aborted: roll back (or roll back to a savepoint) before going on.
 """
 
@@ -17,7 +20,6 @@ __all__ = [
     "WrongValueKind",
     "OutOfRange",
     "ReadOnly",
-    "LockNotAvailable",
     "NotReady",
     "NotInstalled",
     "from_driver_error",
@@ -67,10 +69,6 @@ class ReadOnly(CacheError):
     """25006: a write on a hot standby, or a declaration that cannot apply."""
 
 
-class LockNotAvailable(CacheError):
-    """55P03 or 40P01: waiting for a key's lock timed out, or deadlocked."""
-
-
 class NotReady(CacheError):
     """55000: pg_cache is not in shared_preload_libraries, the extension needs
     ``ALTER EXTENSION pg_cache UPDATE``, or a cache cannot do what was asked."""
@@ -91,8 +89,6 @@ _BY_STATE = {
     "42804": WrongValueKind,
     "22003": OutOfRange,
     "25006": ReadOnly,
-    "55P03": LockNotAvailable,
-    "40P01": LockNotAvailable,
     "55000": NotReady,
 }
 

@@ -20,7 +20,7 @@ Numbers are typed: ``1``, ``1.0``, ``True`` and ``Decimal("1")`` are four keys
 (a dict takes them for one); a lookup with the other type misses, it never reads
 another key's value. Equal Decimals (``1.5`` and ``1.50``) are one key. Mutable
 containers (list, dict, set) are refused with ``TypeError``, as a dict refuses
-them.
+them. A ``str`` subclass is the ``str`` it equals.
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ def _term(k: object) -> str:
     if t is frozenset:
         return "{" + ",".join(sorted([_term(x) for x in k])) + "}"
     if t is float:
-        return "f" + repr(k)
+        return "f" + repr(k + 0.0)  # -0.0 == 0.0: one key
     if t is _Decimal:
-        return "d" + str(k.normalize()) if k.is_finite() else "d" + str(k)
+        return "d" + _decimal(k)
     if t is _dt.datetime:
         return "T" + k.isoformat()
     if t is _dt.date:
@@ -90,8 +90,25 @@ _BASES = (
 )
 
 
+def _decimal(d: _Decimal) -> str:
+    """Equal Decimals give one text, exactly: trailing zeros are dropped by hand
+    (``normalize()`` rounds to the context's precision), and zero has no sign."""
+    if not d.is_finite():
+        return str(d)
+    sign, digits, exponent = d.as_tuple()
+    digits = list(digits)
+    while len(digits) > 1 and digits[-1] == 0:
+        digits.pop()
+        exponent += 1
+    if digits == [0]:
+        return "0"
+    return ("-" if sign else "") + "".join(map(str, digits)) + "e" + str(exponent)
+
+
 def encode_key(key: object) -> str:
     """The text ``key`` is stored under (see the module's documentation)."""
-    if type(key) is str and not key.startswith(MARK) and "\x00" not in key:
-        return key
+    if isinstance(key, str):
+        key = str.__str__(key)  # a str subclass (StrEnum, SafeString) is its text
+        if not key.startswith(MARK) and "\x00" not in key:
+            return key
     return MARK + _term(key)

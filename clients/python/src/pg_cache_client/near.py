@@ -7,7 +7,7 @@ tags and prefixes each commit changed, for caches declared with
 registered with it, from a thread of its own. A near hit is then a dictionary
 look-up under a lock, with no round trip and no system call.
 
-How it stays exact (the extension's README, "Change feed"):
+How it keeps to the committed state (the extension's README, "Change feed"):
 
 * a value read from the server is kept only if no change of its cache reached
   the listener while it was being read (each near cache counts the changes it
@@ -15,7 +15,12 @@ How it stays exact (the extension's README, "Change feed"):
 * PostgreSQL may deliver a notification a moment before pg_cache's COMMIT
   callback has applied the change it announces: a value read within ``quiet``
   seconds (0.1) of a change of its key, or of a clear of its cache, is not
-  kept, since it may be the value from before the change;
+  kept, since it may be the value from before the change. This is a bound on
+  time, not a proof: a COMMIT callback slower than ``quiet`` (a commit of
+  hundreds of thousands of keys, a descheduled writer) can leave such a value
+  kept until the key changes again;
+* copies are served only while the listening connection answered within the
+  last 15 seconds;
 * while the listener is not listening (starting, or reconnecting after its
   connection failed), nothing is served or kept, and every copy is dropped when
   it listens again: notifications sent meanwhile were missed;
@@ -55,11 +60,16 @@ class NearCache:
     def __init__(self, cache: Cache, listener: "Listener", *, max_entries: int = 10_000,
                  max_age: float | None = None, check_declaration: bool = True):
         if check_declaration:
-            rows = cache._drive(_notify_of(cache))
-            if rows != "keys":
+            notify, context = cache._drive(_notify_of(cache))
+            if notify != "keys":
                 raise NotReady(
                     f"cache {cache.name!r} does not announce its changes: declare it with notify => 'keys' "
                     "(cache_create or cache_declare) before keeping a copy of it"
+                )
+            if context is not False:
+                raise NotReady(
+                    f"cache {cache.name!r} keeps entries per role and context: a copy in the process would give "
+                    "one role's entries to another; declare it with context => false"
                 )
         self.cache = cache
         self.listener = listener
@@ -72,16 +82,20 @@ class NearCache:
         self.hits = self.misses = 0
         listener._register(self)
 
-    def get(self, key, default=None, conn=None):
+    def get(self, key, default=None, conn=None, read_before=None):
         """The value of ``key``: the copy when there is one, else read from the
         server (on ``conn`` if given, else on the cache's connection) and kept
-        if nothing changed meanwhile."""
+        if nothing changed meanwhile. With ``read_before`` (a ``time.monotonic()``
+        time), only a copy read from the server before then is served: for a
+        transaction that must not see entries newer than its start
+        (``pg_cache.snapshot_reads``)."""
         stored = encode_key(key)
         lock = self.listener._lock
         with lock:
-            if self.listener.listening:
+            if self.listener.listening and self.listener.heard_lately():
                 found = self._entries.get(stored)
-                if found is not None and time.monotonic() < found[2]:
+                if (found is not None and time.monotonic() < found[2]
+                        and (read_before is None or found[1] < read_before)):
                     self._entries.move_to_end(stored)
                     self.hits += 1
                     return found[0]
@@ -89,16 +103,18 @@ class NearCache:
         self.misses += 1
         cache = self.cache if conn is None else Cache(conn, self.cache.name, codec=self.cache.codec,
                                                       settings=dict(self.cache.settings), schema=self.cache._schema)
-        value, left = cache._drive(cache._get_ttl(key))
+        value, left, known = cache._drive(cache._get_ttl(key))
         if value is MISSING:
             return default
+        if not known:
+            return value  # the entry went between the two reads: its expiry is not known
         with lock:
             now = time.monotonic()
             until = math.inf if left is None else now + left
             if self.max_age is not None:
                 until = min(until, now + self.max_age)
             quiet = self.listener.quiet
-            if (self.listener.listening and self.changes == changes
+            if (self.listener.listening and self.listener.heard_lately() and self.changes == changes
                     and now - self._cleared_at > quiet and now - self._changed.get(stored, -math.inf) > quiet):
                 self._entries[stored] = (value, now, until)
                 if len(self._entries) > self.max_entries:
@@ -145,7 +161,7 @@ class NearCache:
 
 def _notify_of(cache: Cache):
     rows = yield ("!notify", ())
-    return rows[0][0] if rows else None
+    return (rows[0][0], rows[0][1]) if rows else (None, None)
 
 
 class Listener:
@@ -153,10 +169,17 @@ class Listener:
     psycopg 3 connection), in a daemon thread, and keeps the near caches
     registered with it. ``stop()`` ends it."""
 
+    #: Seconds without a successful round trip on the listening connection after
+    #: which copies are not served: a connection dead without a reset (a cable
+    #: pulled, a host gone) can block for minutes before it fails.
+    HEARTBEAT = 5.0
+    SILENCE = 15.0
+
     def __init__(self, connect: Callable[[], object], *, quiet: float = 0.1, retry: float = 1.0):
         self._connect = connect
         self.quiet = quiet
         self.retry = retry
+        self._alive_at = -math.inf
         self._lock = threading.Lock()
         self._caches: dict = {}  # cache name -> [NearCache]
         self.listening = False
@@ -164,6 +187,10 @@ class Listener:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pg_cache listener", daemon=True)
         self._thread.start()
+
+    def heard_lately(self) -> bool:
+        """Whether the listening connection answered within :attr:`SILENCE` seconds."""
+        return time.monotonic() - self._alive_at < self.SILENCE
 
     def wait_listening(self, timeout: float = 10.0) -> bool:
         """Whether the listener listens, waiting up to ``timeout`` seconds."""
@@ -193,17 +220,17 @@ class Listener:
                     conn.execute(f"LISTEN {channel}")
                 # Whatever was kept before was kept without hearing changes.
                 self._drop_everything()
+                self._alive_at = time.monotonic()
                 with self._lock:
                     self.listening = True
                 self._listening_event.set()
-                alive_at = time.monotonic()
                 while not self._stop.is_set():
                     # Short waits, so that stop() returns at once.
                     for note in conn.notifies(timeout=0.1):
                         self._handle(note.channel, note.payload)
-                    if time.monotonic() - alive_at > 5:
+                    if time.monotonic() - self._alive_at > self.HEARTBEAT:
                         conn.execute("SELECT 1")  # notices a dead connection
-                        alive_at = time.monotonic()
+                        self._alive_at = time.monotonic()
             except Exception:
                 logger.warning("pg_cache listener: connection lost, dropping near caches", exc_info=True)
             finally:

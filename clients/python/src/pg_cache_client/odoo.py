@@ -21,7 +21,8 @@ connection.
     registry.clear_all_caches()
 
 As in Odoo, each argument of a decorator is an expression over the method's
-parameters, and the key is (the function's qualified name, *their values).
+parameters, and the key is (the function and the model it runs on, *their
+values).
 Unlike Odoo's per-worker dictionaries, entries are shared by every process of
 the database and exact: a clear commits and rolls back with the caller's
 transaction, and a value computed before a concurrent clear committed is not
@@ -46,18 +47,30 @@ __all__ = ["Registry"]
 
 
 def _key_function(func: Callable, exprs: Iterable[str]) -> Callable:
-    """A function of ``func``'s arguments returning the values of ``exprs``
-    (Odoo compiles its ormcache arguments the same way)."""
+    """A function of ``func``'s arguments returning the values of ``exprs``,
+    expressions over its parameters (as Odoo's ormcache arguments are)."""
     sig = inspect.signature(func)
-    params = ", ".join(
-        p.name if p.default is inspect.Parameter.empty else f"{p.name}=__defaults__[{p.name!r}]"
-        for p in sig.parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    )
-    defaults = {p.name: p.default for p in sig.parameters.values() if p.default is not inspect.Parameter.empty}
-    body = "(" + "".join(f"{e}, " for e in exprs) + ")"
-    code = f"lambda {params}: {body}"
-    return eval(code, {"__defaults__": defaults})  # noqa: S307 - the developer's own expressions
+    code = compile("(" + "".join(f"{e}, " for e in exprs) + ")", f"<ormcache of {func.__qualname__}>", "eval")
+    scope = getattr(func, "__globals__", {})
+
+    def key_of(*args, **kwargs):
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return eval(code, scope, dict(bound.arguments))  # noqa: S307 - the developer's own expressions
+
+    return key_of
+
+
+def _owner(func: Callable, args) -> str:
+    """What the key is per: the function's module and qualified name, and for a
+    method the model it runs on (Odoo's ``_name``, else the class), so that a
+    method inherited by two models, or two same-named classes, never share keys."""
+    this = args[0] if args else None
+    model = getattr(this, "_name", None) if this is not None else None
+    if this is not None and not isinstance(model, str):
+        cls = this if isinstance(this, type) else type(this)
+        model = f"{cls.__module__}.{cls.__qualname__}"
+    return f"{func.__module__}.{func.__qualname__}" + (f"@{model}" if model else "")
 
 
 def _context_of(bound: inspect.BoundArguments) -> dict:
@@ -106,12 +119,11 @@ class Registry:
 
         def decorate(func):
             key_of = _key_function(func, args)
-            name = func.__qualname__
 
             @functools.wraps(func)
             def wrapper(*a, **kw):
                 c = self.cache(cache)
-                key = (name, *key_of(*a, **kw))
+                key = (_owner(func, a), *key_of(*a, **kw))
                 value = c.get(key, MISSING)
                 if value is MISSING:
                     value = func(*a, **kw)
@@ -130,14 +142,13 @@ class Registry:
         def decorate(func):
             key_of = _key_function(func, args)
             sig = inspect.signature(func)
-            name = func.__qualname__
 
             @functools.wraps(func)
             def wrapper(*a, **kw):
                 bound = sig.bind(*a, **kw)
                 ctx = _context_of(bound)
                 c = self.cache(cache)
-                key = (name, *key_of(*a, **kw), tuple(ctx.get(k) for k in keys))
+                key = (_owner(func, a), *key_of(*a, **kw), tuple(ctx.get(k) for k in keys))
                 value = c.get(key, MISSING)
                 if value is MISSING:
                     value = func(*a, **kw)
@@ -156,14 +167,13 @@ class Registry:
         def decorate(func):
             key_of = _key_function(func, args)
             sig = inspect.signature(func)
-            name = func.__qualname__
 
             @functools.wraps(func)
             def wrapper(*a, **kw):
                 bound = sig.bind(*a, **kw)
                 bound.apply_defaults()
                 ids = list(bound.arguments[multi])
-                base = (name, *key_of(*a, **kw))
+                base = (_owner(func, a), *key_of(*a, **kw))
                 c = self.cache(cache)
                 found = c.get_many([(*base, i) for i in ids])
                 result = {k[-1]: v for k, v in found.items()}

@@ -20,18 +20,22 @@ database:
   extension being trusted), on a connection of its own, as such set-up is not
   part of any transaction's work;
 * its calls run with ``pg_cache.on_limit = warning`` (a key or value over a
-  limit is skipped, never aborting Tryton's transaction) and
+  limit is skipped, never aborting Tryton's transaction),
   ``pg_cache.keep_fills_on_rollback = on`` (Tryton ends read-only transactions
-  with ROLLBACK: what they filled from committed rows is kept), for the
-  transaction only;
+  with ROLLBACK: what they filled from committed rows is kept) and
+  ``pg_cache.snapshot_reads = on`` (a transaction reads only entries installed
+  before it began, as it reads only rows committed before its snapshot), for
+  the rest of the transaction;
 * ``duration`` becomes each entry's ``expires_at``, counted from the set as
   MemoryCache counts it;
 * with ``[cache] pg_cache_near = True`` each process also keeps a copy of what
   it read (:mod:`pg_cache_client.near`): caches are declared with
   ``notify => 'keys'``, one listener thread and connection per database keeps
-  the copies exact, and a hit costs a dictionary look-up. A transaction that
-  wrote to a cache (set, clear) reads it from the server for the rest of the
-  transaction, as it must see its own writes.
+  the copies exact, and a hit costs a dictionary look-up. A transaction is
+  served only copies read before it began (snapshot reads); one that wrote to a
+  cache (set, clear) reads it from the server for the rest of the transaction,
+  as it must see its own writes, and its commit drops this process's copies of
+  the caches it wrote at once (the notification would come a moment later).
 
 It subclasses ``MemoryCache`` for what is not the cache: the pool refresh
 between processes (``refresh_pool`` and the listener thread) and the
@@ -61,7 +65,10 @@ __all__ = ["PgCache"]
 
 logger = logging.getLogger(__name__)
 
-SETTINGS = {"on_limit": "warning", "keep_fills_on_rollback": "on"}
+# snapshot_reads: a Tryton transaction runs at REPEATABLE READ and must not read
+# entries computed from rows newer than its snapshot (MemoryCache gives the
+# transactions older than a clear a cache of their own for the same reason).
+SETTINGS = {"on_limit": "warning", "keep_fills_on_rollback": "on", "snapshot_reads": "on"}
 
 
 def _connection():
@@ -185,7 +192,12 @@ class PgCache(MemoryCache):
     @classmethod
     def _wrote_to(cls, name):
         transaction = Transaction()
-        cls._wrote.setdefault(transaction, set()).add(name)
+        wrote = cls._wrote.get(transaction)
+        if wrote is None:
+            wrote = cls._wrote[transaction] = set()
+            if cls._listeners:
+                transaction.join(_ForgetAtCommit(wrote))
+        wrote.add(name)
 
     def get(self, key, default=None):
         self._ready()
@@ -194,9 +206,13 @@ class PgCache(MemoryCache):
             if result is not MISSING:
                 return result
             self.miss -= 1  # counted below
-        near = self._near(Transaction())
+        transaction = Transaction()
+        near = self._near(transaction)
         try:
-            result = (self._pg if near is None else near).get(self._key(key), MISSING)
+            if near is None:
+                result = self._pg.get(self._key(key), MISSING)
+            else:
+                result = near.get(self._key(key), MISSING, read_before=transaction.started_at / 1e9)
         except TypeError:  # a key that cannot be encoded: MemoryCache misses too
             result = MISSING
         if result is MISSING:
@@ -255,6 +271,8 @@ class PgCache(MemoryCache):
 
     def sync_since(self, value):
         self._ready()
+        if value.tzinfo is None:
+            value = value.astimezone()  # naive: local time, as MemoryCache's now()
         try:
             return self._pg.sync_since(value)
         except CacheError:
@@ -275,12 +293,10 @@ class PgCache(MemoryCache):
                     _clear_all(transaction.connection, dbname)
                     cls._wrote_to("*")
                 except Exception:  # an aborted transaction: it holds nothing
-                    logger.debug("drop: no clear in the current transaction", exc_info=True)
+                    logger.warning("drop: no clear in the current transaction", exc_info=True)
             conn = database.get_connection(autocommit=True)
             try:
                 _clear_all(conn)
-            except CacheError:
-                pass
             finally:
                 database.put_connection(conn)
         else:
@@ -301,6 +317,42 @@ class PgCache(MemoryCache):
             if isinstance(inst, PgCache):
                 inst._near_by_db.pop(dbname, None)
         super().drop(dbname)
+
+
+class _ForgetAtCommit:
+    """A Tryton data manager: once the transaction committed, this process's near
+    copies of the caches it wrote are dropped (other processes drop theirs when
+    the change feed announces the commit)."""
+
+    def __init__(self, wrote: set):
+        self.wrote = wrote
+        self.names = wrote  # filled as the transaction writes
+
+    def __eq__(self, other):
+        return self is other
+
+    def __hash__(self):
+        return id(self)
+
+    def tpc_begin(self, transaction):
+        self.names = set(self.wrote)  # Cache.commit empties the transaction's set
+
+    def commit(self, transaction):
+        pass
+
+    def tpc_vote(self, transaction):
+        pass
+
+    def tpc_finish(self, transaction):
+        dbname = transaction.database.name if transaction.database else None
+        for inst in PgCache._instances.values():
+            if isinstance(inst, PgCache) and ("*" in self.names or inst._name in self.names):
+                near = inst._near_by_db.get(dbname)
+                if near is not None:
+                    near.forget()
+
+    def tpc_abort(self, transaction):
+        pass
 
 
 def _clear_all(conn, dbname=None) -> None:

@@ -63,6 +63,21 @@ class PgCacheTestCase(DBTestCase):
         with Transaction().start(DB_NAME, USER, readonly=True):
             self.assertEqual(shared.get("read"), 1)
 
+    def test_an_older_transaction_does_not_read_a_newer_entry(self):
+        # As MemoryCache keeps transactions older than a clear off the shared
+        # cache: an entry computed after a transaction began may derive from rows
+        # its snapshot does not see.
+        transaction1 = Transaction().start(DB_NAME, USER)
+        self.addCleanup(transaction1.stop)
+        self.assertIsNone(shared.get("newer"))  # the transaction's snapshot is taken
+        transaction2 = transaction1.new_transaction()
+        self.addCleanup(transaction2.stop)
+        shared.set("newer", 1)
+        transaction2.commit()
+        self.assertEqual(shared.get("newer"), 1, "the committing transaction's next one sees it")
+        with Transaction().set_current_transaction(transaction1):
+            self.assertIsNone(shared.get("newer"))
+
     def test_duration_expires_entries(self):
         with Transaction().start(DB_NAME, USER) as t:
             timed.set("k", 1)
@@ -83,6 +98,8 @@ class PgCacheTestCase(DBTestCase):
         time.sleep(0.15)  # past the listener's quiet time after its start
         with Transaction().start(DB_NAME, USER, readonly=True):
             self.assertEqual(shared.get("near"), 1)  # read and kept
+        # A transaction is served copies read before it began (snapshot reads).
+        with Transaction().start(DB_NAME, USER, readonly=True):
             sent = []
             run = _sql.run
             _sql.run = lambda conn, q, p=(): sent.append(q) or run(conn, q, p)
@@ -93,13 +110,24 @@ class PgCacheTestCase(DBTestCase):
             self.assertEqual(sent, [], "a near hit sends nothing")
         near = shared._near_by_db[DB_NAME]
         self.assertEqual((near.hits, len(near)), (1, 1))
-        seen = near.changes
+        # This process's own commit drops its copies at once.
         with Transaction().start(DB_NAME, USER) as t:
             shared.clear()
             shared.set("near", 2)
             t.commit()
+        self.assertEqual(len(near), 0)
+        with Transaction().start(DB_NAME, USER, readonly=True):
+            self.assertEqual(shared.get("near"), 2)
+        # Another session's commit drops them when its notification arrives.
+        time.sleep(0.15)
+        with Transaction().start(DB_NAME, USER, readonly=True):
+            shared.get("near")
+        with Transaction().start(DB_NAME, USER, readonly=True):
+            self.assertEqual(shared.get("near"), 2)
+        self.assertEqual(len(near), 1)
+        seen = near.changes
+        sql("SELECT cache_clear('pg_cache_test.shared')")
         end = time.monotonic() + 5
         while near.changes == seen and time.monotonic() < end:
             time.sleep(0.01)
-        with Transaction().start(DB_NAME, USER, readonly=True):
-            self.assertEqual(shared.get("near"), 2)
+        self.assertEqual(len(near), 0)
