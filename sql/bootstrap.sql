@@ -57,4 +57,12 @@ GRANT SELECT ON pg_cache_bindings TO PUBLIC;
 -- dump of the database restores their rows as that owner: it may add rows, as
 -- cache_create and cache_bind do after their own checks (it could drop and
 -- recreate the extension anyway). Nobody else may.
-GRANT INSERT ON pg_cache_declarations, pg_cache_bindings TO @extowner@;
+-- (The extension's owner, read from pg_extension: the script's substitution for
+-- the owner names whoever runs the script, a superuser updating it for one.)
+DO $$
+BEGIN
+    EXECUTE pg_catalog.format('GRANT INSERT ON pg_cache_declarations, pg_cache_bindings TO %I',
+        (SELECT pg_catalog.pg_get_userbyid(e.extowner) FROM pg_catalog.pg_extension e
+         WHERE e.extname OPERATOR(pg_catalog.=) 'pg_cache'));
+END
+$$;

@@ -295,7 +295,15 @@ CREATE TABLE pg_cache_bindings (
 SELECT pg_catalog.pg_extension_config_dump('pg_cache_bindings', '');
 GRANT SELECT ON pg_cache_bindings TO PUBLIC;
 -- As in a fresh install: the extension's owner may restore their rows.
-GRANT INSERT ON pg_cache_declarations, pg_cache_bindings TO @extowner@;
+-- (The extension's owner, read from pg_extension: the script's substitution for
+-- the owner names whoever runs the script, a superuser updating it for one.)
+DO $$
+BEGIN
+    EXECUTE pg_catalog.format('GRANT INSERT ON pg_cache_declarations, pg_cache_bindings TO %I',
+        (SELECT pg_catalog.pg_get_userbyid(e.extowner) FROM pg_catalog.pg_extension e
+         WHERE e.extname OPERATOR(pg_catalog.=) 'pg_cache'));
+END
+$$;
 
 CREATE FUNCTION "cache_bind"(
 	"cache" TEXT,

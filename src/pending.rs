@@ -59,6 +59,12 @@ pub fn last_set<R>(cache: &str, key: &[u8], f: impl FnOnce(Option<LastSet<'_>>) 
     WRITES.with_borrow(|w| f(if w.is_empty() { None } else { w.last_set(cache, key, crate::pg::now()) }))
 }
 
+/// The mode of the transaction's last set of the key, even one whose `expires_at`
+/// has passed (a write built on it commits in that mode: a fill stays a fill).
+pub fn last_set_mode(cache: &str, key: &[u8]) -> Option<pg_cache_core::writeset::SetMode> {
+    WRITES.with_borrow(|w| if w.is_empty() { None } else { w.last_set(cache, key, i64::MIN).map(|s| s.mode) })
+}
+
 /// The expiry this transaction's touch gave the key's shared value, if its last
 /// write of the key is a touch.
 pub fn touched(cache: &str, key: &[u8]) -> Option<Expiry> {

@@ -52,6 +52,8 @@ enum Skip {
 /// What the commit does to one cache, in this order: declare, clear, writes.
 struct CacheWrites {
     slot: SlotRef,
+    /// Sets beyond what the cache keeps, committed as deletes: counted as evictions.
+    evicted: u64,
     declare: Option<CacheConfig>,
     clear: bool,
     /// Tags (hashes) and stored prefixes this commit invalidates.
@@ -495,15 +497,15 @@ fn prepare_commit() {
         // by this very commit. They are not prepared at all, so that a big commit to
         // a small cache does not first take the memory of every other cache (a
         // 300,000-key commit to a cache of 1,024 entries evicted a concurrent test's
-        // whole cache): a put still replaces what the key held (a delete), a write
-        // computed from a read deletes only what it read, and a fill changes
-        // nothing (what the key holds is as good as it: any invalidation since would
-        // have removed it). Counted as evictions, as they would have been.
+        // whole cache): each deletes what the key held, as installing and evicting
+        // would have (a write computed from a read only what it read). Not a fill
+        // dropped outright: the plan holds a key's last write only, and a fill may
+        // stand for the transaction's own earlier delete of the key (a bound
+        // table's trigger, then a refill). Counted as evictions at COMMIT, as they
+        // would have been.
         let size_limit = registry::size_limit(&r.config).max(r.declare.as_ref().map_or(0, registry::size_limit));
         let mut not_kept = r.sets.saturating_sub(size_limit.try_into().unwrap_or(usize::MAX));
-        if not_kept > 0 {
-            store.count_evicted(r.slot, not_kept as u64);
-        }
+        let evicted = not_kept as u64;
         for (op, covered) in r.writes {
             match ops.take_op(op) {
                 // Covered by the transaction's own later tag or prefix invalidation.
@@ -514,11 +516,11 @@ fn prepare_commit() {
                 Op::Set { key, mode, .. } if not_kept > 0 => {
                     not_kept -= 1;
                     let hash = key::hash(r.slot.index, &key);
-                    match mode {
-                        SetMode::Fill => {}
-                        SetMode::IfUnchanged(seen) => writes.push(CommitWrite::Delete { key, hash, seen: Some(seen), skip: Skip::No }),
-                        SetMode::Put => writes.push(CommitWrite::Delete { key, hash, seen: None, skip: Skip::No }),
-                    }
+                    let seen = match mode {
+                        SetMode::IfUnchanged(seen) => Some(seen),
+                        SetMode::Fill | SetMode::Put => None,
+                    };
+                    writes.push(CommitWrite::Delete { key, hash, seen, skip: Skip::No });
                 }
                 Op::Delete { key, seen, .. } => {
                     let hash = key::hash(r.slot.index, &key);
@@ -558,6 +560,7 @@ fn prepare_commit() {
         let size_limit = registry::size_limit(&r.config);
         plan.caches.push(CacheWrites {
             slot: r.slot,
+            evicted,
             declare: r.declare,
             clear: r.clear,
             tags: r.tags,
@@ -592,6 +595,9 @@ fn apply_commit() {
         return;
     };
     for cache in &mut plan.caches {
+        if cache.evicted > 0 {
+            store.count_evicted(cache.slot, cache.evicted);
+        }
         if let [write] = cache.writes.as_slice() {
             if !cache.clear && !plan.clear_all && cache.declare.is_none() && cache.tags.is_empty() && cache.prefixes.is_empty() {
                 // One key: visible atomically without excluding other commits.

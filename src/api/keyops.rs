@@ -103,8 +103,11 @@ fn basis(t: &Target) -> Basis {
     let deleted = pending::lookup(t.name, &t.stored, |p| !matches!(p, Pending::Unknown));
     if deleted {
         // Deleted or cleared by this transaction: a put, or under the condition of
-        // the pull that deleted it.
-        let mode = pending::seen(t.name, &t.stored).map_or(SetMode::Put, SetMode::IfUnchanged);
+        // the pull that deleted it; past the time its own write was given, in that
+        // write's mode (a fill stays a fill: an add built on it must not become a
+        // put that overwrites another session's committed add).
+        let mode = pending::last_set_mode(t.name, &t.stored)
+            .unwrap_or_else(|| pending::seen(t.name, &t.stored).map_or(SetMode::Put, SetMode::IfUnchanged));
         return Basis { held: Held::Nothing, mode, expiry: Expiry::Default, tags: Vec::new() };
     }
     let hash = key::hash(t.slot.index, &t.stored);

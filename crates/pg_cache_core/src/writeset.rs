@@ -360,6 +360,8 @@ impl WriteSet {
             // nothing, for this transaction as for everyone after its commit. A
             // `ttl` counts from the commit, so it has not begun yet.
             Live::Write(Op::Set { expiry: Expiry::At(at), .. }) if *at <= now => Pending::Deleted,
+            // A touch that gave the shared value a time that has passed: expired.
+            Live::Write(Op::Touch { expiry: Expiry::At(at), .. }) if *at <= now => Pending::Deleted,
             Live::Write(Op::Set { value, kind, .. }) => Pending::Value(value, *kind),
             Live::Write(Op::Delete { .. }) | Live::Covered => Pending::Deleted,
             // A touch is logged only when the transaction has no value of its own:

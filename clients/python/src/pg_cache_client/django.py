@@ -26,8 +26,9 @@ back with the block, and ``assertNumQueries`` counts it. Outside one
   (integers stay integers, so ``incr`` works), anything else pickled inside it,
   as Django's other backends pickle. Unpickling runs code chosen by the writer,
   so the cache must be one only Django's role writes: on first use the backend
-  declares it (on a connection of its own) with ``writers`` empty, its declarer
-  alone, and refuses a cache declared with writers open to every role.
+  declares it (on a connection of its own) owned by that role with ``readers``
+  and ``writers`` empty (the owner alone), and refuses a cache another role
+  owns or may write.
 * A timeout counts from the commit; 0 or less stores nothing (and deletes the
   key), ``None`` never expires (whatever the cache's duration).
 * ``MAX_ENTRIES`` and ``CULL_FREQUENCY`` are not used (as for Redis): pg_cache
@@ -68,6 +69,9 @@ _DECLARE = ("size_limit", "duration", "max_bytes", "policy", "notify")
 # be one, so that a write by one thread drops what the others would serve.
 _listeners: dict = {}
 _nears: dict = {}
+# (alias, cache name) prepared by this process.
+_prepared: set = set()
+_prepare_lock = __import__("threading").Lock()
 _listeners_lock = __import__("threading").Lock()
 CODEC = TaggedJSONCodec(pickle=True)
 
@@ -96,11 +100,19 @@ class PgCache(BaseCache):
 
     def _pg(self) -> Cache:
         if not self._ready:
-            self._prepare()
+            key = (self._alias, self._name)
+            if key not in _prepared:
+                with _prepare_lock:
+                    if key not in _prepared:
+                        self._prepare()
+                        _prepared.add(key)
+            if self._near_wanted:
+                self._near = _near_cache(self._alias, self._cache)
+            self._ready = True
         return self._cache
 
     def _prepare(self):
-        """Once per process: installs the extension if missing and declares the
+        """Once per process and cache (Django makes a backend per thread): installs the extension if missing and declares the
         cache, on a connection of Django's own in autocommit (not in the caller's
         transaction, which may roll back). Values may be pickles, so the cache
         must be one that only trusted roles write: a cache nobody declared is
@@ -118,24 +130,29 @@ class PgCache(BaseCache):
                 _sql.run(conn, "CREATE EXTENSION IF NOT EXISTS pg_cache")
                 schema = _sql.run(conn, _sql.SCHEMA_QUERY)
             s = schema[0][0]
-            row = _sql.run(conn, f"SELECT writers IS NOT NULL FROM {s}.pg_cache_declarations "
-                                 "WHERE cache OPERATOR(pg_catalog.=) %s::pg_catalog.text", (self._name,))
+            # Only this role may write it: it owns the cache and writers name no other.
+            row = _sql.run(conn, f"""
+                SELECT d.owner::pg_catalog.oid OPERATOR(pg_catalog.=) r.oid AND d.writers IS NOT NULL
+                   AND NOT EXISTS (SELECT FROM pg_catalog.unnest(d.writers) w
+                                   WHERE w::pg_catalog.oid OPERATOR(pg_catalog.<>) r.oid)
+                  FROM {s}.pg_cache_declarations d, pg_catalog.pg_roles r
+                 WHERE d.cache OPERATOR(pg_catalog.=) %s::pg_catalog.text
+                   AND r.rolname OPERATOR(pg_catalog.=) CURRENT_USER""", (self._name,))
             setup = Cache(conn, self._name)
             if not row:
                 args, params = setup._declare_sql({"context": False, **self._declare})
-                _sql.run(conn, f"SELECT {s}.cache_create({args}, writers => '{{}}'::pg_catalog.text[])", params)
+                _sql.run(conn, f"SELECT {s}.cache_create({args}, readers => '{{}}'::pg_catalog.text[], "
+                               "writers => '{}'::pg_catalog.text[])", params)
             elif not row[0][0]:
                 raise NotReady(
-                    f"cache {self._name!r} is declared with writers open to every role, and this backend stores "
-                    "pickles: declare it with writers (cache_create(..., writers => ...))"
+                    f"cache {self._name!r} is declared by another role, or with writers other than this one, and "
+                    "this backend stores pickles: only the role Django connects as may own and write it "
+                    "(cache_create(name, writers => '{}') as that role)"
                 )
             elif self._declare:
                 setup.declare(context=False, **self._declare)
         finally:
             side.close()
-        if self._near_wanted:
-            self._near = _near_cache(self._alias, self._cache)
-        self._ready = True
 
     def _read_through(self):
         """The near copy, when on and the connection is not inside atomic()."""
@@ -290,5 +307,6 @@ def stop_listeners():
         listeners = list(_listeners.values())
         _listeners.clear()
         _nears.clear()
+        _prepared.clear()
     for listener in listeners:
         listener.stop()

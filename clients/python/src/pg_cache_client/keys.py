@@ -79,7 +79,7 @@ def _term(k: object) -> str:
 _BASES = (
     (bool, bool),
     (int, int),
-    (str, str),
+    (str, str.__str__),
     (float, float),
     (tuple, tuple),
     (frozenset, frozenset),

@@ -48,17 +48,34 @@ __all__ = ["Registry"]
 
 def _key_function(func: Callable, exprs: Iterable[str]) -> Callable:
     """A function of ``func``'s arguments returning the values of ``exprs``,
-    expressions over its parameters (as Odoo's ormcache arguments are)."""
+    expressions over its parameters: compiled as a lambda with the method's own
+    parameters, as Odoo compiles its ormcache arguments (so that comprehensions
+    and generator expressions in them see the parameters)."""
     sig = inspect.signature(func)
-    code = compile("(" + "".join(f"{e}, " for e in exprs) + ")", f"<ormcache of {func.__qualname__}>", "eval")
-    scope = getattr(func, "__globals__", {})
-
-    def key_of(*args, **kwargs):
-        bound = sig.bind(*args, **kwargs)
-        bound.apply_defaults()
-        return eval(code, scope, dict(bound.arguments))  # noqa: S307 - the developer's own expressions
-
-    return key_of
+    params, defaults, star = [], {}, False
+    for p in sig.parameters.values():
+        if p.kind is p.VAR_POSITIONAL:
+            params.append("*" + p.name)
+            star = True
+            continue
+        if p.kind is p.VAR_KEYWORD:
+            params.append("**" + p.name)
+            continue
+        if p.kind is p.KEYWORD_ONLY and not star:
+            params.append("*")
+            star = True
+        if p.default is p.empty:
+            params.append(p.name)
+        else:
+            defaults[p.name] = p.default
+            params.append(f"{p.name}=__ormcache_defaults__[{p.name!r}]")
+    if any(p.kind is p.POSITIONAL_ONLY for p in sig.parameters.values()):
+        last = max(i for i, p in enumerate(sig.parameters.values()) if p.kind is p.POSITIONAL_ONLY)
+        params.insert(last + 1, "/")
+    code = f"lambda {', '.join(params)}: (" + "".join(f"{e}, " for e in exprs) + ")"
+    scope = dict(getattr(func, "__globals__", {}))
+    scope["__ormcache_defaults__"] = defaults
+    return eval(code, scope)  # noqa: S307 - the developer's own expressions
 
 
 def _owner(func: Callable, args) -> str:

@@ -59,7 +59,7 @@ from trytond.transaction import Transaction
 from .cache import MISSING, Cache
 from ._sql import SCHEMA_QUERY
 from .codecs import TAGGED
-from .errors import CacheError
+from .errors import CacheError, NotInstalled
 
 __all__ = ["PgCache"]
 
@@ -195,7 +195,8 @@ class PgCache(MemoryCache):
         wrote = cls._wrote.get(transaction)
         if wrote is None:
             wrote = cls._wrote[transaction] = set()
-            if cls._listeners:
+            dbname = transaction.database.name
+            if any(dbname in i._near_dbs for i in cls._instances.values() if isinstance(i, PgCache)):
                 transaction.join(_ForgetAtCommit(wrote))
         wrote.add(name)
 
@@ -297,6 +298,8 @@ class PgCache(MemoryCache):
             conn = database.get_connection(autocommit=True)
             try:
                 _clear_all(conn)
+            except NotInstalled:
+                pass  # no extension in that database: no cache to forget
             finally:
                 database.put_connection(conn)
         else:
@@ -335,7 +338,7 @@ class _ForgetAtCommit:
         return id(self)
 
     def tpc_begin(self, transaction):
-        self.names = set(self.wrote)  # Cache.commit empties the transaction's set
+        self.names = set(self.wrote)
 
     def commit(self, transaction):
         pass

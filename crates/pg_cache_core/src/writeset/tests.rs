@@ -23,6 +23,9 @@ fn an_own_write_past_its_expiry_time_reads_as_nothing() {
     assert_eq!(w.lookup("c", b"k", 100), Pending::Deleted);
     assert!(w.last_set("c", b"k", 99).is_some());
     assert_eq!(w.last_set("c", b"k", 100), None, "what add, incr, pull and touch build on: nothing");
+    w.push_ok(1, Op::Touch { cache: "c".into(), key: b"t".to_vec(), expiry: Expiry::At(100) });
+    assert_eq!(w.lookup("c", b"t", 99), Pending::Unknown, "the shared value, touched");
+    assert_eq!(w.lookup("c", b"t", 100), Pending::Deleted, "touched to a time that has passed");
     w.push_ok(1, Op::Set { cache: "c".into(), key: b"k".to_vec(), value: b"2".to_vec(), kind: ValueKind::Jsonb, expiry: Expiry::After(1), mode: SetMode::Fill, tags: Vec::new() });
     assert_eq!(w.lookup("c", b"k", i64::MAX - 1), Pending::Value(b"2", ValueKind::Jsonb));
 }
