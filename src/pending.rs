@@ -34,7 +34,7 @@ pub fn push(op: Op) {
 
 /// Calls `f` with what this transaction's own writes say about (cache, key).
 pub fn lookup<R>(cache: &str, key: &[u8], f: impl FnOnce(Pending<'_>) -> R) -> R {
-    WRITES.with_borrow(|w| if w.is_empty() { f(Pending::Unknown) } else { f(w.lookup(cache, key, crate::pg::now())) })
+    WRITES.with_borrow(|w| if w.is_empty() { f(Pending::Unknown) } else { f(w.lookup(cache, key, crate::pg::now)) })
 }
 
 /// The read this transaction's last write of the key was computed from, if any
@@ -56,13 +56,13 @@ pub fn hidden_tags(cache: &str) -> Vec<u64> {
 /// Calls `f` with the transaction's last write of the key if it is a set, else with
 /// `None`.
 pub fn last_set<R>(cache: &str, key: &[u8], f: impl FnOnce(Option<LastSet<'_>>) -> R) -> R {
-    WRITES.with_borrow(|w| f(if w.is_empty() { None } else { w.last_set(cache, key, crate::pg::now()) }))
+    WRITES.with_borrow(|w| f(if w.is_empty() { None } else { w.last_set(cache, key, crate::pg::now) }))
 }
 
 /// The mode of the transaction's last set of the key, even one whose `expires_at`
 /// has passed (a write built on it commits in that mode: a fill stays a fill).
 pub fn last_set_mode(cache: &str, key: &[u8]) -> Option<pg_cache_core::writeset::SetMode> {
-    WRITES.with_borrow(|w| if w.is_empty() { None } else { w.last_set(cache, key, i64::MIN).map(|s| s.mode) })
+    WRITES.with_borrow(|w| if w.is_empty() { None } else { w.last_set(cache, key, || i64::MIN).map(|s| s.mode) })
 }
 
 /// The expiry this transaction's touch gave the key's shared value, if its last

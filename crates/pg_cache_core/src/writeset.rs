@@ -354,14 +354,15 @@ impl WriteSet {
         self.last_clear(cache).is_some()
     }
 
-    pub fn lookup(&self, cache: &str, key: &[u8], now: i64) -> Pending<'_> {
+    /// `now` is asked only of a write given a time (`expires_at`).
+    pub fn lookup(&self, cache: &str, key: &[u8], now: impl Fn() -> i64) -> Pending<'_> {
         match self.live_write(cache, key) {
             // A time given to the write (`expires_at`) that has passed: the key holds
             // nothing, for this transaction as for everyone after its commit. A
             // `ttl` counts from the commit, so it has not begun yet.
-            Live::Write(Op::Set { expiry: Expiry::At(at), .. }) if *at <= now => Pending::Deleted,
+            Live::Write(Op::Set { expiry: Expiry::At(at), .. }) if *at <= now() => Pending::Deleted,
             // A touch that gave the shared value a time that has passed: expired.
-            Live::Write(Op::Touch { expiry: Expiry::At(at), .. }) if *at <= now => Pending::Deleted,
+            Live::Write(Op::Touch { expiry: Expiry::At(at), .. }) if *at <= now() => Pending::Deleted,
             Live::Write(Op::Set { value, kind, .. }) => Pending::Value(value, *kind),
             Live::Write(Op::Delete { .. }) | Live::Covered => Pending::Deleted,
             // A touch is logged only when the transaction has no value of its own:
@@ -415,9 +416,9 @@ impl WriteSet {
     /// The transaction's last write of the key, if that write is a set (what a touch
     /// or an increment of the key starts from).
     /// `now`: a set whose `expires_at` time has passed is none (see [`WriteSet::lookup`]).
-    pub fn last_set(&self, cache: &str, key: &[u8], now: i64) -> Option<LastSet<'_>> {
+    pub fn last_set(&self, cache: &str, key: &[u8], now: impl Fn() -> i64) -> Option<LastSet<'_>> {
         match self.live_write(cache, key) {
-            Live::Write(Op::Set { expiry: Expiry::At(at), .. }) if *at <= now => None,
+            Live::Write(Op::Set { expiry: Expiry::At(at), .. }) if *at <= now() => None,
             Live::Write(Op::Set { value, kind, mode, expiry, tags, .. }) => {
                 Some(LastSet { value, kind: *kind, mode: *mode, expiry: *expiry, tags })
             }

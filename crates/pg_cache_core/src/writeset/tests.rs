@@ -19,15 +19,15 @@ fn an_own_write_past_its_expiry_time_reads_as_nothing() {
     let mut w = WriteSet::default();
     let at = |t| Op::Set { cache: "c".into(), key: b"k".to_vec(), value: b"1".to_vec(), kind: ValueKind::Jsonb, expiry: Expiry::At(t), mode: SetMode::Fill, tags: Vec::new() };
     w.push_ok(1, at(100));
-    assert_eq!(w.lookup("c", b"k", 99), Pending::Value(b"1", ValueKind::Jsonb));
-    assert_eq!(w.lookup("c", b"k", 100), Pending::Deleted);
-    assert!(w.last_set("c", b"k", 99).is_some());
-    assert_eq!(w.last_set("c", b"k", 100), None, "what add, incr, pull and touch build on: nothing");
+    assert_eq!(w.lookup("c", b"k", || 99), Pending::Value(b"1", ValueKind::Jsonb));
+    assert_eq!(w.lookup("c", b"k", || 100), Pending::Deleted);
+    assert!(w.last_set("c", b"k", || 99).is_some());
+    assert_eq!(w.last_set("c", b"k", || 100), None, "what add, incr, pull and touch build on: nothing");
     w.push_ok(1, Op::Touch { cache: "c".into(), key: b"t".to_vec(), expiry: Expiry::At(100) });
-    assert_eq!(w.lookup("c", b"t", 99), Pending::Unknown, "the shared value, touched");
-    assert_eq!(w.lookup("c", b"t", 100), Pending::Deleted, "touched to a time that has passed");
+    assert_eq!(w.lookup("c", b"t", || 99), Pending::Unknown, "the shared value, touched");
+    assert_eq!(w.lookup("c", b"t", || 100), Pending::Deleted, "touched to a time that has passed");
     w.push_ok(1, Op::Set { cache: "c".into(), key: b"k".to_vec(), value: b"2".to_vec(), kind: ValueKind::Jsonb, expiry: Expiry::After(1), mode: SetMode::Fill, tags: Vec::new() });
-    assert_eq!(w.lookup("c", b"k", i64::MAX - 1), Pending::Value(b"2", ValueKind::Jsonb));
+    assert_eq!(w.lookup("c", b"k", || i64::MAX - 1), Pending::Value(b"2", ValueKind::Jsonb));
 }
 
 #[test]
@@ -59,21 +59,21 @@ fn only_fills_means_every_logged_operation() {
 #[test]
 fn reads_see_own_writes_deletes_and_clears() {
     let mut w = WriteSet::default();
-    assert_eq!(w.lookup("c", b"k", 0), Pending::Unknown);
+    assert_eq!(w.lookup("c", b"k", || 0), Pending::Unknown);
     w.push_ok(1, set("c", "k", "1"));
-    assert_eq!(w.lookup("c", b"k", 0), Pending::Value(b"1", ValueKind::Jsonb));
+    assert_eq!(w.lookup("c", b"k", || 0), Pending::Value(b"1", ValueKind::Jsonb));
     w.push_ok(1, Op::Delete { cache: "c".into(), key: b"k".to_vec(), seen: None });
-    assert_eq!(w.lookup("c", b"k", 0), Pending::Deleted);
+    assert_eq!(w.lookup("c", b"k", || 0), Pending::Deleted);
     w.push_ok(1, set("c", "k", "2"));
     w.push_ok(1, Op::Clear { cache: "c".into() });
-    assert_eq!(w.lookup("c", b"k", 0), Pending::Cleared);
-    assert_eq!(w.lookup("c", b"other", 0), Pending::Cleared);
-    assert_eq!(w.lookup("d", b"k", 0), Pending::Unknown);
+    assert_eq!(w.lookup("c", b"k", || 0), Pending::Cleared);
+    assert_eq!(w.lookup("c", b"other", || 0), Pending::Cleared);
+    assert_eq!(w.lookup("d", b"k", || 0), Pending::Unknown);
     w.push_ok(1, set("c", "k", "3"));
-    assert_eq!(w.lookup("c", b"k", 0), Pending::Value(b"3", ValueKind::Jsonb));
+    assert_eq!(w.lookup("c", b"k", || 0), Pending::Value(b"3", ValueKind::Jsonb));
     w.push_ok(1, Op::ClearAll);
-    assert_eq!(w.lookup("d", b"k", 0), Pending::Cleared);
-    assert_eq!(w.lookup("c", b"k", 0), Pending::Cleared);
+    assert_eq!(w.lookup("d", b"k", || 0), Pending::Cleared);
+    assert_eq!(w.lookup("c", b"k", || 0), Pending::Cleared);
 }
 
 #[test]
@@ -107,7 +107,7 @@ fn plan_has_each_keys_last_write_in_the_order_of_last_writes() {
     // A rolled-back savepoint's write neither shows nor hides the one before it.
     w.push_ok(2, set("c", "b", "3"));
     w.rollback_to(2);
-    assert_eq!(w.lookup("c", b"b", 0), Pending::Value(b"1", ValueKind::Jsonb));
+    assert_eq!(w.lookup("c", b"b", || 0), Pending::Value(b"1", ValueKind::Jsonb));
     let written: Vec<_> = w.plan().unwrap().writes.into_iter().map(|x| (x.op, x.cache, x.key, match x.change {
         Change::Set { value, .. } => Some(value),
         _ => None,
@@ -125,21 +125,21 @@ fn a_touch_shows_the_shared_value_and_a_guard_follows_the_last_write() {
     let mut w = WriteSet::default();
     let seen = Seen::Entry { block: 3, serial: 9, expired: false };
     w.push_ok(1, Op::Touch { cache: "c".into(), key: b"k".to_vec(), expiry: Expiry::After(5) });
-    assert_eq!(w.lookup("c", b"k", 0), Pending::Unknown, "a touch leaves the value to the shared cache");
+    assert_eq!(w.lookup("c", b"k", || 0), Pending::Unknown, "a touch leaves the value to the shared cache");
     assert_eq!(w.seen("c", b"k"), None);
     assert_eq!(w.touched("c", b"k"), Some(Expiry::After(5)));
     let p = w.plan().unwrap();
     assert_eq!(p.writes, vec![Write { op: 0, cache: "c", key: b"k", change: Change::Touch { expiry: Expiry::After(5) }, covered: false }]);
     w.push_ok(1, Op::Set { cache: "c".into(), key: b"k".to_vec(), value: b"1".to_vec(), kind: ValueKind::Jsonb, expiry: Expiry::Default, mode: SetMode::IfUnchanged(seen), tags: Vec::new() });
     assert_eq!(w.seen("c", b"k"), Some(seen));
-    assert_eq!(w.last_set("c", b"k", 0), Some(LastSet { value: b"1", kind: ValueKind::Jsonb, mode: SetMode::IfUnchanged(seen), expiry: Expiry::Default, tags: &[] }));
+    assert_eq!(w.last_set("c", b"k", || 0), Some(LastSet { value: b"1", kind: ValueKind::Jsonb, mode: SetMode::IfUnchanged(seen), expiry: Expiry::Default, tags: &[] }));
     assert_eq!(w.plan().unwrap().writes.len(), 1, "the set supersedes the touch");
     w.push_ok(2, Op::Delete { cache: "c".into(), key: b"k".to_vec(), seen: Some(seen) });
-    assert_eq!((w.lookup("c", b"k", 0), w.seen("c", b"k")), (Pending::Deleted, Some(seen)));
+    assert_eq!((w.lookup("c", b"k", || 0), w.seen("c", b"k")), (Pending::Deleted, Some(seen)));
     w.push_ok(2, set("c", "k", "2"));
     assert_eq!(w.seen("c", b"k"), None, "a plain write after it is unguarded");
     w.rollback_to(2);
-    assert_eq!((w.lookup("c", b"k", 0), w.seen("c", b"k")), (Pending::Value(b"1", ValueKind::Jsonb), Some(seen)));
+    assert_eq!((w.lookup("c", b"k", || 0), w.seen("c", b"k")), (Pending::Value(b"1", ValueKind::Jsonb), Some(seen)));
     w.push_ok(1, Op::Clear { cache: "c".into() });
     assert_eq!(w.seen("c", b"k"), None, "cleared since");
 }
@@ -151,7 +151,7 @@ fn subtransaction_rollback_drops_only_its_ops() {
     w.push_ok(2, set("c", "k", "inner"));
     w.push_ok(3, Op::Clear { cache: "c".into() });
     w.rollback_to(2);
-    assert_eq!(w.lookup("c", b"k", 0), Pending::Value(b"outer", ValueKind::Jsonb));
+    assert_eq!(w.lookup("c", b"k", || 0), Pending::Value(b"outer", ValueKind::Jsonb));
     assert_eq!(w.len(), 1);
     // A released savepoint hands its ops to the parent; a later rollback of a
     // sibling at the same level keeps them.
@@ -159,7 +159,7 @@ fn subtransaction_rollback_drops_only_its_ops() {
     w.commit_sub(2);
     w.push_ok(2, set("c", "k", "sibling"));
     w.rollback_to(2);
-    assert_eq!(w.lookup("c", b"k", 0), Pending::Value(b"released", ValueKind::Jsonb));
+    assert_eq!(w.lookup("c", b"k", || 0), Pending::Value(b"released", ValueKind::Jsonb));
 }
 
 #[test]
@@ -181,7 +181,7 @@ fn observe(w: &WriteSet) -> (Vec<Pending<'_>>, String) {
     let mut seen = Vec::new();
     for c in ["c", "d"] {
         for k in ["a", "b", "x"] {
-            seen.push(w.lookup(c, k.as_bytes(), 0));
+            seen.push(w.lookup(c, k.as_bytes(), || 0));
         }
     }
     (seen, format!("{:?} {:?} {:?}", w.plan().unwrap(), w.declared("c"), w.declared_before("c")))
@@ -254,17 +254,17 @@ fn own_tag_and_prefix_invalidations_cover_earlier_writes_only() {
     w.push_ok(1, tagged("c", "user:1", "3", &[]));
     w.push_ok(1, Op::InvalidateTags { cache: "c".into(), tags: vec![7], names: vec!["seven".into()] });
     w.push_ok(2, Op::DeletePrefix { cache: "c".into(), prefix: b"user:".to_vec() });
-    assert_eq!(w.lookup("c", b"a", 0), Pending::Deleted, "a carries tag 7");
-    assert_eq!(w.lookup("c", b"b", 0), Pending::Value(b"2", ValueKind::Jsonb));
-    assert_eq!(w.lookup("c", b"user:1", 0), Pending::Deleted);
-    assert_eq!(w.lookup("c", b"user:2", 0), Pending::Deleted, "covered without a write of its own");
-    assert_eq!(w.lookup("c", b"other", 0), Pending::Unknown, "tags of the shared cache's entries are the store's to judge");
-    assert_eq!(w.lookup("d", b"user:1", 0), Pending::Unknown, "per cache");
+    assert_eq!(w.lookup("c", b"a", || 0), Pending::Deleted, "a carries tag 7");
+    assert_eq!(w.lookup("c", b"b", || 0), Pending::Value(b"2", ValueKind::Jsonb));
+    assert_eq!(w.lookup("c", b"user:1", || 0), Pending::Deleted);
+    assert_eq!(w.lookup("c", b"user:2", || 0), Pending::Deleted, "covered without a write of its own");
+    assert_eq!(w.lookup("c", b"other", || 0), Pending::Unknown, "tags of the shared cache's entries are the store's to judge");
+    assert_eq!(w.lookup("d", b"user:1", || 0), Pending::Unknown, "per cache");
     assert_eq!(w.hidden_tags("c").unwrap(), vec![7]);
     assert_eq!(w.hidden_tags("d").unwrap(), Vec::<u64>::new());
     // Written again after the invalidation: its value.
     w.push_ok(2, tagged("c", "a", "4", &[7]));
-    assert_eq!(w.lookup("c", b"a", 0), Pending::Value(b"4", ValueKind::Jsonb));
+    assert_eq!(w.lookup("c", b"a", || 0), Pending::Value(b"4", ValueKind::Jsonb));
     let p = w.plan().unwrap();
     assert_eq!(p.tags, vec![("c", &[7u64][..], &["seven".to_string()][..])]);
     assert_eq!(p.prefixes, vec![("c", &b"user:"[..])]);
@@ -273,8 +273,8 @@ fn own_tag_and_prefix_invalidations_cover_earlier_writes_only() {
     drop(p);
     // The savepoint rolls back with its prefix invalidation and later write.
     w.rollback_to(2);
-    assert_eq!(w.lookup("c", b"user:1", 0), Pending::Value(b"3", ValueKind::Jsonb));
-    assert_eq!(w.lookup("c", b"a", 0), Pending::Deleted);
+    assert_eq!(w.lookup("c", b"user:1", || 0), Pending::Value(b"3", ValueKind::Jsonb));
+    assert_eq!(w.lookup("c", b"a", || 0), Pending::Deleted);
     let p = w.plan().unwrap();
     assert!(p.prefixes.is_empty());
     assert!(p.writes.iter().any(|x| x.key == b"a" && x.covered), "a is committed as a delete");

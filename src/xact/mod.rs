@@ -23,9 +23,14 @@ use pg_cache_core::invalidation::Invalidation;
 use pg_cache_core::key;
 use pg_cache_core::store::{CacheConfig, NewEntry, Prepared, Reserve, Seen, SlotRef, NO_EXPIRY};
 use pg_cache_core::feed;
-use pg_cache_core::writeset::{Expiry, Op, Plan, SetMode};
+use pg_cache_core::writeset::{Expiry, Op, SetMode};
 use crate::pg::{self, database, nest_level, now, transaction_start};
 use crate::{pending, shmem};
+
+mod announce;
+mod hooks;
+
+use announce::{announcements, max_payload, FEED_CHANNEL};
 
 /// Keys are kept from PRE_COMMIT on, so that COMMIT allocates nothing.
 enum CommitWrite {
@@ -111,77 +116,17 @@ unsafe extern "C-unwind" fn release_reserve(_code: std::ffi::c_int, _arg: pg_sys
     RESERVE.with(|reserve| shmem::store().release_reserve(reserve));
 }
 
-static mut PREV_OBJECT_ACCESS_HOOK: pg_sys::object_access_hook_type = None;
-static mut PREV_PROCESS_UTILITY_HOOK: pg_sys::ProcessUtility_hook_type = None;
-
 pub fn register() {
     // SAFETY: callback and hook registration, once, from _PG_init in the postmaster.
     unsafe {
         pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut());
         pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
-        PREV_OBJECT_ACCESS_HOOK = pg_sys::object_access_hook;
-        pg_sys::object_access_hook = Some(object_access);
-        PREV_PROCESS_UTILITY_HOOK = pg_sys::ProcessUtility_hook;
-        pg_sys::ProcessUtility_hook = Some(process_utility);
     }
-}
-
-/// Sees `ROLLBACK` before it runs, while the transaction can still do what may fail
-/// (see [`prepare_fills_kept_at_rollback`]); everything else passes straight on.
-///
-/// Not `#[pg_guard]`, and the chained call is not pgrx's wrapped
-/// `standard_ProcessUtility`: those catch an ERROR of the statement and raise a
-/// copy, which keeps only code, message, detail and hint (a failing DDL would lose
-/// its cursor position and context, a constraint violation inside `CALL` its
-/// constraint name). This frame holds nothing with a destructor when it chains, so
-/// an ERROR may longjmp over it as over a C frame; the Rust work happens in the
-/// guarded [`before_rollback`], which has returned by then.
-#[allow(clippy::too_many_arguments)]
-unsafe extern "C-unwind" fn process_utility(
-    pstmt: *mut pg_sys::PlannedStmt,
-    query: *const std::ffi::c_char,
-    read_only_tree: bool,
-    context: pg_sys::ProcessUtilityContext::Type,
-    params: pg_sys::ParamListInfo,
-    env: *mut pg_sys::QueryEnvironment,
-    dest: *mut pg_sys::DestReceiver,
-    qc: *mut pg_sys::QueryCompletion,
-) {
-    // SAFETY: PostgreSQL passes the planned utility statement it is about to run;
-    // a node's tag says which struct it is.
-    let rollback = unsafe {
-        let stmt = (*pstmt).utilityStmt;
-        !stmt.is_null()
-            && (*stmt).type_ == pg_sys::NodeTag::T_TransactionStmt
-            && (*(stmt as *mut pg_sys::TransactionStmt)).kind == pg_sys::TransactionStmtKind::TRANS_STMT_ROLLBACK
-    };
-    if rollback {
-        // SAFETY: a guarded function of no arguments.
-        unsafe { before_rollback() };
-    }
-    // SAFETY: chaining to the hook installed before ours (or the standard function)
-    // with the arguments we were given, as C hooks do.
-    unsafe {
-        match PREV_PROCESS_UTILITY_HOOK {
-            Some(prev) => prev(pstmt, query, read_only_tree, context, params, env, dest, qc),
-            None => standard_process_utility(pstmt, query, read_only_tree, context, params, env, dest, qc),
-        }
-    }
-}
-
-extern "C-unwind" {
-    /// PostgreSQL's own, unwrapped (see [`process_utility`]).
-    #[link_name = "standard_ProcessUtility"]
-    fn standard_process_utility(
-        pstmt: *mut pg_sys::PlannedStmt,
-        query: *const std::ffi::c_char,
-        read_only_tree: bool,
-        context: pg_sys::ProcessUtilityContext::Type,
-        params: pg_sys::ParamListInfo,
-        env: *mut pg_sys::QueryEnvironment,
-        dest: *mut pg_sys::DestReceiver,
-        qc: *mut pg_sys::QueryCompletion,
-    );
+    hooks::install(hooks::Events {
+        rollback: before_rollback,
+        dropped_database: |db| TXN.with_borrow_mut(|t| t.dropped_databases.push(db)),
+        dropped_extension: || TXN.with_borrow_mut(|t| t.dropped_extension = true),
+    });
 }
 
 #[pg_guard]
@@ -227,34 +172,6 @@ fn prepare_fills_kept_at_rollback() {
     .execute();
     if prepared {
         TXN.with_borrow_mut(|t| t.keep_fills = true);
-    }
-}
-
-/// Notes `DROP DATABASE` (it cannot run inside a transaction block, so its
-/// transaction's commit is the drop's).
-#[pg_guard]
-unsafe extern "C-unwind" fn object_access(
-    access: pg_sys::ObjectAccessType::Type,
-    class_id: pg_sys::Oid,
-    object_id: pg_sys::Oid,
-    sub_id: std::ffi::c_int,
-    arg: *mut std::ffi::c_void,
-) {
-    // SAFETY: chaining to the hook that was installed before ours, with its arguments.
-    unsafe {
-        if let Some(prev) = PREV_OBJECT_ACCESS_HOOK {
-            prev(access, class_id, object_id, sub_id, arg);
-        }
-    }
-    if access == pg_sys::ObjectAccessType::OAT_DROP && class_id == pg_sys::DatabaseRelationId {
-        TXN.with_borrow_mut(|t| t.dropped_databases.push(object_id.to_u32()));
-    }
-    if access == pg_sys::ObjectAccessType::OAT_DROP
-        && class_id == pg_sys::ExtensionRelationId
-        // SAFETY: a catalog lookup inside the dropping transaction; the row is still there.
-        && object_id == unsafe { pg_sys::get_extension_oid(c"pg_cache".as_ptr(), true) }
-    {
-        TXN.with_borrow_mut(|t| t.dropped_extension = true);
     }
 }
 
@@ -343,54 +260,6 @@ struct Resolved {
     out: Vec<CommitWrite>,
 }
 
-/// The channel of the change feed (caches declared with `notify => 'keys'`).
-const FEED_CHANNEL: &str = "pg_cache_feed";
-
-/// What this commit announces on the change feed: for each cache of the plan
-/// declared with `notify => 'keys'`, the user keys it writes or deletes, the tags
-/// and prefixes it invalidates, or that it clears the cache (see `feed`). A fill
-/// dropped as stale at COMMIT is announced all the same: a listener that drops a
-/// key it need not have loses nothing but a hit.
-fn announcements(plan: &Plan, caches: &[Resolved], index: &HashMap<&str, usize>) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut named: Vec<(&str, usize)> = index.iter().map(|(&n, &i)| (n, i)).collect();
-    named.sort_by_key(|&(_, i)| i);
-    for (name, i) in named {
-        if !caches[i].config.notify {
-            continue;
-        }
-        let mut changes = feed::Changes::default();
-        // Bounded by what the payloads can hold, with fallible allocations: past
-        // that the commit is announced as a clear, never the backend aborted.
-        let mut budget = feed::MAX_PAYLOADS * max_payload();
-        let listed = !(caches[i].clear || plan.clear_all)
-            && plan.writes.iter().filter(|w| w.cache == name).filter_map(|w| key::user_part(w.key)).all(|k| take(&mut changes.keys, k, &mut budget))
-            && plan.tags.iter().filter(|t| t.0 == name).flat_map(|t| t.2.iter()).all(|t| take(&mut changes.tags, t.as_str(), &mut budget))
-            && plan.prefixes.iter().filter(|p| p.0 == name).filter_map(|p| key::user_part(p.1)).all(|p| take(&mut changes.prefixes, p, &mut budget));
-        changes.cleared = !listed;
-        out.extend(feed::payloads(name, &changes, max_payload()));
-    }
-    out
-}
-
-/// Adds `item` to `list` if `budget` bytes of payload still hold it (with the
-/// quotes and comma it takes) and the list can grow; whether it did.
-fn take<'a, T: ?Sized + AsRef<[u8]>>(list: &mut Vec<&'a T>, item: &'a T, budget: &mut usize) -> bool {
-    let n = item.as_ref().len() + 3;
-    if n > *budget || list.try_reserve(1).is_err() {
-        return false;
-    }
-    *budget -= n;
-    list.push(item);
-    true
-}
-
-/// The longest payload this server's `NOTIFY` takes (BLCKSZ − NAMEDATALEN − 128,
-/// less one: it refuses that length).
-fn max_payload() -> usize {
-    pg_sys::BLCKSZ as usize - pg_sys::NAMEDATALEN as usize - 128 - 1
-}
-
 /// PRE_COMMIT: do everything that can fail.
 fn prepare_commit() {
     // Phase 1 may ERROR (slot creation, memory): it allocates nothing in shared
@@ -450,7 +319,7 @@ fn prepare_commit() {
             caches[i].writes.push((w.op, w.covered));
             caches[i].sets += usize::from(matches!(w.change, pg_cache_core::writeset::Change::Set { .. }) && !w.covered);
         }
-        let feed = announcements(&plan, &caches, &index);
+        let feed = announcements(&plan, &index, |i| (caches[i].config.notify, caches[i].clear));
         (plan.clear_all, caches, feed)
     });
     // Queued now, while the transaction can still fail: PostgreSQL sends them at
