@@ -84,6 +84,8 @@ def statements(s: str, settings: tuple = ()) -> dict:
         "invalidate_tags": f"SELECT {s}.cache_invalidate_tags(%s, %s::pg_catalog.text[]){g}",
         "delete_prefix": f"SELECT {s}.cache_delete_prefix(%s, %s){g}",
         "sync_since": f"SELECT {s}.cache_sync_since(%s, %s::pg_catalog.timestamptz)",
+        "declaration": f"SELECT notify, context FROM {s}.pg_cache_declarations "
+        "WHERE cache OPERATOR(pg_catalog.=) %s::pg_catalog.text",
         "last_clear": f"SELECT {s}.cache_last_clear(%s)",
         "stats": f"SELECT entries, bytes, hits, misses, sets, deletes, evictions, expirations, stale_sets, "
         f"size_limit, extract(epoch FROM duration)::pg_catalog.float8, last_clear, hit_ratio::pg_catalog.float8, skipped "

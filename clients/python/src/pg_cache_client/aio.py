@@ -7,8 +7,7 @@ import functools
 from typing import Any, Awaitable, Callable
 
 from . import _sql
-from .cache import Cache, _Ops, clear_all as _clear_all_sync  # noqa: F401 (documented alongside)
-from .codecs import TAGGED, Codec
+from .cache import Cache, _Ops
 
 __all__ = ["AsyncCache", "clear_all"]
 
@@ -17,34 +16,17 @@ class AsyncCache(_Ops):
     """:class:`~pg_cache_client.Cache` for asyncio: the same methods, awaited, on
     the caller's ``AsyncConnection`` (or a function returning it)."""
 
-    def __init__(self, conn, name: str, *, codec: Codec = TAGGED, settings: dict | None = None, schema=None):
-        self._conn = conn
-        self._schema = schema
-        self.name = name
-        self.codec = codec
-        self.settings = _sql.check_settings(settings)
-
-    @property
-    def connection(self):
-        c = self._conn
-        return c() if callable(c) and not hasattr(c, "cursor") else c
-
     async def _drive(self, gen):
         conn = self.connection
-        schema = self._schema() if callable(self._schema) else self._schema
-        stmts = await _sql.astatements_for(conn, self.settings) if schema is None else _sql.statements(schema, self.settings)
+        schema = self._known_schema()
+        if schema is None:
+            stmts = await _sql.astatements_for(conn, self.settings)
+        else:  # no look-up to make
+            stmts = _sql.statements_for(conn, self.settings, schema)
         try:
             op, params = next(gen)
             while True:
-                if op == "!declare":
-                    args, p = params
-                    rows = await _sql.arun(conn, f"SELECT {stmts['schema']}.cache_declare({args})", p)
-                elif op == "!notify":
-                    rows = await _sql.arun(conn, f"SELECT notify, context FROM {stmts['schema']}.pg_cache_declarations "
-                                           "WHERE cache OPERATOR(pg_catalog.=) %s::pg_catalog.text", (self.name,))
-                else:
-                    rows = await _sql.arun(conn, stmts[op], params)
-                op, params = gen.send(rows)
+                op, params = gen.send(await _sql.arun(conn, self._text(stmts, op), params))
         except StopIteration as stop:
             return stop.value
 

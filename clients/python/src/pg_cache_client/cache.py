@@ -47,10 +47,27 @@ def _tags(tags) -> list | None:
 class _Ops:
     """Each operation as a generator: it yields ``(statement, params)`` and is sent
     the rows, and returns the result. :class:`Cache` runs them on a connection and
-    :class:`~pg_cache_client.aio.AsyncCache` on an async one."""
+    :class:`~pg_cache_client.aio.AsyncCache` on an async one. A statement is the
+    name of one of ``_sql.statements``, or a function of them returning its text."""
 
-    name: str
-    codec: Codec
+    def __init__(self, conn, name: str, *, codec: Codec = TAGGED, settings: dict | None = None, schema=None):
+        self._conn = conn
+        self._schema = schema
+        self.name = name
+        self.codec = codec
+        self.settings = _sql.check_settings(settings)
+
+    @property
+    def connection(self):
+        c = self._conn
+        return c() if callable(c) and not hasattr(c, "cursor") else c
+
+    def _known_schema(self):
+        return self._schema() if callable(self._schema) else self._schema
+
+    @staticmethod
+    def _text(stmts: dict, op) -> str:
+        return op(stmts) if callable(op) else stmts[op]
 
     def _bytes(self) -> bool:
         return self.codec.kind == "bytea"
@@ -176,8 +193,13 @@ class _Ops:
 
     def _declare(self, settings):
         args, params = self._declare_sql(settings)
-        rows = yield ("!declare", (args, params))
+        rows = yield (lambda stmts: f"SELECT {stmts['schema']}.cache_declare({args})", params)
         return bool(rows[0][0])
+
+    def _declaration(self):
+        """(notify, context) of the cache's declaration row, (None, None) without one."""
+        rows = yield ("declaration", (self.name,))
+        return (rows[0][0], rows[0][1]) if rows else (None, None)
 
 
 class Cache(_Ops):
@@ -210,34 +232,13 @@ class Cache(_Ops):
     semantics".
     """
 
-    def __init__(self, conn, name: str, *, codec: Codec = TAGGED, settings: dict | None = None, schema=None):
-        self._conn = conn
-        self._schema = schema
-        self.name = name
-        self.codec = codec
-        self.settings = _sql.check_settings(settings)
-
-    @property
-    def connection(self):
-        c = self._conn
-        return c() if callable(c) and not hasattr(c, "cursor") else c
-
     def _drive(self, gen):
         conn = self.connection
-        schema = self._schema() if callable(self._schema) else self._schema
-        stmts = _sql.statements_for(conn, self.settings, schema)
+        stmts = _sql.statements_for(conn, self.settings, self._known_schema())
         try:
             op, params = next(gen)
             while True:
-                if op == "!declare":
-                    args, p = params
-                    rows = _sql.run(conn, f"SELECT {stmts['schema']}.cache_declare({args})", p)
-                elif op == "!notify":
-                    rows = _sql.run(conn, f"SELECT notify, context FROM {stmts['schema']}.pg_cache_declarations "
-                                    "WHERE cache OPERATOR(pg_catalog.=) %s::pg_catalog.text", (self.name,))
-                else:
-                    rows = _sql.run(conn, stmts[op], params)
-                op, params = gen.send(rows)
+                op, params = gen.send(_sql.run(conn, self._text(stmts, op), params))
         except StopIteration as stop:
             return stop.value
 

@@ -109,10 +109,6 @@ def _tag(v, fallback=None):
     )
 
 
-def _set(items, kind):
-    return kind(items)
-
-
 _UNTAG = {
     "$t": tuple,
     "$fs": frozenset,
@@ -131,31 +127,30 @@ _UNTAG = {
 }
 
 
-def _untag(d: dict):
-    if len(d) == 1:
-        for k, v in d.items():
-            if k[:1] == "$":
-                f = _UNTAG.get(k)
-                if f is not None:
-                    return f(v)
-    return d
+def _untagger(tags: dict):
+    """The ``object_hook`` that turns one-member objects named by ``tags`` back into
+    values (bottom-up: their members are already decoded)."""
+
+    def untag(d: dict):
+        if len(d) == 1:
+            for k, v in d.items():
+                if k[:1] == "$":
+                    f = tags.get(k)
+                    if f is not None:
+                        return f(v)
+        return d
+
+    return untag
+
+
+_untag = _untagger(_UNTAG)
 
 
 def _pickled(v):
     return {"$p": _b64.b64encode(_pickle.dumps(v, _pickle.HIGHEST_PROTOCOL)).decode("ascii")}
 
 
-_UNTAG_PICKLE = dict(_UNTAG, **{"$p": lambda s: _pickle.loads(_b64.b64decode(s))})
-
-
-def _untag_pickle(d: dict):
-    if len(d) == 1:
-        for k, v in d.items():
-            if k[:1] == "$":
-                f = _UNTAG_PICKLE.get(k)
-                if f is not None:
-                    return f(v)
-    return d
+_untag_pickle = _untagger(dict(_UNTAG, **{"$p": lambda s: _pickle.loads(_b64.b64decode(s))}))
 
 
 class TaggedJSONCodec(Codec):

@@ -60,7 +60,7 @@ class NearCache:
     def __init__(self, cache: Cache, listener: "Listener", *, max_entries: int = 10_000,
                  max_age: float | None = None, check_declaration: bool = True):
         if check_declaration:
-            notify, context = cache._drive(_notify_of(cache))
+            notify, context = cache._drive(cache._declaration())
             if notify != "keys":
                 raise NotReady(
                     f"cache {cache.name!r} does not announce its changes: declare it with notify => 'keys' "
@@ -159,11 +159,6 @@ class NearCache:
             self._changed = {k: t for k, t in self._changed.items() if t > horizon}
 
 
-def _notify_of(cache: Cache):
-    rows = yield ("!notify", ())
-    return (rows[0][0], rows[0][1]) if rows else (None, None)
-
-
 class Listener:
     """Listens for one database on a connection ``connect()`` opens (an autocommit
     psycopg 3 connection), in a daemon thread, and keeps the near caches
@@ -205,11 +200,8 @@ class Listener:
             self._caches.setdefault(near.cache.name, []).append(near)
 
     def _drop_everything(self):
-        now = time.monotonic()
         with self._lock:
-            for nears in self._caches.values():
-                for n in nears:
-                    n._drop_all(now)
+            self._drop_everything_locked(time.monotonic())
 
     def _run(self):
         while not self._stop.is_set():

@@ -132,29 +132,17 @@ class Registry:
     # Decorators
 
     def ormcache(self, *args: str, cache: str = "default"):
-        """Caches the method's result under (its qualified name, *args' values)."""
-
-        def decorate(func):
-            key_of = _key_function(func, args)
-
-            @functools.wraps(func)
-            def wrapper(*a, **kw):
-                c = self.cache(cache)
-                key = (_owner(func, a), *key_of(*a, **kw))
-                value = c.get(key, MISSING)
-                if value is MISSING:
-                    value = func(*a, **kw)
-                    c.set(key, value)
-                return value
-
-            wrapper.clear_cache = lambda: self.clear_cache(cache)
-            return wrapper
-
-        return decorate
+        """Caches the method's result under (its owner, *args' values)."""
+        return self._cached(args, cache, None)
 
     def ormcache_context(self, *args: str, keys: Iterable[str], cache: str = "default"):
         """:meth:`ormcache` with the values of the context ``keys`` in the key."""
         keys = tuple(keys)
+        return self._cached(args, cache, lambda bound: tuple(_context_of(bound).get(k) for k in keys))
+
+    def _cached(self, args, cache, extra):
+        """The decorator of ormcache and ormcache_context: ``extra`` adds to the key
+        what it finds in the call's bound arguments."""
 
         def decorate(func):
             key_of = _key_function(func, args)
@@ -162,16 +150,17 @@ class Registry:
 
             @functools.wraps(func)
             def wrapper(*a, **kw):
-                bound = sig.bind(*a, **kw)
-                ctx = _context_of(bound)
                 c = self.cache(cache)
-                key = (_owner(func, a), *key_of(*a, **kw), tuple(ctx.get(k) for k in keys))
+                key = (_owner(func, a), *key_of(*a, **kw))
+                if extra is not None:
+                    key = (*key, extra(sig.bind(*a, **kw)))
                 value = c.get(key, MISSING)
                 if value is MISSING:
                     value = func(*a, **kw)
                     c.set(key, value)
                 return value
 
+            wrapper.clear_cache = lambda: self.clear_cache(cache)
             return wrapper
 
         return decorate
