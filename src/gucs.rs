@@ -30,6 +30,7 @@ static EXPIRY_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 static ON_LIMIT: GucSetting<OnLimit> = GucSetting::<OnLimit>::new(OnLimit::Error);
 static SNAPSHOT_READS: GucSetting<bool> = GucSetting::<bool>::new(false);
 static KEEP_FILLS_ON_ROLLBACK: GucSetting<bool> = GucSetting::<bool>::new(false);
+static STANDBY_INVALIDATION: GucSetting<bool> = GucSetting::<bool>::new(true);
 static CONTEXT_SETTINGS: GucSetting<Option<std::ffi::CString>> = GucSetting::<Option<std::ffi::CString>>::new(None);
 
 pub fn init() {
@@ -155,6 +156,14 @@ pub fn init() {
         GucContext::Userset,
         GucFlags::default(),
     );
+    GucRegistry::define_bool_guc(
+        c"pg_cache.standby_invalidation",
+        c"Whether commits write their cache invalidations to WAL for hot standbys.",
+        c"On: a standby's caches drop what the primary invalidates, within replay lag. Off: standbys' caches may keep entries the primary has invalidated; turn it off (and wait for standbys to replay past the last record) before removing pg_cache from shared_preload_libraries.",
+        &STANDBY_INVALIDATION,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     // A misspelt pg_cache.* setting is an error rather than a placeholder silently
     // ignored (as pg_stat_statements does); ones already set in postgresql.conf are
     // reported with a WARNING and removed.
@@ -196,6 +205,10 @@ pub fn on_limit() -> OnLimit {
 
 pub fn snapshot_reads() -> bool {
     SNAPSHOT_READS.get()
+}
+
+pub fn standby_invalidation() -> bool {
+    STANDBY_INVALIDATION.get()
 }
 
 pub fn keep_fills_on_rollback() -> bool {

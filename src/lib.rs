@@ -4,8 +4,8 @@
 //! needs no PostgreSQL. Here, from the bottom up: `errors` and `pg` (backend facts);
 //! `gucs`, `shmem`, `privileges`, `pending` (the transaction's write set), `keylock`
 //! (locks on keys);
-//! `registry` (cache names to slots); `xact` and `worker`, which bind the store to
-//! the server; `api`, what SQL sees. A module uses only those before it in this list.
+//! `registry` (cache names to slots); `wal` (invalidations carried to hot standbys),
+//! `xact` and `worker`, which bind the store to the server; `api`, what SQL sees. A module uses only those before it in this list.
 
 use pgrx::prelude::*;
 
@@ -18,6 +18,7 @@ mod registry;
 mod gucs;
 mod keylock;
 mod shmem;
+mod wal;
 mod worker;
 mod xact;
 
@@ -34,6 +35,7 @@ pub extern "C-unwind" fn _PG_init() {
     errors::no_backtraces_in_reports();
     gucs::init();
     shmem::install_hooks();
+    wal::register();
     xact::register();
     worker::register();
 }

@@ -89,14 +89,27 @@ impl Locks for PgLocks {
         // SAFETY: as above.
         unsafe { pg_sys::LWLockRelease(lwlock(first_list_lock() + slot as usize)) };
     }
+    fn lock_replica(&self) {
+        // SAFETY: as above; the replica lock is the tranche's last.
+        unsafe { pg_sys::LWLockAcquire(lwlock(replica_lock()), pg_sys::LWLockMode::LW_EXCLUSIVE) };
+    }
+    fn unlock_replica(&self) {
+        // SAFETY: as above.
+        unsafe { pg_sys::LWLockRelease(lwlock(replica_lock())) };
+    }
 }
 
 fn first_list_lock() -> usize {
     FIRST_CACHE_LOCK + gucs::max_caches() as usize
 }
 
-fn lock_count() -> usize {
+/// After the list locks: the lock of a standby's replica fences.
+fn replica_lock() -> usize {
     first_list_lock() + gucs::max_caches() as usize
+}
+
+fn lock_count() -> usize {
+    replica_lock() + 1
 }
 
 fn geometry() -> Geometry {

@@ -2,7 +2,8 @@
 //! clear, and frees the memory of dropped caches, in short slices so that no
 //! partition lock is held for long.
 //!
-//! Registered from `_PG_init` (so it starts with the server), it connects to no
+//! Registered from `_PG_init` (so it starts with the server, on a hot standby once
+//! it accepts connections), it connects to no
 //! database (it needs shared memory only, but a connection puts it in
 //! `pg_stat_activity`), rereads its settings on SIGHUP in its main loop, and exits
 //! with status 1 on SIGTERM so that the postmaster restarts it after
@@ -10,13 +11,13 @@
 
 use std::time::Duration;
 
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use pg_cache_core::store::{Store, Sweep, PARTITIONS};
 use crate::pg::now;
-use crate::{gucs, shmem};
+use crate::{gucs, shmem, wal};
 
 pub const WORKER_TYPE: &str = "pg_cache worker";
 const RESTART_AFTER: Duration = Duration::from_secs(5);
@@ -29,6 +30,10 @@ pub fn register() {
         .set_library("pg_cache")
         .set_function("pg_cache_worker_main")
         .enable_spi_access()
+        // On a hot standby too, once it accepts connections: it resolves the
+        // invalidations redo leaves pending (enable_spi_access would wait for the
+        // end of recovery).
+        .set_start_time(BgWorkerStartTime::ConsistentState)
         .set_restart_time(Some(RESTART_AFTER))
         .load();
 }
@@ -65,6 +70,23 @@ fn pass(store: &Store<'_, shmem::PgLocks>, hidden_seen: &mut u64) -> bool {
     true
 }
 
+/// How often the worker resolves a hot standby's pending invalidations: a fill of a
+/// key whose invalidation is pending is dropped, so the sooner they resolve after
+/// their commit is replayed, the fewer fills are lost.
+const RESOLVE_EVERY: Duration = Duration::from_millis(10);
+
+/// Sleep until the next pass: the expiry interval, or [`RESOLVE_EVERY`] on a hot
+/// standby (redo may note an invalidation at any moment) and while any is pending.
+fn wake_after() -> Duration {
+    // SAFETY: no preconditions.
+    let replaying = unsafe { pg_sys::RecoveryInProgress() };
+    if replaying || shmem::store().replica_pending() {
+        gucs::expiry_interval().min(RESOLVE_EVERY)
+    } else {
+        gucs::expiry_interval()
+    }
+}
+
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_cache_worker_main(_arg: pg_sys::Datum) {
@@ -73,7 +95,7 @@ pub extern "C-unwind" fn pg_cache_worker_main(_arg: pg_sys::Datum) {
     debug1!("{WORKER_TYPE} started");
     let store = shmem::store();
     let mut hidden_seen = 0;
-    while BackgroundWorker::wait_latch(Some(gucs::expiry_interval())) {
+    while BackgroundWorker::wait_latch(Some(wake_after())) {
         if BackgroundWorker::sighup_received() {
             // SAFETY: in the main loop, not in the signal handler (pgrx issue #2057).
             unsafe {
@@ -81,6 +103,7 @@ pub extern "C-unwind" fn pg_cache_worker_main(_arg: pg_sys::Datum) {
                 pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
             }
         }
+        wal::resolve_pending();
         store.finish_drops();
         store.advance_clock(now());
         if !pass(&store, &mut hidden_seen) {

@@ -252,21 +252,28 @@ pub fn expiry(ttl: Option<Interval>, expires_at: Option<TimestampWithTimeZone>) 
 
 /// Writes belong to the leader's transaction: a parallel worker (or a leader in
 /// parallel mode) could only lose them. PostgreSQL refuses its own writes there too.
-/// A hot standby refuses them as well: its caches are its own, and a write there
-/// would reach neither the primary nor the other standbys.
+/// A hot standby refuses them as well, fills aside (see [`check_fillable`]): a
+/// write there would reach neither the primary nor the other standbys.
 pub fn check_writable(function: &str) {
+    check_fillable(function);
+    if pg::in_recovery() {
+        errors::raise(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            format!("cannot call {function} during recovery"),
+            "A hot standby's caches can be read and filled (cache_set, cache_set_many, cache_get_or_lock) but not otherwise written: write to the primary.",
+        );
+    }
+}
+
+/// A fill (`cache_set`) is allowed on a hot standby: its caches are its own, filled
+/// from its own rows, and the primary's invalidations reach them through WAL (see
+/// `wal`). Not in a parallel operation.
+pub fn check_fillable(function: &str) {
     if pg::in_parallel_mode() {
         errors::raise(
             PgSqlErrorCode::ERRCODE_INVALID_TRANSACTION_STATE,
             format!("cannot call {function} during a parallel operation"),
             "Functions that call it must be marked PARALLEL UNSAFE.",
-        );
-    }
-    if pg::in_recovery() {
-        errors::raise(
-            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
-            format!("cannot call {function} during recovery"),
-            "A hot standby's caches can be read but not written: write to the primary.",
         );
     }
 }

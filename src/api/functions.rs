@@ -122,7 +122,11 @@ fn write_value<V: RawValue>(
     mode: SetMode,
     tags: Option<Vec<Option<String>>>,
 ) {
-    check_writable(function);
+    if mode == SetMode::Fill {
+        args::check_fillable(function);
+    } else {
+        check_writable(function);
+    }
     let name = check_name(cache);
     let key = key_arg(key);
     let value = value.unwrap_or_else(|| errors::null_argument("value"));

@@ -42,7 +42,12 @@ struct Target<'a> {
 /// slot skips the call, as if it had not been made, unless the operation deletes
 /// (`invalidates`, a pull): an invalidation is never skipped.
 fn target<'a>(function: &str, cache: Option<&'a str>, key: Option<&'a str>, invalidates: bool) -> Result<Target<'a>, Skipped> {
-    check_writable(function);
+    // A single-flight read only takes a key lock, for a fill: a standby may too.
+    if function == "cache_get_or_lock" {
+        args::check_fillable(function);
+    } else {
+        check_writable(function);
+    }
     let name = check_name(cache);
     let key = key_arg(key);
     let (slot, config) = if invalidates { registry::resolve(name) } else { args::resolve_conditional_write(name)? };

@@ -140,7 +140,11 @@ fn cache_put_many(
 }
 
 fn write_many(function: &str, cache: Option<&str>, entries: Option<RawJsonb>, expiry: Expiry, mode: SetMode, tags: Option<Vec<Option<String>>>) {
-    check_writable(function);
+    if mode == SetMode::Fill {
+        args::check_fillable(function);
+    } else {
+        check_writable(function);
+    }
     let name = check_name(cache);
     let entries = entries.unwrap_or_else(|| errors::null_argument("entries")).aligned();
     let members = entries.object_members().unwrap_or_else(|| {

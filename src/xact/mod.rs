@@ -23,9 +23,10 @@ use pg_cache_core::invalidation::Invalidation;
 use pg_cache_core::key;
 use pg_cache_core::store::{CacheConfig, NewEntry, Prepared, Reserve, Seen, SlotRef, NO_EXPIRY};
 use pg_cache_core::feed;
+use pg_cache_core::walrecord;
 use pg_cache_core::writeset::{Expiry, Op, SetMode};
 use crate::pg::{self, database, nest_level, now, transaction_start};
-use crate::{pending, shmem};
+use crate::{pending, shmem, wal};
 
 mod announce;
 mod hooks;
@@ -57,6 +58,8 @@ enum Skip {
 /// What the commit does to one cache, in this order: declare, clear, writes.
 struct CacheWrites {
     slot: SlotRef,
+    /// The cache's name hash, which names it in WAL (see `wal`).
+    name: u64,
     /// Sets beyond what the cache keeps, committed as deletes: counted as evictions.
     evicted: u64,
     declare: Option<CacheConfig>,
@@ -245,6 +248,7 @@ fn reserve<T>(v: &mut Vec<T>, n: usize) {
 /// indexes of the write set's operations.
 struct Resolved {
     slot: SlotRef,
+    name: u64,
     config: std::rc::Rc<CacheConfig>,
     declare: Option<CacheConfig>,
     clear: bool,
@@ -282,6 +286,7 @@ fn prepare_commit() {
             }
             caches.push(Resolved {
                 slot,
+                name: key::name_hash(name.as_bytes()),
                 config,
                 declare: None,
                 clear: false,
@@ -323,9 +328,12 @@ fn prepare_commit() {
         (plan.clear_all, caches, feed)
     });
     // Queued now, while the transaction can still fail: PostgreSQL sends them at
-    // its commit, and drops them if it aborts after all.
-    for payload in &feed {
-        pg::notify(FEED_CHANNEL, payload);
+    // its commit, and drops them if it aborts after all. Not on a standby, which
+    // cannot NOTIFY (and where only fills are made, local to it).
+    if !pg::in_recovery() {
+        for payload in &feed {
+            pg::notify(FEED_CHANNEL, payload);
+        }
     }
     let mut plan = CommitPlan { start: transaction_start(), clear_all, not_cleared: Vec::new(), not_writable: 0, caches: Vec::new() };
     if clear_all {
@@ -429,6 +437,7 @@ fn prepare_commit() {
         let size_limit = registry::size_limit(&r.config);
         plan.caches.push(CacheWrites {
             slot: r.slot,
+            name: r.name,
             evicted,
             declare: r.declare,
             clear: r.clear,
@@ -439,6 +448,51 @@ fn prepare_commit() {
         });
     }
     TXN.with_borrow_mut(|t| t.commit = Some(plan));
+    // Last, after everything else that can fail; an ERROR here (memory) still aborts
+    // cleanly, the plan being in place for ABORT to free.
+    if wal::logging() {
+        log_invalidations();
+    }
+}
+
+/// Writes the commit plan's invalidations to WAL for hot standbys (see `wal`): every
+/// key set or deleted, clears, declarations, tags, prefixes, and database-wide
+/// clears and drops. PRE_COMMIT; may raise 53200.
+fn log_invalidations() {
+    TXN.with_borrow(|t| {
+        let mut durable = !t.dropped_databases.is_empty() || t.dropped_extension;
+        let mut caches: Vec<walrecord::CacheChanges> = Vec::new();
+        let mut db_flags = if t.dropped_extension { walrecord::DB_DROP } else { 0 };
+        if let Some(plan) = &t.commit {
+            reserve(&mut caches, plan.caches.len());
+            if plan.clear_all {
+                db_flags |= walrecord::DB_CLEAR;
+                durable = true;
+            }
+            for c in &plan.caches {
+                let mut keys = Vec::new();
+                reserve(&mut keys, c.writes.len());
+                for w in &c.writes {
+                    match w {
+                        CommitWrite::Set { key, .. } => keys.push(key::raw_hash(key)),
+                        CommitWrite::Delete { key, .. } => {
+                            durable = true;
+                            keys.push(key::raw_hash(key));
+                        }
+                        // A new expiry changes no value.
+                        CommitWrite::Touch { .. } => {}
+                    }
+                }
+                let flags = if c.clear { walrecord::CLEAR } else { 0 } | if c.declare.is_some() { walrecord::DECLARE } else { 0 };
+                durable |= flags != 0 || !c.tags.is_empty() || !c.prefixes.is_empty();
+                caches.push(walrecord::CacheChanges { name: c.name, flags, tags: &c.tags, prefixes: &c.prefixes, keys });
+            }
+        }
+        wal::log_commit(database(), db_flags, &caches, durable);
+        for &db in &t.dropped_databases {
+            wal::log_commit(db, walrecord::DB_DROP, &[], true);
+        }
+    });
 }
 
 /// COMMIT: link and swap only, and no allocation (the plan is consumed in place).

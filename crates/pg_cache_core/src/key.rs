@@ -101,19 +101,38 @@ pub fn like(s: &str, pattern: &str) -> bool {
     toks[j..].iter().all(|t| *t == Tok::Any)
 }
 
-/// 64-bit hash of a stored key within one cache slot (FNV-1a, then a murmur3
-/// finalizer so that the low bits used for bucket selection are well mixed).
+/// 64-bit hash of a stored key within one cache slot: [`raw_hash`] of the key mixed
+/// with the slot (a murmur3 finalizer, so that the low bits used for bucket
+/// selection are well mixed).
 pub fn hash(slot: u32, stored_key: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ (slot as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    slot_hash(slot, raw_hash(stored_key))
+}
+
+/// FNV-1a of a stored key, the same on every server: what a WAL record carries to
+/// name a key, since slot indexes differ from node to node ([`slot_hash`] turns it
+/// into the key's hash in a slot there).
+pub fn raw_hash(stored_key: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in stored_key {
         h ^= b as u64;
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
+    h
+}
+
+/// The hash in cache slot `slot` of the key whose [`raw_hash`] is `raw`.
+pub fn slot_hash(slot: u32, raw: u64) -> u64 {
+    let mut h = raw ^ (slot as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     h ^ (h >> 33)
+}
+
+/// A cache name's hash, the same on every server (WAL records name caches by it).
+pub fn name_hash(name: &[u8]) -> u64 {
+    slot_hash(u32::MAX, raw_hash(name))
 }
 
 #[cfg(test)]

@@ -8,4 +8,5 @@ pub mod invalidation;
 pub mod key;
 pub mod store;
 pub mod value;
+pub mod walrecord;
 pub mod writeset;

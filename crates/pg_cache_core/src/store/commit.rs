@@ -117,7 +117,8 @@ impl<L: Locks> CacheCommit<'_, '_, L> {
         let st = self.store;
         let mut tags = [0u64; MAX_TAGS];
         let n = st.prepared_tags(p, &mut tags);
-        self.is_stale(p.hash, start) || st.predicates_fence(st.slot(self.r.index), key, &tags[..n], start)
+        let s = st.slot(self.r.index);
+        self.is_stale(p.hash, start) || st.predicates_fence(s, key, &tags[..n], start) || st.replica_fenced(s, key, start)
     }
 
     /// Makes every entry of this cache carrying any of `tags` (hashes from
@@ -494,7 +495,9 @@ impl<'a, L: Locks> Store<'a, L> {
             // Clears take the commit lock exclusively, so last_clear cannot move while
             // we hold it shared; same-key commits wait for this partition lock.
             let stale = matches!(cond, InstallIf::FreshSince(start)
-                if self.fenced_locked(s, p.hash, start) || self.fill_fenced_by_predicates(s, p, key, start));
+                if self.fenced_locked(s, p.hash, start)
+                    || self.fill_fenced_by_predicates(s, p, key, start)
+                    || self.replica_fenced(s, key, start));
             // A stale fill still invalidates its key: whatever the transaction meant
             // to replace must not outlive it.
             let unlinked = self.unlink_key_locked(r, bucket, p.hash, key);

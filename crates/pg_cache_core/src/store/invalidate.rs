@@ -129,7 +129,7 @@ impl<'a, L: Locks> Store<'a, L> {
     pub fn fill_would_be_stale(&self, r: SlotRef, key: &[u8], hash: u64, start: i64) -> bool {
         let s = self.slot(r.index);
         let _p = self.lock_bucket(self.bucket_of(hash), Mode::Shared);
-        self.fenced_locked(s, hash, start) || self.predicates_fence(s, key, &[], start)
+        self.fenced_locked(s, hash, start) || self.predicates_fence(s, key, &[], start) || self.replica_fenced(s, key, start)
     }
 
     /// Sets the expiry of the key's visible entry in place, unless it has expired by
@@ -179,6 +179,13 @@ impl<'a, L: Locks> Store<'a, L> {
     /// Clears a cache in O(1): later lookups miss every entry installed before.
     /// Commit lock held.
     pub(super) fn clear_locked(&self, r: SlotRef, now: i64) {
+        self.hide_entries_locked(r, Some(now));
+    }
+
+    /// Makes every entry of cache `r` a miss (a generation bump); with `fence`, also
+    /// fences fills that started at or before it (a standby's redo does not: its
+    /// replica fences judge them, see `replica.rs`). Commit lock held.
+    pub(super) fn hide_entries_locked(&self, r: SlotRef, fence: Option<i64>) {
         let s = self.slot(r.index);
         let _g = self.lock_list(s);
         if s.incarnation.load(Ordering::Acquire) != r.incarnation {
@@ -187,7 +194,9 @@ impl<'a, L: Locks> Store<'a, L> {
         s.gen.fetch_add(1, Ordering::Release);
         s.list.entries.store(0, Ordering::Relaxed);
         s.list.bytes.store(0, Ordering::Relaxed);
-        s.last_clear.fetch_max(now, Ordering::Release);
+        if let Some(now) = fence {
+            s.last_clear.fetch_max(now, Ordering::Release);
+        }
         // The clear covers every prefix invalidation committed so far.
         s.prefix_count.store(0, Ordering::Release);
         s.prefix_resets.fetch_add(1, Ordering::Release);

@@ -60,6 +60,8 @@ pub(super) struct Header {
     /// Last database-wide invalidation of each database; written under the
     /// directory lock.
     pub(super) db_fences: DbFences,
+    /// A hot standby's record of the primary's invalidations (see `replica.rs`).
+    pub(super) replica: super::replica::ReplicaFences,
     // Each written often by different writers, so each on its own line.
     pub(super) alloc: Line<AllocState>,
     pub(super) serial: Line<AtomicU32>,

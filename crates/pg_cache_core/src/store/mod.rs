@@ -45,6 +45,7 @@ mod maintenance;
 mod policy;
 mod predicates;
 mod read;
+mod replica;
 mod shadow;
 
 pub use alloc::Reserve;
@@ -54,6 +55,7 @@ pub use layout::{blocks_for, entry_bytes, ms, CacheSlot, Geometry, STRIPES};
 pub use maintenance::Sweep;
 pub use predicates::{tag_hash, MAX_PREFIXES, MAX_TAGS, PREFIX_BYTES};
 pub use read::{Lookup, Observed, Seen, Tags, View};
+pub use replica::{xid_precedes, Covered, Replicated, XidState, EVERY_DATABASE, REDECLARE};
 use layout::*;
 use policy::*;
 
@@ -94,6 +96,9 @@ pub trait Locks {
     /// Takes the list lock only if nobody holds it; whether it did.
     fn try_lock_list(&self, slot: u32) -> bool;
     fn unlock_list(&self, slot: u32);
+    /// The lock of a standby's replica fences (see `replica.rs`), taken exclusively.
+    fn lock_replica(&self);
+    fn unlock_replica(&self);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +241,7 @@ impl<'a, L: Locks> Store<'a, L> {
                 (*self.fence_bucket(f)).init();
             }
             (*h).db_fences.init();
+            (*h).replica.init();
             for due in (*h).due.0.iter() {
                 due.store(NO_EXPIRY, Ordering::Relaxed);
             }

@@ -47,6 +47,8 @@ impl Locks for NoLocks {
         true
     }
     fn unlock_list(&self, _: u32) {}
+    fn lock_replica(&self) {}
+    fn unlock_replica(&self) {}
 }
 
 struct Region {
@@ -121,5 +123,6 @@ mod invalidation;
 mod maintenance;
 mod lfu;
 mod predicates;
+mod replica;
 mod read;
 mod shadow;

@@ -1,0 +1,254 @@
+//! Invalidations for hot standbys, carried in WAL by a custom resource manager.
+//!
+//! On the primary a commit that invalidates anything writes its invalidations at the
+//! end of PRE_COMMIT, after everything that can fail ([`log_commit`]); the record
+//! precedes the commit record, so the commit's flush covers it. On a hot standby the
+//! startup process's redo removes the entries it covers at once and records each as
+//! pending until its transaction has ended (the store's `replica.rs`); the worker
+//! resolves them. Redo never raises an ERROR (that would be a FATAL of the startup
+//! process, and the standby would stop) and allocates nothing.
+//!
+//! The record's bytes are the core's `walrecord`; see `../shared/design/
+//! standby-invalidation.md` for the prototype this follows.
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::{gucs, pg, shmem};
+use pg_cache_core::store::{Covered, Replicated, XidState, EVERY_DATABASE, MAX_TAGS, REDECLARE};
+use pg_cache_core::walrecord::{self, CacheChanges, CLEAR, DB_CLEAR, DB_DROP, DECLARE};
+
+/// Our resource manager id. Not `RM_EXPERIMENTAL_ID` (128), which any module under
+/// development may take, nor 129–139 and 241, listed as taken on
+/// <https://wiki.postgresql.org/wiki/CustomWALResourceManagers>. It is written into
+/// WAL, archives and backups for good: never change it (see the README).
+pub const RMGR_ID: u8 = 187;
+const RMGR_NAME: &std::ffi::CStr = c"pg_cache";
+/// The one record type: a commit's invalidations.
+const INFO_INVALIDATE: u8 = 0x10;
+
+static mut RMGR: pg_sys::RmgrData = pg_sys::RmgrData {
+    rm_name: RMGR_NAME.as_ptr(),
+    rm_redo: Some(redo),
+    rm_desc: Some(desc),
+    rm_identify: Some(identify),
+    rm_startup: Some(startup),
+    rm_cleanup: None,
+    rm_mask: None,
+    // Logical decoding skips our records: they change no table.
+    rm_decode: None,
+};
+
+/// Registers the resource manager; from `_PG_init` while preloading.
+pub fn register() {
+    // SAFETY: in the postmaster while shared_preload_libraries load; PostgreSQL copies
+    // the struct and keeps the name, a static string.
+    unsafe { pg_sys::RegisterCustomRmgr(RMGR_ID, &raw mut RMGR) };
+}
+
+/// Whether this server's commits write invalidation records: not on a standby (its
+/// caches are its own; it cannot write WAL), not below `wal_level = replica` (no
+/// standby can exist), not with `pg_cache.standby_invalidation = off`.
+pub fn logging() -> bool {
+    // SAFETY: a global setting, read in a backend.
+    let wal_level = unsafe { pg_sys::wal_level };
+    gucs::standby_invalidation() && wal_level >= pg_sys::WalLevel::WAL_LEVEL_REPLICA as i32 && !pg::in_recovery()
+}
+
+/// Writes a commit's invalidations in database `db`: `flags` for the database,
+/// `caches` for each cache. `durable`: they include more than overwrites (deletes,
+/// clears, drops), which must reach standbys even if the primary crashes right after
+/// the commit. At PRE_COMMIT, after everything else that can fail; raises 53200
+/// when memory runs out.
+pub fn log_commit(db: u32, flags: u8, caches: &[CacheChanges], durable: bool) {
+    let records = walrecord::encode(db, flags, caches)
+        .unwrap_or_else(|_| crate::errors::out_of_memory("writing pg_cache invalidations to WAL"));
+    if records.is_empty() {
+        return;
+    }
+    for rec in &records {
+        // SAFETY: a record of our resource manager with one piece of main data, which
+        // XLogInsert copies before returning; lengths are at most MAX_RECORD.
+        unsafe {
+            pg_sys::XLogBeginInsert();
+            pg_sys::XLogRegisterData(rec.as_ptr() as *mut std::ffi::c_char, rec.len() as i32);
+            pg_sys::XLogInsert(RMGR_ID, INFO_INVALIDATE);
+        }
+    }
+    // A transaction with an id flushes its commit record, and ours before it. One
+    // without writes no commit record and flushes nothing: a crash right after it
+    // would lose the record although the client saw COMMIT, and a standby would keep
+    // the entries forever. Overwrites alone may be lost with the primary's own cache.
+    // SAFETY: no preconditions; reads and sets this backend's transaction state.
+    unsafe {
+        if durable && pg_sys::GetTopTransactionIdIfAny() == pg_sys::InvalidTransactionId {
+            pg_sys::ForceSyncCommit();
+        }
+    }
+}
+
+/// Whether redo keeps a standby's caches: only while this server replays WAL as a
+/// hot standby (not in crash recovery, where shared memory is new and nobody reads
+/// it, nor with `hot_standby = off`).
+fn standby_redo() -> bool {
+    // SAFETY: a startup-process global, read in the startup process.
+    unsafe { pg_sys::standbyState != pg_sys::HotStandbyState::STANDBY_DISABLED }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn startup() {
+    if !standby_redo() {
+        return;
+    }
+    // Any transaction older than this may have written a record before the point
+    // replay resumes from, which this server's (new) memory never saw: fills wait
+    // until they have all ended.
+    // SAFETY: reads the shared next transaction id under its lock.
+    let next = unsafe { pg_sys::ReadNextFullTransactionId() };
+    shmem::store().replica_start(next.value as u32);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn redo(record: *mut pg_sys::XLogReaderState) {
+    if !standby_redo() {
+        return;
+    }
+    // SAFETY: PostgreSQL passes the decoded record being replayed; its main data is
+    // `main_data_len` bytes (XLogRecGetData, a macro pgrx does not bind).
+    let (xid, data) = unsafe {
+        let rec = (*record).record;
+        let data: &[u8] = if (*rec).main_data.is_null() {
+            &[]
+        } else {
+            std::slice::from_raw_parts((*rec).main_data as *const u8, (*rec).main_data_len as usize)
+        };
+        ((*rec).header.xl_xid.into_inner(), data)
+    };
+    let store = shmem::store();
+    let now = pg::now();
+    let Some(rec) = walrecord::decode(data) else {
+        // A format this version cannot read: drop everything, and hold fills back
+        // until its transaction has ended.
+        if xid != 0 {
+            store.replica_hold_until_ended(xid);
+        }
+        store.forget_declarations(EVERY_DATABASE, 0, now);
+        return;
+    };
+    let db = rec.db;
+    // Each invalidation is noted as pending before the entries it covers go, so
+    // that a standby fill judged in between is dropped.
+    if rec.flags & (DB_CLEAR | DB_DROP) != 0 {
+        store.replica_note(db, Covered::Database, xid, 0, now);
+        store.invalidate_replicated_database(db, rec.flags & DB_DROP != 0, now);
+    }
+    for c in rec.caches() {
+        if c.flags != 0 || c.has_tags() || c.has_prefixes() {
+            let redeclare = c.flags & DECLARE != 0;
+            store.replica_note(db, Covered::Cache { name: c.name }, xid, if redeclare { REDECLARE } else { 0 }, now);
+            if redeclare && xid == 0 {
+                store.forget_declarations(db, c.name, now);
+            }
+            if let Some(r) = store.slot_named(db, c.name) {
+                if c.flags & (CLEAR | DECLARE) != 0 {
+                    store.invalidate_replicated(r, Replicated::Clear, now);
+                }
+                let mut tags = [0u64; MAX_TAGS];
+                let mut n = 0;
+                for t in c.tags() {
+                    tags[n] = t;
+                    n += 1;
+                    if n == tags.len() {
+                        store.invalidate_replicated(r, Replicated::Tags(&tags[..n]), now);
+                        n = 0;
+                    }
+                }
+                if n > 0 {
+                    store.invalidate_replicated(r, Replicated::Tags(&tags[..n]), now);
+                }
+                for p in c.prefixes() {
+                    store.invalidate_replicated(r, Replicated::Prefix(p), now);
+                }
+            }
+        }
+        let mut slot = None;
+        for (i, raw) in c.keys().enumerate() {
+            store.replica_note(db, Covered::Key { name: c.name, raw }, xid, 0, now);
+            if i == 0 {
+                slot = store.slot_named(db, c.name);
+            }
+            if let Some(r) = slot {
+                store.invalidate_replicated(r, Replicated::Key(raw), now);
+            }
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn desc(buf: pg_sys::StringInfo, record: *mut pg_sys::XLogReaderState) {
+    // SAFETY: as in redo.
+    let data = unsafe {
+        let rec = (*record).record;
+        if (*rec).main_data.is_null() {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts((*rec).main_data as *const u8, (*rec).main_data_len as usize)
+        }
+    };
+    let text = match walrecord::decode(data) {
+        Some(r) => {
+            let (caches, keys) = r.counts();
+            format!(
+                "db {} caches {} keys {}{}{}",
+                r.db,
+                caches,
+                keys,
+                if r.flags & DB_CLEAR != 0 { " clear_all" } else { "" },
+                if r.flags & DB_DROP != 0 { " drop" } else { "" }
+            )
+        }
+        None => format!("unreadable ({} bytes, version {})", data.len(), data.first().copied().unwrap_or(0)),
+    };
+    let text = std::ffi::CString::new(text).unwrap_or_default();
+    // SAFETY: appends a NUL-terminated string to the buffer PostgreSQL passed.
+    unsafe { pg_sys::appendStringInfoString(buf, text.as_ptr()) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn identify(info: u8) -> *const std::ffi::c_char {
+    match info & !(pg_sys::XLR_INFO_MASK as u8) {
+        INFO_INVALIDATE => c"INVALIDATE".as_ptr(),
+        _ => std::ptr::null(),
+    }
+}
+
+/// Resolves the invalidations a standby's redo left pending: called by the worker
+/// while any are, once the standby accepts connections (before that the list of
+/// running primary transactions is incomplete) or after promotion.
+pub fn resolve_pending() {
+    let store = shmem::store();
+    if !store.replica_pending() {
+        return;
+    }
+    // SAFETY: no preconditions; procarray lookups under PostgreSQL's own locks.
+    unsafe {
+        if pg_sys::RecoveryInProgress() && !pg_sys::HotStandbyActive() {
+            return;
+        }
+        // In progress first: during a commit's replay pg_xact is marked before the
+        // transaction leaves the list of running ones, and a snapshot taken in
+        // between still sees the old rows.
+        let state = |xid: u32| {
+            let x = pg_sys::TransactionId::from(xid);
+            if pg_sys::TransactionIdIsInProgress(x) {
+                XidState::Running
+            } else if pg_sys::TransactionIdDidCommit(x) {
+                XidState::Committed
+            } else {
+                XidState::Aborted
+            }
+        };
+        let oldest = pg_sys::GetOldestTransactionIdConsideredRunning().into_inner();
+        store.replica_resolve(state, oldest, pg::now, |db, name| store.forget_declarations(db, name, pg::now()));
+    }
+}
