@@ -94,7 +94,7 @@ start_standby() {
     as_root mkdir -p "$dir"
     as_root chown postgres: "$dir"
     as_root chmod 700 "$dir"
-    as_root runuser -u postgres -- "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$primary" -U postgres -D "$dir" -R -X stream >/dev/null
+    as_root runuser -u postgres -- "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$primary" -U postgres -D "$dir" -R -X stream --checkpoint=fast >/dev/null
     start_cluster "$dir" "$port" "$@"
 }
 
