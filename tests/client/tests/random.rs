@@ -8,7 +8,9 @@
 //! at commit (and their keys invalidated) and writes computed from a read forgone
 //! when another write of the key committed after that read, by the rules the README
 //! states. The driver never asks for a key lock another session holds (it would
-//! wait on itself): it reads instead.
+//! wait on itself): it reads instead. A reader on the hot standby fills its own
+//! cache there, and every hit it gets is checked against the versions the
+//! primary's writes committed (see [`StandbyReader`]).
 //!
 //! `PG_CACHE_RANDOM_SEED` (default 1) and `PG_CACHE_RANDOM_OPS` (default 20000) set the
 //! run; a failure names the seed and the step, so any run can be replayed.
@@ -23,6 +25,16 @@ use common::{connect, fresh_database};
 const SESSIONS: usize = 4;
 const CACHES: usize = 3;
 const KEYS: usize = 8;
+
+/// Prefixed to every statement that certainly writes its key ($1, $2): the key's
+/// version (its rows in table `ver`, appended to: an update would make concurrent
+/// writers of a key wait for each other, and the driver for itself) goes up in the
+/// same statement, so that a hot standby's
+/// reader fills its own cache with versions and can tell a stale hit (see
+/// [`StandbyReader`]). Add and pull write only sometimes and bump nothing: a record
+/// without a bump only invalidates more, a bump without a record would be a false
+/// alarm.
+const BUMP_KEY: &str = "WITH b AS (INSERT INTO ver (cache, key) VALUES ($1, $2)) ";
 
 struct Rng(u64);
 
@@ -240,7 +252,7 @@ impl Session {
         let (cn, kn) = (cache(c), key(k));
         let logged = match *op {
             Op::Incr(..) => {
-                let got: i64 = self.client.query_one("SELECT cache_incr($1, $2)", &[&cn, &kn]).unwrap().get(0);
+                let got: i64 = self.client.query_one(&format!("{BUMP_KEY}SELECT cache_incr($1, $2)"), &[&cn, &kn]).unwrap().get(0);
                 let want = visible.unwrap_or(0) + 1;
                 assert_eq!(got, want, "incr r{c}/k{k} at {}", at());
                 Some(Op::Computed(c, k, Some(want), guard))
@@ -306,37 +318,43 @@ impl Session {
             // _many forms (one key each): they must mean exactly the same.
             Op::Set(c, k, v) if v % 3 == 0 => {
                 self.client
-                    .execute("SELECT cache_set_many($1, jsonb_build_object($2::text, $3::bigint))", &[&cache(c), &key(k), &v])
+                    .execute(&format!("{BUMP_KEY}SELECT cache_set_many($1, jsonb_build_object($2::text, $3::bigint))"), &[&cache(c), &key(k), &v])
                     .unwrap();
                 None
             }
             Op::Set(c, k, v) => {
-                self.client.execute("SELECT cache_set($1, $2, to_jsonb($3::bigint))", &[&cache(c), &key(k), &v]).unwrap();
+                self.client.execute(&format!("{BUMP_KEY}SELECT cache_set($1, $2, to_jsonb($3::bigint))"), &[&cache(c), &key(k), &v]).unwrap();
                 None
             }
             Op::Put(c, k, v) if v % 3 == 0 => {
                 self.client
-                    .execute("SELECT cache_put_many($1, jsonb_build_object($2::text, $3::bigint))", &[&cache(c), &key(k), &v])
+                    .execute(&format!("{BUMP_KEY}SELECT cache_put_many($1, jsonb_build_object($2::text, $3::bigint))"), &[&cache(c), &key(k), &v])
                     .unwrap();
                 None
             }
             Op::Put(c, k, v) => {
-                self.client.execute("SELECT cache_put($1, $2, to_jsonb($3::bigint))", &[&cache(c), &key(k), &v]).unwrap();
+                self.client.execute(&format!("{BUMP_KEY}SELECT cache_put($1, $2, to_jsonb($3::bigint))"), &[&cache(c), &key(k), &v]).unwrap();
                 None
             }
             Op::Delete(c, k) if k % 2 == 0 => {
-                let n: i32 = self.client.query_one("SELECT cache_delete_many($1, ARRAY[$2])", &[&cache(c), &key(k)]).unwrap().get(0);
+                let n: i32 =
+                    self.client.query_one(&format!("{BUMP_KEY}SELECT cache_delete_many($1, ARRAY[$2])"), &[&cache(c), &key(k)]).unwrap().get(0);
                 Some(n == 1)
             }
             Op::Delete(c, k) => {
-                Some(self.client.query_one("SELECT cache_delete($1, $2)", &[&cache(c), &key(k)]).unwrap().get(0))
+                Some(self.client.query_one(&format!("{BUMP_KEY}SELECT cache_delete($1, $2)"), &[&cache(c), &key(k)]).unwrap().get(0))
             }
             Op::Clear(c) => {
-                self.client.execute("SELECT cache_clear($1)", &[&cache(c)]).unwrap();
+                self.client.execute(&format!("WITH b AS (INSERT INTO ver SELECT $1, 'k' || k FROM generate_series(0, {}) k) SELECT cache_clear($1)", KEYS - 1), &[&cache(c)]).unwrap();
                 None
             }
             Op::ClearAll => {
-                self.client.batch_execute("SELECT cache_clear_all()").unwrap();
+                self.client.batch_execute(&format!(
+                        "WITH b AS (INSERT INTO ver SELECT 'r' || c, 'k' || k FROM generate_series(0, {}) c, generate_series(0, {}) k) \
+                         SELECT cache_clear_all()",
+                        CACHES - 1,
+                        KEYS - 1
+                    )).unwrap();
                 None
             }
             _ => unreachable!("requests go through Session::request"),
@@ -359,6 +377,88 @@ impl Session {
             .query_one("SELECT (cache_get($1, $2) #>> '{}')::bigint", &[&cache(c), &key(k)])
             .unwrap()
             .get(0)
+    }
+}
+
+/// A session on the hot standby (scripts/test's standby of the main cluster). It fills
+/// its own cache with each key's version from table `ver`, which the primary's
+/// writers bump in the statement that writes the key, sometimes in a transaction that
+/// read the version many steps before (racing the primary's commits and their
+/// replay). Every hit must be at least the version the standby showed just before
+/// the read: a fill computed before a replayed invalidation must never survive it.
+struct StandbyReader {
+    client: Client,
+    /// An open REPEATABLE READ transaction and the (cache, key, version) it read.
+    open: Option<(usize, usize, i64)>,
+    hits: u64,
+    reads: u64,
+    fills: u64,
+}
+
+impl StandbyReader {
+    fn version(&mut self, c: usize, k: usize) -> i64 {
+        self.client.query_one("SELECT count(*) FROM ver WHERE cache = $1 AND key = $2", &[&cache(c), &key(k)]).unwrap().get(0)
+    }
+
+    fn step(&mut self, rng: &mut Rng, at: &dyn Fn() -> String) {
+        let (c, k) = (rng.below(CACHES), rng.below(KEYS));
+        match (self.open, rng.below(4)) {
+            (Some((c, k, v)), 0) => {
+                // The fill of a transaction that read its version steps ago.
+                trace(&format!("standby: late fill r{c}/k{k} = {v}"));
+                self.client.execute("SELECT cache_set($1, $2, to_jsonb($3::bigint))", &[&cache(c), &key(k), &v]).unwrap();
+                self.client.batch_execute("COMMIT").unwrap();
+                self.open = None;
+                self.fills += 1;
+            }
+            (Some(_), _) => {}
+            (None, 0) => {
+                self.client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ").unwrap();
+                let v = self.version(c, k);
+                self.open = Some((c, k, v));
+            }
+            (None, 1) => {
+                self.client
+                    .execute("SELECT cache_set($1, $2, to_jsonb(count(*))) FROM ver WHERE cache = $1 AND key = $2", &[&cache(c), &key(k)])
+                    .unwrap();
+                self.fills += 1;
+            }
+            (None, _) => {
+                let before = self.version(c, k);
+                let hit: Option<i64> =
+                    self.client.query_one("SELECT (cache_get($1, $2) #>> '{}')::bigint", &[&cache(c), &key(k)]).unwrap().get(0);
+                trace(&format!("standby: get r{c}/k{k} = {hit:?}, version {before}"));
+                self.reads += 1;
+                if let Some(hit) = hit {
+                    self.hits += 1;
+                    assert!(hit >= before, "standby hit r{c}/k{k} = version {hit}, older than the {before} it showed, at {}", at());
+                }
+            }
+        }
+    }
+}
+
+/// Connects to the standby's copy of `db` once it has replayed it and the primary's
+/// writes so far (`primary`).
+fn standby_reader(primary: &mut Client, db: &str) -> StandbyReader {
+    let start = std::time::Instant::now();
+    let mut client = loop {
+        match Client::connect(&format!("host=127.0.0.1 port={} user=postgres dbname={db}", common::port("PG_CACHE_TEST_STANDBY_PORT")), postgres::NoTls) {
+            Ok(c) => break c,
+            Err(e) => assert!(start.elapsed() < std::time::Duration::from_secs(30), "no database {db} on the standby: {e}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    wait_replay(primary, &mut client);
+    StandbyReader { client, open: None, hits: 0, reads: 0, fills: 0 }
+}
+
+fn wait_replay(primary: &mut Client, standby: &mut Client) {
+    let lsn: String = primary.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).unwrap().get(0);
+    let start = std::time::Instant::now();
+    while !standby.query_one("SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn", &[&lsn]).unwrap().get::<_, bool>(0) {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "the standby did not replay up to {lsn}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
@@ -418,6 +518,11 @@ fn random_sessions_agree_with_the_model() {
     let seed = env("PG_CACHE_RANDOM_SEED", 1);
     let steps = env("PG_CACHE_RANDOM_OPS", 20000);
     fresh_database("pg_cache_random");
+    let mut primary = connect("pg_cache_random");
+    primary
+        .batch_execute("CREATE TABLE ver (cache text, key text); CREATE INDEX ON ver (cache, key)")
+        .unwrap();
+    let mut standby = standby_reader(&mut primary, "pg_cache_random");
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let mut model = Model::default();
     let mut sessions: Vec<Session> = (0..SESSIONS)
@@ -434,6 +539,9 @@ fn random_sessions_agree_with_the_model() {
     let mut value = 0i64;
     let (mut reads, mut hits, mut commits, mut rollbacks) = (0u64, 0u64, 0u64, 0u64);
     for step in 1..=steps {
+        if rng.below(8) == 0 {
+            standby.step(&mut rng, &|| format!("seed {seed}, step {step}"));
+        }
         let who = rng.below(SESSIONS);
         trace(&format!("step {step} session {who}"));
         // Drawn before the session is borrowed: a request that would wait on another
@@ -565,13 +673,29 @@ fn random_sessions_agree_with_the_model() {
             assert_eq!(got, model.value(c, k), "final r{c}/k{k}, seed {seed}");
         }
     }
+    // The standby, once it has replayed everything: each hit is the key's version now.
+    if standby.open.is_some() {
+        standby.client.batch_execute("ROLLBACK").unwrap();
+    }
+    wait_replay(&mut check, &mut standby.client);
+    for c in 0..CACHES {
+        for k in 0..KEYS {
+            let now = standby.version(c, k);
+            let hit: Option<i64> =
+                standby.client.query_one("SELECT (cache_get($1, $2) #>> '{}')::bigint", &[&cache(c), &key(k)]).unwrap().get(0);
+            assert!(hit.is_none_or(|h| h == now), "final standby r{c}/k{k} = {hit:?}, version {now}, seed {seed}");
+        }
+    }
     let stale: i64 = check.query_one("SELECT coalesce(sum(stale_sets), 0)::bigint FROM cache_stats()", &[]).unwrap().get(0);
     assert_eq!(stale as u64, model.stale, "stale fills dropped, seed {seed}");
     eprintln!(
         "random: seed {seed}, {steps} steps: {reads} reads checked ({hits} hits), {commits} commits, {rollbacks} rollbacks, \
-         {} stale fills dropped, {} computed writes overtaken, {} entries at the end",
+         {} stale fills dropped, {} computed writes overtaken, {} entries at the end; standby: {} reads checked ({} hits), {} fills",
         model.stale,
         model.overtaken,
-        model.committed.len()
+        model.committed.len(),
+        standby.reads,
+        standby.hits,
+        standby.fills
     );
 }
