@@ -31,6 +31,7 @@ static ON_LIMIT: GucSetting<OnLimit> = GucSetting::<OnLimit>::new(OnLimit::Error
 static SNAPSHOT_READS: GucSetting<bool> = GucSetting::<bool>::new(false);
 static KEEP_FILLS_ON_ROLLBACK: GucSetting<bool> = GucSetting::<bool>::new(false);
 static STANDBY_INVALIDATION: GucSetting<bool> = GucSetting::<bool>::new(true);
+static WARM_RESTART: GucSetting<bool> = GucSetting::<bool>::new(true);
 static CONTEXT_SETTINGS: GucSetting<Option<std::ffi::CString>> = GucSetting::<Option<std::ffi::CString>>::new(None);
 
 pub fn init() {
@@ -164,6 +165,14 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    GucRegistry::define_bool_guc(
+        c"pg_cache.warm_restart",
+        c"Whether caches come back after a clean shutdown.",
+        c"On: the server dumps live entries when it shuts down cleanly and loads them when it next starts from that very shutdown; never after a crash, a restored backup, point-in-time recovery or on a standby.",
+        &WARM_RESTART,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     // A misspelt pg_cache.* setting is an error rather than a placeholder silently
     // ignored (as pg_stat_statements does); ones already set in postgresql.conf are
     // reported with a WARNING and removed.
@@ -205,6 +214,10 @@ pub fn on_limit() -> OnLimit {
 
 pub fn snapshot_reads() -> bool {
     SNAPSHOT_READS.get()
+}
+
+pub fn warm_restart() -> bool {
+    WARM_RESTART.get()
 }
 
 pub fn standby_invalidation() -> bool {

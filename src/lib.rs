@@ -4,7 +4,8 @@
 //! needs no PostgreSQL. Here, from the bottom up: `errors` and `pg` (backend facts);
 //! `gucs`, `shmem`, `privileges`, `pending` (the transaction's write set), `keylock`
 //! (locks on keys);
-//! `registry` (cache names to slots); `wal` (invalidations carried to hot standbys),
+//! `registry` (cache names to slots); `restart` (the dump at a clean shutdown, loaded
+//! at the next start); `wal` (invalidations carried to hot standbys),
 //! `xact` and `worker`, which bind the store to the server; `api`, what SQL sees. A module uses only those before it in this list.
 
 use pgrx::prelude::*;
@@ -15,6 +16,7 @@ mod pending;
 mod pg;
 mod privileges;
 mod registry;
+mod restart;
 mod gucs;
 mod keylock;
 mod shmem;
@@ -35,6 +37,7 @@ pub extern "C-unwind" fn _PG_init() {
     errors::no_backtraces_in_reports();
     gucs::init();
     shmem::install_hooks();
+    restart::install_hooks();
     wal::register();
     xact::register();
     worker::register();

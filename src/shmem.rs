@@ -24,6 +24,9 @@ static mut PREV_STARTUP_HOOK: pg_sys::shmem_startup_hook_type = None;
 static mut REGION: *mut u8 = null_mut();
 static mut LOCKS: *mut pg_sys::LWLockPadded = null_mut();
 static mut GEOMETRY: Option<Geometry> = None;
+/// Set in the postmaster when the last startup hook created the region anew (not
+/// found it): what a warm restart may load into.
+static mut CREATED: bool = false;
 
 /// The LWLocks of our tranche.
 pub struct PgLocks;
@@ -161,8 +164,16 @@ extern "C-unwind" fn startup_hook() {
         if !found {
             Store::attach(base, geo, &PG_LOCKS).init();
         }
+        CREATED = !found && !pg_sys::IsUnderPostmaster;
         pg_sys::LWLockRelease(init_lock);
     }
+}
+
+/// Whether this process (the postmaster) has just created the region anew; for the
+/// startup hooks chained after ours (see `restart`).
+pub fn created_in_postmaster() -> bool {
+    // SAFETY: written by the startup hook of this same process, before this is read.
+    unsafe { CREATED }
 }
 
 #[cfg(any(test, feature = "pg_test"))]

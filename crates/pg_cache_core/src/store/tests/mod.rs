@@ -116,6 +116,7 @@ fn prepared(s: &Store<NoLocks>, r: SlotRef, key: &str, value: &[u8]) -> (Prepare
 }
 
 mod directory;
+mod dump;
 mod entries;
 mod guarded;
 mod eviction;
