@@ -79,9 +79,14 @@ pub fn log_commit(db: u32, flags: u8, caches: &[CacheChanges], durable: bool) {
     // without writes no commit record and flushes nothing: a crash right after it
     // would lose the record although the client saw COMMIT, and a standby would keep
     // the entries forever. Overwrites alone may be lost with the primary's own cache.
+    // Under synchronous_commit = off the user accepts losing the last commits of
+    // rows on a crash: the records of pg_cache's are no more durable than those.
     // SAFETY: no preconditions; reads and sets this backend's transaction state.
     unsafe {
-        if durable && pg_sys::GetTopTransactionIdIfAny() == pg_sys::InvalidTransactionId {
+        if durable
+            && pg_sys::GetTopTransactionIdIfAny() == pg_sys::InvalidTransactionId
+            && pg_sys::synchronous_commit > pg_sys::SyncCommitLevel::SYNCHRONOUS_COMMIT_OFF as i32
+        {
             pg_sys::ForceSyncCommit();
         }
     }
