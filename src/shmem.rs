@@ -92,9 +92,9 @@ impl Locks for PgLocks {
         // SAFETY: as above.
         unsafe { pg_sys::LWLockRelease(lwlock(first_list_lock() + slot as usize)) };
     }
-    fn lock_replica(&self) {
+    fn lock_replica(&self, m: Mode) {
         // SAFETY: as above; the replica lock is the tranche's last.
-        unsafe { pg_sys::LWLockAcquire(lwlock(replica_lock()), pg_sys::LWLockMode::LW_EXCLUSIVE) };
+        unsafe { pg_sys::LWLockAcquire(lwlock(replica_lock()), mode(m)) };
     }
     fn unlock_replica(&self) {
         // SAFETY: as above.

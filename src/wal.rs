@@ -14,9 +14,9 @@
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::{gucs, pg, shmem};
+use crate::{gucs, pg, registry, shmem};
 use pg_cache_core::store::{Covered, Replicated, XidState, EVERY_DATABASE, MAX_TAGS, REDECLARE};
-use pg_cache_core::walrecord::{self, CacheChanges, CLEAR, DB_CLEAR, DB_DROP, DECLARE};
+use pg_cache_core::walrecord::{self, CacheChanges, CLEAR, DB_CLEAR, DB_DROP, DECLARE, IMMEDIATE};
 
 /// Our resource manager id. Not `RM_EXPERIMENTAL_ID` (128), which any module under
 /// development may take, nor 129–139 and 241, listed as taken on
@@ -24,8 +24,11 @@ use pg_cache_core::walrecord::{self, CacheChanges, CLEAR, DB_CLEAR, DB_DROP, DEC
 /// WAL, archives and backups for good: never change it (see the README).
 pub const RMGR_ID: u8 = 187;
 const RMGR_NAME: &std::ffi::CStr = c"pg_cache";
-/// The one record type: a commit's invalidations.
+/// A commit's invalidations.
 const INFO_INVALIDATE: u8 = 0x10;
+/// The primary's marker: whether it writes invalidations (one byte, 1 or 0), from its
+/// worker (see [`mark`]).
+const INFO_STATE: u8 = 0x20;
 
 static mut RMGR: pg_sys::RmgrData = pg_sys::RmgrData {
     rm_name: RMGR_NAME.as_ptr(),
@@ -33,7 +36,7 @@ static mut RMGR: pg_sys::RmgrData = pg_sys::RmgrData {
     rm_desc: Some(desc),
     rm_identify: Some(identify),
     rm_startup: Some(startup),
-    rm_cleanup: None,
+    rm_cleanup: Some(cleanup),
     rm_mask: None,
     // Logical decoding skips our records: they change no table.
     rm_decode: None,
@@ -56,7 +59,7 @@ pub fn logging() -> bool {
 }
 
 /// Writes a commit's invalidations in database `db`: `flags` for the database,
-/// `caches` for each cache. `durable`: they include more than overwrites (deletes,
+/// `caches` for each cache. `durable`: they include more than fills (puts, deletes,
 /// clears, drops), which must reach standbys even if the primary crashes right after
 /// the commit. At PRE_COMMIT, after everything else that can fail; raises 53200
 /// when memory runs out.
@@ -78,16 +81,30 @@ pub fn log_commit(db: u32, flags: u8, caches: &[CacheChanges], durable: bool) {
     // A transaction with an id flushes its commit record, and ours before it. One
     // without writes no commit record and flushes nothing: a crash right after it
     // would lose the record although the client saw COMMIT, and a standby would keep
-    // the entries forever. Overwrites alone may be lost with the primary's own cache.
-    // Under synchronous_commit = off the user accepts losing the last commits of
-    // rows on a crash: the records of pg_cache's are no more durable than those.
+    // the entries forever, even under synchronous_commit = off: the rows the
+    // invalidation is for were often committed durably by another transaction.
+    // Fills alone may be lost with the primary's own cache: a fill says nothing
+    // changed.
     // SAFETY: no preconditions; reads and sets this backend's transaction state.
     unsafe {
-        if durable
-            && pg_sys::GetTopTransactionIdIfAny() == pg_sys::InvalidTransactionId
-            && pg_sys::synchronous_commit > pg_sys::SyncCommitLevel::SYNCHRONOUS_COMMIT_OFF as i32
-        {
+        if durable && pg_sys::GetTopTransactionIdIfAny() == pg_sys::InvalidTransactionId {
             pg_sys::ForceSyncCommit();
+        }
+    }
+}
+
+/// Writes and flushes at once a record of database-wide `flags` for `db`: for an
+/// invalidation that is not transactional (`cache_drop`), which a standby must get
+/// whatever the transaction does.
+pub fn log_now(db: u32, flags: u8) {
+    let records = walrecord::encode(db, flags, &[]).unwrap_or_else(|_| crate::errors::out_of_memory("writing pg_cache invalidations to WAL"));
+    for rec in &records {
+        // SAFETY: as in log_commit; then a flush up to the record's end.
+        unsafe {
+            pg_sys::XLogBeginInsert();
+            pg_sys::XLogRegisterData(rec.as_ptr() as *mut std::ffi::c_char, rec.len() as i32);
+            let end = pg_sys::XLogInsert(RMGR_ID, INFO_INVALIDATE);
+            pg_sys::XLogFlush(end);
         }
     }
 }
@@ -113,9 +130,22 @@ unsafe extern "C-unwind" fn startup() {
     shmem::store().replica_start(next.value as u32);
 }
 
+/// Recovery ends (a promotion, or the end of crash recovery): from now on this
+/// server writes its own invalidations, and its fills need no marker.
+#[pg_guard]
+unsafe extern "C-unwind" fn cleanup() {
+    shmem::store().replica_primary_logs(true);
+}
+
 #[pg_guard]
 unsafe extern "C-unwind" fn redo(record: *mut pg_sys::XLogReaderState) {
     if !standby_redo() {
+        return;
+    }
+    // SAFETY: as below; the record's info byte.
+    let info = unsafe { (*(*record).record).header.xl_info } & !(pg_sys::XLR_INFO_MASK as u8);
+    if info == INFO_STATE {
+        redo_state(record);
         return;
     }
     // SAFETY: PostgreSQL passes the decoded record being replayed; its main data is
@@ -141,6 +171,8 @@ unsafe extern "C-unwind" fn redo(record: *mut pg_sys::XLogReaderState) {
         return;
     };
     let db = rec.db;
+    // Not transactional: as if committed without a transaction id.
+    let xid = if rec.flags & IMMEDIATE != 0 { 0 } else { xid };
     // Each invalidation is noted as pending before the entries it covers go, so
     // that a standby fill judged in between is dropped.
     if rec.flags & (DB_CLEAR | DB_DROP) != 0 {
@@ -176,12 +208,25 @@ unsafe extern "C-unwind" fn redo(record: *mut pg_sys::XLogReaderState) {
                 }
             }
         }
-        let mut slot = None;
-        for (i, raw) in c.keys().enumerate() {
-            store.replica_note(db, Covered::Key { name: c.name, raw }, xid, 0, now);
-            if i == 0 {
-                slot = store.slot_named(db, c.name);
+        if c.keys().next().is_none() {
+            continue;
+        }
+        // Key hashes name stored keys: they match only where keys are stored alike
+        // (a declaration in a READ ONLY transaction changes the primary's settings
+        // only, context settings may differ). Otherwise, or when this server has no
+        // slot for the cache (one made before the record resolves would read the
+        // settings from the table), the whole cache is covered.
+        let slot = store.slot_named(db, c.name);
+        let alike = slot.is_some_and(|r| registry::key_encoding(&store.config(r)) == c.encoding);
+        if !alike {
+            store.replica_note(db, Covered::Cache { name: c.name }, xid, 0, now);
+            if let Some(r) = slot {
+                store.invalidate_replicated(r, Replicated::Clear, now);
             }
+            continue;
+        }
+        for raw in c.keys() {
+            store.replica_note(db, Covered::Key { name: c.name, raw }, xid, 0, now);
             if let Some(r) = slot {
                 store.invalidate_replicated(r, Replicated::Key(raw), now);
             }
@@ -189,8 +234,62 @@ unsafe extern "C-unwind" fn redo(record: *mut pg_sys::XLogReaderState) {
     }
 }
 
+/// The primary's marker: fills are kept only while it says it writes invalidations.
+/// When it stops, entries filled here might miss its later invalidations: they go.
+fn redo_state(record: *mut pg_sys::XLogReaderState) {
+    // SAFETY: the decoded record being replayed, as in redo.
+    let logs = unsafe {
+        let rec = (*record).record;
+        !(*rec).main_data.is_null() && (*rec).main_data_len >= 1 && *((*rec).main_data as *const u8) == 1
+    };
+    let store = shmem::store();
+    store.replica_primary_logs(logs);
+    if !logs {
+        store.forget_declarations(EVERY_DATABASE, 0, pg::now());
+    }
+}
+
+/// The worker's marker on a primary: writes whether this server logs invalidations
+/// when that changes, and again each `MARK_EVERY` while WAL is being written (a
+/// standby made from a base backup replays from its start, after earlier markers).
+/// `last`: what the worker wrote last, and the WAL position after it.
+pub fn mark(last: &mut Option<(bool, u64, std::time::Instant)>) {
+    // SAFETY: no preconditions.
+    let (in_recovery, wal_level) = unsafe { (pg_sys::RecoveryInProgress(), pg_sys::wal_level) };
+    if in_recovery || wal_level < pg_sys::WalLevel::WAL_LEVEL_REPLICA as i32 {
+        return;
+    }
+    let logs = gucs::standby_invalidation();
+    // SAFETY: no preconditions.
+    let insert = unsafe { pg_sys::GetXLogInsertRecPtr() };
+    let due = match *last {
+        None => true,
+        Some((was, at, when)) => was != logs || (logs && insert != at && when.elapsed() >= MARK_EVERY),
+    };
+    if !due {
+        return;
+    }
+    let byte = [logs as u8];
+    // SAFETY: one byte of main data for our resource manager, outside a transaction
+    // (as the background writer logs standby snapshots); then flushed, so that
+    // standbys learn it promptly.
+    let end = unsafe {
+        pg_sys::XLogBeginInsert();
+        pg_sys::XLogRegisterData(byte.as_ptr() as *mut std::ffi::c_char, 1);
+        let end = pg_sys::XLogInsert(RMGR_ID, INFO_STATE);
+        pg_sys::XLogFlush(end);
+        end
+    };
+    *last = Some((logs, end, std::time::Instant::now()));
+}
+
+/// How often the primary's worker repeats its marker while WAL is written.
+const MARK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[pg_guard]
 unsafe extern "C-unwind" fn desc(buf: pg_sys::StringInfo, record: *mut pg_sys::XLogReaderState) {
+    // SAFETY: as in redo.
+    let info = unsafe { (*(*record).record).header.xl_info } & !(pg_sys::XLR_INFO_MASK as u8);
     // SAFETY: as in redo.
     let data = unsafe {
         let rec = (*record).record;
@@ -201,6 +300,7 @@ unsafe extern "C-unwind" fn desc(buf: pg_sys::StringInfo, record: *mut pg_sys::X
         }
     };
     let text = match walrecord::decode(data) {
+        _ if info == INFO_STATE => format!("primary writes invalidations: {}", data.first() == Some(&1)),
         Some(r) => {
             let (caches, keys) = r.counts();
             format!(
@@ -223,6 +323,7 @@ unsafe extern "C-unwind" fn desc(buf: pg_sys::StringInfo, record: *mut pg_sys::X
 unsafe extern "C-unwind" fn identify(info: u8) -> *const std::ffi::c_char {
     match info & !(pg_sys::XLR_INFO_MASK as u8) {
         INFO_INVALIDATE => c"INVALIDATE".as_ptr(),
+        INFO_STATE => c"STATE".as_ptr(),
         _ => std::ptr::null(),
     }
 }

@@ -95,6 +95,8 @@ pub extern "C-unwind" fn pg_cache_worker_main(_arg: pg_sys::Datum) {
     debug1!("{WORKER_TYPE} started");
     let store = shmem::store();
     let mut hidden_seen = 0;
+    let mut marked = None;
+    wal::mark(&mut marked);
     while BackgroundWorker::wait_latch(Some(wake_after())) {
         if BackgroundWorker::sighup_received() {
             // SAFETY: in the main loop, not in the signal handler (pgrx issue #2057).
@@ -103,6 +105,7 @@ pub extern "C-unwind" fn pg_cache_worker_main(_arg: pg_sys::Datum) {
                 pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
             }
         }
+        wal::mark(&mut marked);
         wal::resolve_pending();
         store.finish_drops();
         store.advance_clock(now());

@@ -623,4 +623,8 @@ fn cache_drop(dbname: Option<&str>) {
     // to the worker (a cache a commit still pins is left to it).
     store.invalidate(&Invalidation::DropCaches { db: db.to_u32(), fence: true }, now());
     store.finish_drops();
+    // Not transactional: standbys are told now, and durably.
+    if crate::wal::logging() {
+        crate::wal::log_now(db.to_u32(), pg_cache_core::walrecord::DB_DROP | pg_cache_core::walrecord::IMMEDIATE);
+    }
 }

@@ -65,7 +65,7 @@ pub fn try_resolve(name: &str) -> Result<(SlotRef, Rc<CacheConfig>), Box<NoSlot>
         None => {
             let slot = match shmem::store().find_slot(database(), name) {
                 Some(slot) => slot,
-                None => create(name, &initial_config(name))?,
+                None => create(name, &initial_config(name), || initial_config(name))?,
             };
             remember(name, slot)
         }
@@ -76,7 +76,27 @@ pub fn try_resolve(name: &str) -> Result<(SlotRef, Rc<CacheConfig>), Box<NoSlot>
 /// Creates the slot of `name` with the settings `initial`. Boxed: the reads and
 /// writes that return this are on the hot paths, and a small result costs them less
 /// (callgrind: 25 instructions of a `cache_get` hit).
-fn create(name: &str, initial: &CacheConfig) -> Result<SlotRef, Box<NoSlot>> {
+///
+/// On a hot standby the declaration read may be one a replayed commit is changing: if
+/// the standby forgot a cache's settings meanwhile (see `Store::forget_declarations`),
+/// the slot is forgotten and made again from `read_again()`, so that no slot keeps
+/// settings from before a declaration it has seen commit.
+fn create(name: &str, initial: &CacheConfig, read_again: impl Fn() -> CacheConfig) -> Result<SlotRef, Box<NoSlot>> {
+    let store = shmem::store();
+    let mut forgets = store.declarations_forgotten();
+    let mut slot = create_with(name, initial)?;
+    for _ in 0..3 {
+        if store.declarations_forgotten() == forgets {
+            break;
+        }
+        store.forget_declarations(database(), key::name_hash(name.as_bytes()), pg::now());
+        forgets = store.declarations_forgotten();
+        slot = create_with(name, &read_again())?;
+    }
+    Ok(slot)
+}
+
+fn create_with(name: &str, initial: &CacheConfig) -> Result<SlotRef, Box<NoSlot>> {
     let per_database = gucs::max_caches_per_database();
     shmem::store().find_or_create_slot(database(), name, initial, per_database).map_err(|e| match e {
         StoreError::DirectoryFull => Box::new(NoSlot {
@@ -165,7 +185,8 @@ fn first_resolve_for_read(name: &str) -> Result<Option<(SlotRef, Rc<CacheConfig>
         return Ok(Some(with_own_declaration(name, remember(name, slot))));
     }
     if let Some(declared) = declarations::read(name) {
-        return Ok(Some(with_own_declaration(name, remember(name, create(name, &declared)?))));
+        let again = || declarations::read(name).unwrap_or_default();
+        return Ok(Some(with_own_declaration(name, remember(name, create(name, &declared, again)?))));
     }
     UNKNOWN.with_borrow_mut(|u| {
         if u.slots_created != created || u.names.len() >= UNKNOWN_NAMES {
@@ -220,6 +241,18 @@ thread_local! {
     /// `pg_cache.context_settings` as last seen, and its names, split once per change
     /// rather than on every read.
     static CONTEXT_NAMES: RefCell<(Option<CString>, Vec<CString>)> = const { RefCell::new((None, Vec::new())) };
+}
+
+/// How a cache with `config` stores keys here (see [`stored_key`]): whether by
+/// context, the keys it ignores and the context settings. WAL records carry it, so
+/// that a standby storing them otherwise knows it cannot match their key hashes.
+/// Allocates nothing (redo calls it).
+pub fn key_encoding(config: &CacheConfig) -> u64 {
+    if !config.context {
+        return key::name_hash(b"shared");
+    }
+    let settings = gucs::context_settings().map_or(&b""[..], CStr::to_bytes);
+    key::slot_hash(0, key::raw_hash_of(&[b"context|", config.ignored().as_bytes(), b"|", settings]))
 }
 
 /// The bytes `key` is stored under in a cache with `config`, in the caller's context.

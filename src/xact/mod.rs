@@ -58,8 +58,10 @@ enum Skip {
 /// What the commit does to one cache, in this order: declare, clear, writes.
 struct CacheWrites {
     slot: SlotRef,
-    /// The cache's name hash, which names it in WAL (see `wal`).
+    /// The cache's name hash, which names it in WAL (see `wal`), and how its keys
+    /// are stored ([`registry::key_encoding`]).
     name: u64,
+    encoding: u64,
     /// Sets beyond what the cache keeps, committed as deletes: counted as evictions.
     evicted: u64,
     declare: Option<CacheConfig>,
@@ -438,6 +440,7 @@ fn prepare_commit() {
         plan.caches.push(CacheWrites {
             slot: r.slot,
             name: r.name,
+            encoding: registry::key_encoding(&r.config),
             evicted,
             declare: r.declare,
             clear: r.clear,
@@ -474,7 +477,12 @@ fn log_invalidations() {
                 reserve(&mut keys, c.writes.len());
                 for w in &c.writes {
                     match w {
-                        CommitWrite::Set { key, .. } => keys.push(key::raw_hash(key)),
+                        // A put replaces whatever a standby filled: the write-through
+                        // pattern's invalidation, as durable as a delete.
+                        CommitWrite::Set { key, mode, .. } => {
+                            durable |= *mode == SetMode::Put;
+                            keys.push(key::raw_hash(key));
+                        }
                         CommitWrite::Delete { key, .. } => {
                             durable = true;
                             keys.push(key::raw_hash(key));
@@ -485,7 +493,7 @@ fn log_invalidations() {
                 }
                 let flags = if c.clear { walrecord::CLEAR } else { 0 } | if c.declare.is_some() { walrecord::DECLARE } else { 0 };
                 durable |= flags != 0 || !c.tags.is_empty() || !c.prefixes.is_empty();
-                caches.push(walrecord::CacheChanges { name: c.name, flags, tags: &c.tags, prefixes: &c.prefixes, keys });
+                caches.push(walrecord::CacheChanges { name: c.name, encoding: c.encoding, flags, tags: &c.tags, prefixes: &c.prefixes, keys });
             }
         }
         wal::log_commit(database(), db_flags, &caches, durable);

@@ -112,8 +112,13 @@ pub fn hash(slot: u32, stored_key: &[u8]) -> u64 {
 /// name a key, since slot indexes differ from node to node ([`slot_hash`] turns it
 /// into the key's hash in a slot there).
 pub fn raw_hash(stored_key: &[u8]) -> u64 {
+    raw_hash_of(&[stored_key])
+}
+
+/// [`raw_hash`] of the concatenation of `parts` (without allocating it).
+pub fn raw_hash_of(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in stored_key {
+    for &b in parts.iter().flat_map(|p| p.iter()) {
         h ^= b as u64;
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }

@@ -1,11 +1,13 @@
 //! The WAL record that carries a commit's invalidations to hot standbys: its bytes,
 //! written on the primary at PRE_COMMIT and read by the standby's redo. Caches and
 //! keys are named by hashes ([`crate::key::name_hash`], [`crate::key::raw_hash`]),
-//! never by slot: slots differ from node to node.
+//! never by slot: slots differ from node to node. A cache's `encoding` names how its
+//! keys were stored (context or not, ignored keys, context settings): a standby that
+//! stores them otherwise cannot match the key hashes and invalidates the whole cache.
 //!
 //! ```text
-//! version u8 = 1 | flags u8 (DB_CLEAR, DB_DROP) | db u32 | caches u16
-//! per cache: name u64 | flags u8 (CLEAR, DECLARE) | tags u16 | prefixes u16 | keys u32
+//! version u8 = 1 | flags u8 (DB_CLEAR, DB_DROP, IMMEDIATE) | db u32 | caches u16
+//! per cache: name u64 | encoding u64 | flags u8 (CLEAR, DECLARE) | tags u16 | prefixes u16 | keys u32
 //!            | tags × u64 | prefixes × (len u16 | bytes) | keys × u64
 //! ```
 //! Little-endian. Every format ever written must stay readable: a standby may replay
@@ -19,6 +21,9 @@ pub const DB_CLEAR: u8 = 1;
 /// Record flag: every cache of the database is dropped (`cache_drop`, `DROP
 /// EXTENSION`, `DROP DATABASE`).
 pub const DB_DROP: u8 = 2;
+/// Record flag: not transactional (`cache_drop`): a standby applies it at redo, as
+/// committed, whatever its transaction does.
+pub const IMMEDIATE: u8 = 4;
 /// Cache flag: the cache is cleared.
 pub const CLEAR: u8 = 1;
 /// Cache flag: the cache's declaration changed.
@@ -28,12 +33,13 @@ pub const DECLARE: u8 = 2;
 pub const MAX_RECORD: usize = 64 * 1024;
 
 const HEAD: usize = 8;
-const CACHE_HEAD: usize = 17;
+const CACHE_HEAD: usize = 25;
 
 /// What a commit did to one cache, as a record carries it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CacheChanges<'a> {
     pub name: u64,
+    pub encoding: u64,
     pub flags: u8,
     pub tags: &'a [u64],
     pub prefixes: &'a [Vec<u8>],
@@ -49,17 +55,20 @@ pub fn encode(db: u32, flags: u8, caches: &[CacheChanges<'_>]) -> Result<Vec<Vec
     }
     let mut rec = Writer::new(db, flags)?;
     for c in caches {
-        // A prefix longer than a record cannot be named: say the cache is cleared.
-        let clear = c.prefixes.iter().any(|p| p.len() > MAX_RECORD / 2 || p.len() > u16::MAX as usize);
+        // Tags and prefixes go whole in the cache's first part: when they would not
+        // fit in half a record (or their counts in 16 bits), the cache is cleared
+        // instead, which covers them.
+        let predicate_bytes = c.tags.len() * 8 + c.prefixes.iter().map(|p| 2 + p.len()).sum::<usize>();
+        let clear = predicate_bytes > MAX_RECORD / 2 || c.tags.len() > u16::MAX as usize || c.prefixes.len() > u16::MAX as usize;
         let flags = c.flags | if clear { CLEAR } else { 0 };
         let prefixes: &[Vec<u8>] = if clear { &[] } else { c.prefixes };
-        let head_bytes = CACHE_HEAD + c.tags.len().min(u16::MAX as usize) * 8 + prefixes.iter().map(|p| 2 + p.len()).sum::<usize>();
+        let tags: &[u64] = if clear { &[] } else { c.tags };
+        let head_bytes = CACHE_HEAD + tags.len() * 8 + prefixes.iter().map(|p| 2 + p.len()).sum::<usize>();
         if rec.len() + head_bytes > MAX_RECORD && rec.caches > 0 {
             out.try_reserve(1)?;
             out.push(rec.finish());
             rec = Writer::new(db, 0)?;
         }
-        let tags = &c.tags[..c.tags.len().min(u16::MAX as usize)];
         let mut keys = &c.keys[..];
         let mut first = true;
         loop {
@@ -72,10 +81,10 @@ pub fn encode(db: u32, flags: u8, caches: &[CacheChanges<'_>]) -> Result<Vec<Vec
             }
             let n = keys.len().min(room.max(1)).min(u32::MAX as usize);
             if first {
-                rec.cache(c.name, flags, tags, prefixes, &keys[..n])?;
+                rec.cache(c.name, c.encoding, flags, tags, prefixes, &keys[..n])?;
                 first = false;
             } else {
-                rec.cache(c.name, 0, &[], &[], &keys[..n])?;
+                rec.cache(c.name, c.encoding, 0, &[], &[], &keys[..n])?;
             }
             keys = &keys[n..];
             if keys.is_empty() {
@@ -111,10 +120,12 @@ impl Writer {
         self.buf.len()
     }
 
-    fn cache(&mut self, name: u64, flags: u8, tags: &[u64], prefixes: &[Vec<u8>], keys: &[u64]) -> Result<(), std::collections::TryReserveError> {
+    #[allow(clippy::too_many_arguments)]
+    fn cache(&mut self, name: u64, encoding: u64, flags: u8, tags: &[u64], prefixes: &[Vec<u8>], keys: &[u64]) -> Result<(), std::collections::TryReserveError> {
         let bytes = CACHE_HEAD + tags.len() * 8 + prefixes.iter().map(|p| 2 + p.len()).sum::<usize>() + keys.len() * 8;
         self.buf.try_reserve(bytes)?;
         self.buf.extend_from_slice(&name.to_le_bytes());
+        self.buf.extend_from_slice(&encoding.to_le_bytes());
         self.buf.push(flags);
         self.buf.extend_from_slice(&(tags.len() as u16).to_le_bytes());
         self.buf.extend_from_slice(&(prefixes.len() as u16).to_le_bytes());
@@ -152,6 +163,7 @@ pub struct Record<'r> {
 #[derive(Debug, Clone, Copy)]
 pub struct CacheRecord<'r> {
     pub name: u64,
+    pub encoding: u64,
     pub flags: u8,
     tags: &'r [u8],
     prefixes: (u16, &'r [u8]),
@@ -214,10 +226,11 @@ pub fn decode(data: &[u8]) -> Option<Record<'_>> {
 
 fn next_cache(b: &[u8]) -> Option<(CacheRecord<'_>, &[u8])> {
     let name = u64::from_le_bytes(b.get(0..8)?.try_into().ok()?);
-    let flags = *b.get(8)?;
-    let ntags = u16::from_le_bytes(b.get(9..11)?.try_into().ok()?) as usize;
-    let nprefixes = u16::from_le_bytes(b.get(11..13)?.try_into().ok()?);
-    let nkeys = u32::from_le_bytes(b.get(13..17)?.try_into().ok()?) as usize;
+    let encoding = u64::from_le_bytes(b.get(8..16)?.try_into().ok()?);
+    let flags = *b.get(16)?;
+    let ntags = u16::from_le_bytes(b.get(17..19)?.try_into().ok()?) as usize;
+    let nprefixes = u16::from_le_bytes(b.get(19..21)?.try_into().ok()?);
+    let nkeys = u32::from_le_bytes(b.get(21..25)?.try_into().ok()?) as usize;
     let mut at = CACHE_HEAD;
     let tags = b.get(at..at + ntags * 8)?;
     at += ntags * 8;
@@ -230,7 +243,7 @@ fn next_cache(b: &[u8]) -> Option<(CacheRecord<'_>, &[u8])> {
     let prefixes = (nprefixes, &b[prefixes_at..at]);
     let keys = b.get(at..at.checked_add(nkeys.checked_mul(8)?)?)?;
     at += nkeys * 8;
-    Some((CacheRecord { name, flags, tags, prefixes, keys }, &b[at..]))
+    Some((CacheRecord { name, encoding, flags, tags, prefixes, keys }, &b[at..]))
 }
 
 impl<'r> Record<'r> {
@@ -258,7 +271,13 @@ mod tests {
 
     fn read(rec: &[u8]) -> (u32, u8, Vec<Read>) {
         let r = decode(rec).expect("a record of this version");
-        let caches = r.caches().map(|c| (c.name, c.flags, c.tags().collect(), c.prefixes().map(|p| p.to_vec()).collect(), c.keys().collect())).collect();
+        let caches = r
+            .caches()
+            .map(|c| {
+                assert_eq!(c.encoding, if c.name == 7 { 99 } else { 0 });
+                (c.name, c.flags, c.tags().collect(), c.prefixes().map(|p| p.to_vec()).collect(), c.keys().collect())
+            })
+            .collect();
         (r.db, r.flags, caches)
     }
 
@@ -270,7 +289,7 @@ mod tests {
     fn a_commit_reads_back_as_written() {
         let prefixes = [b"user:".to_vec(), vec![]];
         let caches = vec![
-            CacheChanges { name: 7, flags: CLEAR | DECLARE, tags: &[1, 2], prefixes: &prefixes, keys: vec![9, 10] },
+            CacheChanges { name: 7, encoding: 99, flags: CLEAR | DECLARE, tags: &[1, 2], prefixes: &prefixes, keys: vec![9, 10] },
             CacheChanges { name: 8, keys: vec![u64::MAX], ..Default::default() },
         ];
         let recs = encode(42, DB_CLEAR, &caches).unwrap();
@@ -278,7 +297,7 @@ mod tests {
         assert_eq!(read(&recs[0]), (42, DB_CLEAR, caches.iter().map(as_read).collect()));
         assert!(encode(42, 0, &[CacheChanges { name: 1, ..Default::default() }]).unwrap().is_empty(), "nothing to say, no record");
         let one_key = encode(1, 0, &[CacheChanges { name: 1, keys: vec![5], ..Default::default() }]).unwrap();
-        assert_eq!(one_key[0].len(), 8 + 17 + 8, "a one-key commit is 33 bytes of data");
+        assert_eq!(one_key[0].len(), 8 + 25 + 8, "a one-key commit is 41 bytes of data");
     }
 
     #[test]
@@ -304,6 +323,18 @@ mod tests {
         assert_eq!(clears, 1);
         let expected: Vec<(u64, u64)> = keys.iter().map(|&k| (1, k)).chain([(2, 3)]).collect();
         assert_eq!(seen, expected, "every key once, in order");
+    }
+
+    #[test]
+    fn tags_or_prefixes_too_many_for_a_record_clear_the_cache_instead() {
+        let tags: Vec<u64> = (0..70_000).collect();
+        let recs = encode(1, 0, &[CacheChanges { name: 3, tags: &tags, keys: vec![1], ..Default::default() }]).unwrap();
+        assert_eq!(recs.len(), 1);
+        let (_, _, caches) = read(&recs[0]);
+        assert_eq!(caches, [(3, CLEAR, vec![], vec![], vec![1])]);
+        let long = [vec![b'p'; MAX_RECORD]];
+        let recs = encode(1, 0, &[CacheChanges { name: 3, prefixes: &long, ..Default::default() }]).unwrap();
+        assert_eq!(read(&recs[0]).2, [(3, CLEAR, vec![], vec![], vec![])]);
     }
 
     #[test]

@@ -686,6 +686,7 @@ fn random_sessions_agree_with_the_model() {
             assert!(hit.is_none_or(|h| h == now), "final standby r{c}/k{k} = {hit:?}, version {now}, seed {seed}");
         }
     }
+    assert!(standby.hits > 0, "the standby reader never had a hit: its check tested nothing, seed {seed}");
     let stale: i64 = check.query_one("SELECT coalesce(sum(stale_sets), 0)::bigint FROM cache_stats()", &[]).unwrap().get(0);
     assert_eq!(stale as u64, model.stale, "stale fills dropped, seed {seed}");
     eprintln!(

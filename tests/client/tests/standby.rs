@@ -13,6 +13,7 @@ fn standby(db: &str) -> Client {
     connect_to("PG_CACHE_TEST_STANDBY_PORT", db)
 }
 
+
 /// Waits until the standby has replayed everything the primary has written so far.
 fn wait_replay(primary: &mut Client, standby: &mut Client) {
     let lsn: String = primary.query_one("SELECT pg_current_wal_insert_lsn()::text", &[]).unwrap().get(0);
@@ -184,4 +185,39 @@ fn a_standby_fill_that_raced_an_invalidation_is_dropped_and_a_rolled_back_one_ch
         Some("2"),
         "the fill of a transaction older than the rolled-back one is kept"
     );
+}
+
+#[test]
+fn declaration_changes_and_drops_on_the_primary_reach_the_standby() {
+    let (mut primary, mut standby) = fresh_replicated("standby_decl");
+    primary.batch_execute("SELECT cache_create('d', size_limit => 7, context => false)").unwrap();
+    wait_replay(&mut primary, &mut standby);
+    fill_until_kept(&mut standby, "d", "k", "1");
+    assert_eq!(stat(&mut standby, "d", "size_limit"), 7);
+    // A new declaration: once it is replayed and resolved, the standby reads it.
+    primary.batch_execute("SELECT cache_declare('d', size_limit => 5, context => false)").unwrap();
+    wait_replay(&mut primary, &mut standby);
+    let start = Instant::now();
+    loop {
+        fill_until_kept(&mut standby, "d", "k", "2");
+        if stat(&mut standby, "d", "size_limit") == 5 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "the standby kept the old declaration");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // cache_drop (not transactional) and DROP EXTENSION take the standby's entries.
+    fill_until_kept(&mut standby, "d", "k", "3");
+    primary.batch_execute("SELECT cache_drop('standby_decl')").unwrap();
+    wait_replay(&mut primary, &mut standby);
+    assert_eq!(get(&mut standby, "d", "k"), None, "cache_drop reached the standby");
+    fill_until_kept(&mut standby, "d", "k", "4");
+    primary.batch_execute("DROP EXTENSION pg_cache").unwrap();
+    wait_replay(&mut primary, &mut standby);
+    let mut fresh = connect_to("PG_CACHE_TEST_STANDBY_PORT", "standby_decl");
+    let entries: i64 = fresh.query_one("SELECT count(*) FROM pg_extension WHERE extname = 'pg_cache'", &[]).unwrap().get(0);
+    assert_eq!(entries, 0);
+    primary.batch_execute("CREATE EXTENSION pg_cache").unwrap();
+    wait_replay(&mut primary, &mut fresh);
+    assert_eq!(get(&mut fresh, "d", "k"), None, "DROP EXTENSION took the standby's entries");
 }

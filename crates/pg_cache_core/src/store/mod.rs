@@ -98,8 +98,8 @@ pub trait Locks {
     /// Takes the list lock only if nobody holds it; whether it did.
     fn try_lock_list(&self, slot: u32) -> bool;
     fn unlock_list(&self, slot: u32);
-    /// The lock of a standby's replica fences (see `replica.rs`), taken exclusively.
-    fn lock_replica(&self);
+    /// The lock of a standby's replica fences (see `replica.rs`).
+    fn lock_replica(&self, mode: Mode);
     fn unlock_replica(&self);
 }
 

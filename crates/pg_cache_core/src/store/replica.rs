@@ -89,6 +89,13 @@ pub struct ReplicaFences {
     active: AtomicU32,
     /// Whether anything may be pending: the resolver's cue.
     pending: AtomicU32,
+    /// Whether the primary says it writes its invalidations (its worker's marker
+    /// records, see `Store::replica_primary_logs`): until a standby has replayed one
+    /// that says so, and after one that says not, no fill is kept.
+    primary_logs: AtomicU32,
+    /// Bumped each time the standby forgets slots for a declaration change: a slot
+    /// made from a declaration read before the bump may hold old settings.
+    forgets: std::sync::atomic::AtomicU64,
     table: UnsafeCell<Table>,
 }
 
@@ -96,6 +103,8 @@ impl ReplicaFences {
     pub(super) fn init(&self) {
         self.active.store(0, Ordering::Relaxed);
         self.pending.store(0, Ordering::Relaxed);
+        self.primary_logs.store(0, Ordering::Relaxed);
+        self.forgets.store(0, Ordering::Relaxed);
         // SAFETY: called while the region is ours alone.
         let t = unsafe { &mut *self.table.get() };
         t.restart_xid = 0;
@@ -132,6 +141,11 @@ pub fn replica_tag(db: u32, covered: Covered) -> u64 {
     h | 1
 }
 
+/// The bucket of a tag (its low bit is always set: see [`replica_tag`]).
+fn bucket_of(tag: u64) -> usize {
+    (tag >> 1) as usize % BUCKETS
+}
+
 /// Whether transaction id `a` is older than `b` (modulo 2^32, as PostgreSQL compares
 /// normal ids).
 pub fn xid_precedes(a: u32, b: u32) -> bool {
@@ -165,9 +179,19 @@ impl<'a, L: Locks> Store<'a, L> {
     }
 
     fn with_replica<T>(&self, f: impl FnOnce(&mut Table) -> T) -> T {
-        self.locks.lock_replica();
-        // SAFETY: the table is only touched under the replica lock, held until `f` returns.
+        self.locks.lock_replica(Mode::Exclusive);
+        // SAFETY: the table is only changed under the replica lock held exclusively,
+        // as here until `f` returns.
         let out = f(unsafe { &mut *self.replica().table.get() });
+        self.locks.unlock_replica();
+        out
+    }
+
+    /// Reads the table under the replica lock held shared (fills judged side by side).
+    fn reading_replica<T>(&self, f: impl FnOnce(&Table) -> T) -> T {
+        self.locks.lock_replica(Mode::Shared);
+        // SAFETY: nobody changes the table while the lock is held shared.
+        let out = f(unsafe { &*self.replica().table.get() });
         self.locks.unlock_replica();
         out
     }
@@ -184,13 +208,27 @@ impl<'a, L: Locks> Store<'a, L> {
                 self.replica().pending.store(1, Ordering::Release);
             }
         });
+        self.replica().primary_logs.store(0, Ordering::Release);
         self.replica().active.store(1, Ordering::Release);
+    }
+
+    /// A marker replayed from the primary: whether it writes its invalidations (an
+    /// older release, or one with `pg_cache.standby_invalidation = off`, does not).
+    /// At the end of recovery (a promotion) this server writes its own: `true`.
+    pub fn replica_primary_logs(&self, logs: bool) {
+        self.replica().primary_logs.store(logs as u32, Ordering::Release);
     }
 
     /// Whether this server judges fills against the table (it replays, or replayed,
     /// WAL as a hot standby).
     pub fn replica_active(&self) -> bool {
         self.replica().active.load(Ordering::Acquire) != 0
+    }
+
+    /// How many times slots were forgotten for declaration changes (see
+    /// [`Store::forget_declarations`]).
+    pub fn declarations_forgotten(&self) -> u64 {
+        self.replica().forgets.load(Ordering::Acquire)
     }
 
     /// Whether an invalidation may be pending (the resolver has work).
@@ -206,7 +244,7 @@ impl<'a, L: Locks> Store<'a, L> {
     pub fn replica_note(&self, db: u32, covered: Covered, xid: u32, flags: u32, now: i64) {
         let tag = replica_tag(db, covered);
         self.with_replica(|t| {
-            let b = &mut t.buckets[tag as usize % BUCKETS];
+            let b = &mut t.buckets[bucket_of(tag)];
             let i = match b.ways.iter().position(|w| w.tag == tag) {
                 Some(i) => i,
                 None => {
@@ -231,16 +269,22 @@ impl<'a, L: Locks> Store<'a, L> {
             }
             if w.xid != 0 && w.xid != xid {
                 // Two transactions pending on one name: the newer stays here, the
-                // older goes to the floor.
-                let (older, newer) = if xid_precedes(w.xid, xid) { (w.xid, xid) } else { (xid, w.xid) };
-                b.floor_xid = later_xid(b.floor_xid, older);
+                // older goes to the floor, with what it changes of declarations.
+                if xid_precedes(xid, w.xid) {
+                    b.floor_xid = later_xid(b.floor_xid, xid);
+                    if flags & REDECLARE != 0 {
+                        b.floor_redeclare = Self::merge_db(b.floor_redeclare, db);
+                    }
+                    self.replica().pending.store(1, Ordering::Release);
+                    return;
+                }
+                b.floor_xid = later_xid(b.floor_xid, w.xid);
                 if w.flags & REDECLARE != 0 {
                     b.floor_redeclare = Self::merge_db(b.floor_redeclare, w.db);
                 }
-                b.ways[i].xid = newer;
-            } else {
-                w.xid = xid;
+                w.flags = 0;
             }
+            w.xid = xid;
             let w = &mut b.ways[i];
             w.flags |= flags;
             if flags & REDECLARE != 0 {
@@ -284,6 +328,9 @@ impl<'a, L: Locks> Store<'a, L> {
         if !self.replica_active() {
             return false;
         }
+        if self.replica().primary_logs.load(Ordering::Acquire) == 0 {
+            return true;
+        }
         let db = s.db.load(Ordering::Relaxed);
         let name = crate::key::name_hash(self.slot_name(s));
         let raw = crate::key::raw_hash(key);
@@ -292,12 +339,12 @@ impl<'a, L: Locks> Store<'a, L> {
             replica_tag(db, Covered::Cache { name }),
             replica_tag(db, Covered::Database),
         ];
-        self.with_replica(|t| {
+        self.reading_replica(|t| {
             if t.restart_xid != 0 || t.restart_at >= start {
                 return true;
             }
             tags.iter().any(|&tag| {
-                let b = &t.buckets[tag as usize % BUCKETS];
+                let b = &t.buckets[bucket_of(tag)];
                 b.floor_xid != 0
                     || b.floor_at >= start
                     || b.ways.iter().any(|w| w.tag == tag && (w.xid != 0 || w.at >= start))
@@ -321,7 +368,7 @@ impl<'a, L: Locks> Store<'a, L> {
     ) -> bool {
         let mut xids = [0u32; RESOLVE_BATCH];
         let mut n = 0;
-        let restart_xid = self.with_replica(|t| {
+        let restart_xid = self.reading_replica(|t| {
             for w in t.buckets.iter().flat_map(|b| b.ways.iter()).filter(|w| w.xid != 0) {
                 xids[n] = w.xid;
                 n += 1;
@@ -359,7 +406,7 @@ impl<'a, L: Locks> Store<'a, L> {
                 }
             }
         };
-        self.with_replica(|t| {
+        self.reading_replica(|t| {
             for b in t.buckets.iter() {
                 for w in b.ways.iter().filter(|w| w.xid != 0 && w.flags & REDECLARE != 0) {
                     if state_of(w.xid) == Some(XidState::Committed) {
@@ -511,6 +558,7 @@ impl<'a, L: Locks> Store<'a, L> {
     /// settings from a declaration the primary has since changed, and reads it
     /// again on next use.
     pub fn forget_declarations(&self, db: u32, name: u64, now: i64) {
+        self.replica().forgets.fetch_add(1, Ordering::AcqRel);
         if db != EVERY_DATABASE && name != 0 {
             if let Some(r) = self.slot_named(db, name) {
                 let _dir = self.lock_directory(Mode::Exclusive);

@@ -47,7 +47,7 @@ impl Locks for NoLocks {
         true
     }
     fn unlock_list(&self, _: u32) {}
-    fn lock_replica(&self) {}
+    fn lock_replica(&self, _: Mode) {}
     fn unlock_replica(&self) {}
 }
 

@@ -41,6 +41,7 @@ fn a_pending_invalidation_drops_fills_until_it_resolves_then_fences_older_ones()
     let reg = region(1 << 20, 4);
     let s = &reg.store;
     s.replica_start(100);
+    s.replica_primary_logs(true);
     assert!(resolve(s, &[], 0, 5), "the restart floor waits for a known oldest running id");
     assert!(!resolve(s, &[], 100, 5), "every transaction before replay started has ended");
     let r = new_cache(s, 1, "c");
@@ -65,6 +66,7 @@ fn an_aborted_invalidation_fences_nothing_once_resolved() {
     let reg = region(1 << 20, 4);
     let s = &reg.store;
     s.replica_start(0);
+    s.replica_primary_logs(true);
     let r = new_cache(s, 1, "c");
     s.replica_note(1, key_of("c", "k"), 77, 0, 10);
     assert!(stale(s, r, "k", 5));
@@ -77,6 +79,7 @@ fn an_invalidation_without_a_transaction_id_is_a_fence_at_redo() {
     let reg = region(1 << 20, 4);
     let s = &reg.store;
     s.replica_start(0);
+    s.replica_primary_logs(true);
     let r = new_cache(s, 1, "c");
     s.replica_note(1, key_of("c", "k"), 0, 0, 100);
     assert!(!s.replica_pending());
@@ -89,6 +92,7 @@ fn cache_and_database_wide_invalidations_cover_caches_this_server_has_no_slot_fo
     let reg = region(1 << 20, 8);
     let s = &reg.store;
     s.replica_start(0);
+    s.replica_primary_logs(true);
     s.replica_note(1, Covered::Cache { name: name_hash(b"later") }, 9, 0, 10);
     s.replica_note(2, Covered::Database, 9, 0, 10);
     assert_eq!(s.slot_named(1, name_hash(b"later")), None);
@@ -128,6 +132,7 @@ fn a_full_bucket_folds_pending_invalidations_into_a_floor_that_waits_for_the_old
     let reg = region(1 << 20, 4);
     let s = &reg.store;
     s.replica_start(0);
+    s.replica_primary_logs(true);
     let r = new_cache(s, 1, "c");
     // More pending invalidations than the table remembers exactly.
     for i in 0..3000u32 {
@@ -149,6 +154,7 @@ fn a_committed_declaration_change_forgets_the_cache_s_slot() {
     let reg = region(1 << 20, 8);
     let s = &reg.store;
     s.replica_start(0);
+    s.replica_primary_logs(true);
     let r = new_cache(s, 7, "c");
     set(s, r, "k", b"1", 100);
     s.replica_note(7, Covered::Cache { name: name_hash(b"c") }, 42, REDECLARE, 10);
@@ -161,4 +167,32 @@ fn a_committed_declaration_change_forgets_the_cache_s_slot() {
     s.forget_declarations(7, name_hash(b"c"), 30);
     assert_eq!(s.find_slot(7, "c"), None, "the slot goes: its next use reads the declaration again");
     assert_eq!(s.find_slot(7, "d"), Some(other), "the database's other caches stay");
+}
+
+#[test]
+fn no_fill_is_kept_until_the_primary_says_it_writes_invalidations() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    s.replica_start(0);
+    let r = new_cache(s, 1, "c");
+    assert!(stale(s, r, "k", 10), "an older primary, or one with records off, would never invalidate it");
+    s.replica_primary_logs(true);
+    assert!(!stale(s, r, "k", 10));
+    s.replica_primary_logs(false);
+    assert!(stale(s, r, "k", 10));
+}
+
+#[test]
+fn an_older_transaction_s_declaration_change_is_not_lost_when_a_newer_one_pends_on_the_cache() {
+    let reg = region(1 << 20, 4);
+    let s = &reg.store;
+    s.replica_start(0);
+    s.replica_primary_logs(true);
+    let cache = Covered::Cache { name: name_hash(b"c") };
+    s.replica_note(7, cache, 20, 0, 10);
+    s.replica_note(7, cache, 10, REDECLARE, 10);
+    let mut told = Vec::new();
+    // 20 rolled back; 10 committed and, with every id up to 11 ended, its floor resolves.
+    assert!(!s.replica_resolve(|x| if x == 20 { XidState::Aborted } else { XidState::Committed }, 21, || 30, |db, name| told.push((db, name))));
+    assert_eq!(told, [(7, 0)], "the older one's declaration change forgets the database's slots");
 }
