@@ -160,9 +160,9 @@ pub fn init() {
     GucRegistry::define_bool_guc(
         c"pg_cache.standby_invalidation",
         c"Whether commits write their cache invalidations to WAL for hot standbys.",
-        c"On: a standby's caches drop what the primary invalidates, within replay lag. Off: standbys' caches may keep entries the primary has invalidated; turn it off (and wait for standbys to replay past the last record) before removing pg_cache from shared_preload_libraries.",
+        c"Set at server start (a reload would reach backends one by one, and a standby could trust a primary whose backends do not all log yet). Off: standbys keep no fills. Turn it off before removing pg_cache from shared_preload_libraries.",
         &STANDBY_INVALIDATION,
-        GucContext::Sighup,
+        GucContext::Postmaster,
         GucFlags::default(),
     );
     GucRegistry::define_bool_guc(

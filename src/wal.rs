@@ -59,7 +59,7 @@ pub fn logging() -> bool {
 }
 
 /// Writes a commit's invalidations in database `db`: `flags` for the database,
-/// `caches` for each cache. `durable`: they include more than fills (puts, deletes,
+/// `caches` for each cache. `durable`: they include more than overwrites (deletes,
 /// clears, drops), which must reach standbys even if the primary crashes right after
 /// the commit. At PRE_COMMIT, after everything else that can fail; raises 53200
 /// when memory runs out.
@@ -83,8 +83,9 @@ pub fn log_commit(db: u32, flags: u8, caches: &[CacheChanges], durable: bool) {
     // would lose the record although the client saw COMMIT, and a standby would keep
     // the entries forever, even under synchronous_commit = off: the rows the
     // invalidation is for were often committed durably by another transaction.
-    // Fills alone may be lost with the primary's own cache: a fill says nothing
-    // changed.
+    // Overwrites alone (sets, puts) are not flushed: a fill says nothing changed,
+    // and a put made in its own transaction after the rows' commit is a narrow case
+    // that costs a flush per put (README, limits).
     // SAFETY: no preconditions; reads and sets this backend's transaction state.
     unsafe {
         if durable && pg_sys::GetTopTransactionIdIfAny() == pg_sys::InvalidTransactionId {
@@ -134,7 +135,7 @@ unsafe extern "C-unwind" fn startup() {
 /// server writes its own invalidations, and its fills need no marker.
 #[pg_guard]
 unsafe extern "C-unwind" fn cleanup() {
-    shmem::store().replica_primary_logs(true);
+    shmem::store().replica_primary_logs(true, pg::now());
 }
 
 #[pg_guard]
@@ -243,16 +244,19 @@ fn redo_state(record: *mut pg_sys::XLogReaderState) {
         !(*rec).main_data.is_null() && (*rec).main_data_len >= 1 && *((*rec).main_data as *const u8) == 1
     };
     let store = shmem::store();
-    store.replica_primary_logs(logs);
+    store.replica_primary_logs(logs, pg::now());
     if !logs {
         store.forget_declarations(EVERY_DATABASE, 0, pg::now());
     }
 }
 
 /// The worker's marker on a primary: writes whether this server logs invalidations
-/// when that changes, and again each `MARK_EVERY` while WAL is being written (a
-/// standby made from a base backup replays from its start, after earlier markers).
-/// `last`: what the worker wrote last, and the WAL position after it.
+/// when the worker starts, and again each `MARK_EVERY` while important WAL is being
+/// written (a standby made from a base backup replays from its start, after earlier
+/// markers; a checkpoint record is important, so one follows every checkpoint).
+/// The marker itself is unimportant: an idle server stays idle (no checkpoint, no
+/// archived segment, no standby snapshot on its account). `last`: what the worker
+/// wrote last, and the last important WAL position then.
 pub fn mark(last: &mut Option<(bool, u64, std::time::Instant)>) {
     // SAFETY: no preconditions.
     let (in_recovery, wal_level) = unsafe { (pg_sys::RecoveryInProgress(), pg_sys::wal_level) };
@@ -261,26 +265,26 @@ pub fn mark(last: &mut Option<(bool, u64, std::time::Instant)>) {
     }
     let logs = gucs::standby_invalidation();
     // SAFETY: no preconditions.
-    let insert = unsafe { pg_sys::GetXLogInsertRecPtr() };
+    let important = unsafe { pg_sys::GetLastImportantRecPtr() };
     let due = match *last {
         None => true,
-        Some((was, at, when)) => was != logs || (logs && insert != at && when.elapsed() >= MARK_EVERY),
+        Some((was, at, when)) => was != logs || (logs && important != at && when.elapsed() >= MARK_EVERY),
     };
     if !due {
         return;
     }
     let byte = [logs as u8];
     // SAFETY: one byte of main data for our resource manager, outside a transaction
-    // (as the background writer logs standby snapshots); then flushed, so that
-    // standbys learn it promptly.
-    let end = unsafe {
+    // (as the background writer logs standby snapshots), marked unimportant; then
+    // flushed, so that standbys learn it promptly.
+    unsafe {
         pg_sys::XLogBeginInsert();
+        pg_sys::XLogSetRecordFlags(pg_sys::XLOG_MARK_UNIMPORTANT as u8);
         pg_sys::XLogRegisterData(byte.as_ptr() as *mut std::ffi::c_char, 1);
         let end = pg_sys::XLogInsert(RMGR_ID, INFO_STATE);
         pg_sys::XLogFlush(end);
-        end
-    };
-    *last = Some((logs, end, std::time::Instant::now()));
+    }
+    *last = Some((logs, important, std::time::Instant::now()));
 }
 
 /// How often the primary's worker repeats its marker while WAL is written.

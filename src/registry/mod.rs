@@ -65,7 +65,7 @@ pub fn try_resolve(name: &str) -> Result<(SlotRef, Rc<CacheConfig>), Box<NoSlot>
         None => {
             let slot = match shmem::store().find_slot(database(), name) {
                 Some(slot) => slot,
-                None => create(name, &initial_config(name), || initial_config(name))?,
+                None => create(name, || initial_config(name))?,
             };
             remember(name, slot)
         }
@@ -77,21 +77,22 @@ pub fn try_resolve(name: &str) -> Result<(SlotRef, Rc<CacheConfig>), Box<NoSlot>
 /// writes that return this are on the hot paths, and a small result costs them less
 /// (callgrind: 25 instructions of a `cache_get` hit).
 ///
-/// On a hot standby the declaration read may be one a replayed commit is changing: if
-/// the standby forgot a cache's settings meanwhile (see `Store::forget_declarations`),
-/// the slot is forgotten and made again from `read_again()`, so that no slot keeps
-/// settings from before a declaration it has seen commit.
-fn create(name: &str, initial: &CacheConfig, read_again: impl Fn() -> CacheConfig) -> Result<SlotRef, Box<NoSlot>> {
+/// Its settings come from `read()`. On a hot standby the declaration read may be one
+/// a replayed commit is changing: if the standby forgot slots for a declaration
+/// change after the read began (see `Store::forget_declarations`), this slot is
+/// forgotten and made again from a new read, so that no slot keeps settings from
+/// before a declaration the standby has seen commit.
+fn create(name: &str, read: impl Fn() -> CacheConfig) -> Result<SlotRef, Box<NoSlot>> {
     let store = shmem::store();
     let mut forgets = store.declarations_forgotten();
-    let mut slot = create_with(name, initial)?;
+    let mut slot = create_with(name, &read())?;
     for _ in 0..3 {
         if store.declarations_forgotten() == forgets {
             break;
         }
-        store.forget_declarations(database(), key::name_hash(name.as_bytes()), pg::now());
+        store.forget_slot(database(), key::name_hash(name.as_bytes()));
         forgets = store.declarations_forgotten();
-        slot = create_with(name, &read_again())?;
+        slot = create_with(name, &read())?;
     }
     Ok(slot)
 }
@@ -184,9 +185,10 @@ fn first_resolve_for_read(name: &str) -> Result<Option<(SlotRef, Rc<CacheConfig>
     if let Some(slot) = store.find_slot(database(), name) {
         return Ok(Some(with_own_declaration(name, remember(name, slot))));
     }
-    if let Some(declared) = declarations::read(name) {
-        let again = || declarations::read(name).unwrap_or_default();
-        return Ok(Some(with_own_declaration(name, remember(name, create(name, &declared, again)?))));
+    if declarations::read(name).is_some() {
+        // Read again inside create, after the standby's forget counter (see there).
+        let read = || declarations::read(name).unwrap_or_default();
+        return Ok(Some(with_own_declaration(name, remember(name, create(name, read)?))));
     }
     UNKNOWN.with_borrow_mut(|u| {
         if u.slots_created != created || u.names.len() >= UNKNOWN_NAMES {

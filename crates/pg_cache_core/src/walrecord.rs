@@ -6,7 +6,7 @@
 //! stores them otherwise cannot match the key hashes and invalidates the whole cache.
 //!
 //! ```text
-//! version u8 = 1 | flags u8 (DB_CLEAR, DB_DROP, IMMEDIATE) | db u32 | caches u16
+//! version u8 = 2 | flags u8 (DB_CLEAR, DB_DROP, IMMEDIATE) | db u32 | caches u16
 //! per cache: name u64 | encoding u64 | flags u8 (CLEAR, DECLARE) | tags u16 | prefixes u16 | keys u32
 //!            | tags × u64 | prefixes × (len u16 | bytes) | keys × u64
 //! ```
@@ -14,8 +14,8 @@
 //! an older primary's WAL (standbys are upgraded first). A commit with more than
 //! fits in [`MAX_RECORD`] bytes is split over several records, each whole.
 
-/// The format this version writes.
-pub const VERSION: u8 = 1;
+/// The format this version writes (1 was never released).
+pub const VERSION: u8 = 2;
 /// Record flag: every cache of the database is cleared (`cache_clear_all`).
 pub const DB_CLEAR: u8 = 1;
 /// Record flag: every cache of the database is dropped (`cache_drop`, `DROP

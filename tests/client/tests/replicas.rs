@@ -180,4 +180,22 @@ fn a_standby_restart_with_an_invalidation_in_flight_a_cascade_and_a_promotion_lo
     assert_eq!(get(&mut standby, "c", "k3"), None);
     wait_replay(&mut standby, &mut cascade);
     assert_eq!(get(&mut cascade, "c", "k3"), None, "the new primary's delete reached the cascade");
+
+    // A primary that stops writing invalidations says so: its standbys forget their
+    // entries and keep no fill until it writes them again.
+    fill_until_kept(&mut cascade, "k4");
+    standby.batch_execute("ALTER SYSTEM SET pg_cache.standby_invalidation = off").unwrap();
+    pg_ctl(&["-m", "fast", "restart"]);
+    let mut standby = connect_when_up(STANDBY);
+    standby.batch_execute("INSERT INTO side VALUES (3)").unwrap();
+    wait_replay(&mut standby, &mut cascade);
+    assert_eq!(get(&mut cascade, "c", "k4"), None, "entries go when the primary stops writing invalidations");
+    assert_eq!(fill_from_row(&mut cascade, "k4"), "new");
+    assert_eq!(get(&mut cascade, "c", "k4"), None, "and no fill is kept meanwhile");
+    standby.batch_execute("ALTER SYSTEM RESET pg_cache.standby_invalidation").unwrap();
+    pg_ctl(&["-m", "fast", "restart"]);
+    let mut standby = connect_when_up(STANDBY);
+    standby.batch_execute("INSERT INTO side VALUES (4)").unwrap();
+    wait_replay(&mut standby, &mut cascade);
+    assert_eq!(fill_until_kept(&mut cascade, "k4"), "new", "fills come back once it writes them again");
 }

@@ -215,14 +215,32 @@ impl<'a, L: Locks> Store<'a, L> {
     /// A marker replayed from the primary: whether it writes its invalidations (an
     /// older release, or one with `pg_cache.standby_invalidation = off`, does not).
     /// At the end of recovery (a promotion) this server writes its own: `true`.
-    pub fn replica_primary_logs(&self, logs: bool) {
-        self.replica().primary_logs.store(logs as u32, Ordering::Release);
+    pub fn replica_primary_logs(&self, logs: bool, now: i64) {
+        self.with_replica(|t| {
+            // From not logging to logging: a transaction that read rows before may
+            // fill after, while commits in between wrote no record: fence them all.
+            if logs && self.replica().primary_logs.load(Ordering::Acquire) == 0 {
+                t.restart_at = t.restart_at.max(now);
+            }
+            self.replica().primary_logs.store(logs as u32, Ordering::Release);
+        });
     }
 
     /// Whether this server judges fills against the table (it replays, or replayed,
     /// WAL as a hot standby).
     pub fn replica_active(&self) -> bool {
         self.replica().active.load(Ordering::Acquire) != 0
+    }
+
+    /// Forgets the slot of the cache named by `name` in `db`, if there is one (its
+    /// next use makes it again from the declaration).
+    pub fn forget_slot(&self, db: u32, name: u64) {
+        if let Some(r) = self.slot_named(db, name) {
+            let _dir = self.lock_directory(Mode::Exclusive);
+            if self.is_valid(r) {
+                self.begin_drop_locked(r.index);
+            }
+        }
     }
 
     /// How many times slots were forgotten for declaration changes (see
@@ -560,12 +578,7 @@ impl<'a, L: Locks> Store<'a, L> {
     pub fn forget_declarations(&self, db: u32, name: u64, now: i64) {
         self.replica().forgets.fetch_add(1, Ordering::AcqRel);
         if db != EVERY_DATABASE && name != 0 {
-            if let Some(r) = self.slot_named(db, name) {
-                let _dir = self.lock_directory(Mode::Exclusive);
-                if self.is_valid(r) {
-                    self.begin_drop_locked(r.index);
-                }
-            }
+            self.forget_slot(db, name);
             return;
         }
         if db != EVERY_DATABASE {

@@ -41,7 +41,7 @@ fn a_pending_invalidation_drops_fills_until_it_resolves_then_fences_older_ones()
     let reg = region(1 << 20, 4);
     let s = &reg.store;
     s.replica_start(100);
-    s.replica_primary_logs(true);
+    s.replica_primary_logs(true, 0);
     assert!(resolve(s, &[], 0, 5), "the restart floor waits for a known oldest running id");
     assert!(!resolve(s, &[], 100, 5), "every transaction before replay started has ended");
     let r = new_cache(s, 1, "c");
@@ -66,7 +66,7 @@ fn an_aborted_invalidation_fences_nothing_once_resolved() {
     let reg = region(1 << 20, 4);
     let s = &reg.store;
     s.replica_start(0);
-    s.replica_primary_logs(true);
+    s.replica_primary_logs(true, 0);
     let r = new_cache(s, 1, "c");
     s.replica_note(1, key_of("c", "k"), 77, 0, 10);
     assert!(stale(s, r, "k", 5));
@@ -79,7 +79,7 @@ fn an_invalidation_without_a_transaction_id_is_a_fence_at_redo() {
     let reg = region(1 << 20, 4);
     let s = &reg.store;
     s.replica_start(0);
-    s.replica_primary_logs(true);
+    s.replica_primary_logs(true, 0);
     let r = new_cache(s, 1, "c");
     s.replica_note(1, key_of("c", "k"), 0, 0, 100);
     assert!(!s.replica_pending());
@@ -92,7 +92,7 @@ fn cache_and_database_wide_invalidations_cover_caches_this_server_has_no_slot_fo
     let reg = region(1 << 20, 8);
     let s = &reg.store;
     s.replica_start(0);
-    s.replica_primary_logs(true);
+    s.replica_primary_logs(true, 0);
     s.replica_note(1, Covered::Cache { name: name_hash(b"later") }, 9, 0, 10);
     s.replica_note(2, Covered::Database, 9, 0, 10);
     assert_eq!(s.slot_named(1, name_hash(b"later")), None);
@@ -132,7 +132,7 @@ fn a_full_bucket_folds_pending_invalidations_into_a_floor_that_waits_for_the_old
     let reg = region(1 << 20, 4);
     let s = &reg.store;
     s.replica_start(0);
-    s.replica_primary_logs(true);
+    s.replica_primary_logs(true, 0);
     let r = new_cache(s, 1, "c");
     // More pending invalidations than the table remembers exactly.
     for i in 0..3000u32 {
@@ -154,7 +154,7 @@ fn a_committed_declaration_change_forgets_the_cache_s_slot() {
     let reg = region(1 << 20, 8);
     let s = &reg.store;
     s.replica_start(0);
-    s.replica_primary_logs(true);
+    s.replica_primary_logs(true, 0);
     let r = new_cache(s, 7, "c");
     set(s, r, "k", b"1", 100);
     s.replica_note(7, Covered::Cache { name: name_hash(b"c") }, 42, REDECLARE, 10);
@@ -176,10 +176,11 @@ fn no_fill_is_kept_until_the_primary_says_it_writes_invalidations() {
     s.replica_start(0);
     let r = new_cache(s, 1, "c");
     assert!(stale(s, r, "k", 10), "an older primary, or one with records off, would never invalidate it");
-    s.replica_primary_logs(true);
-    assert!(!stale(s, r, "k", 10));
-    s.replica_primary_logs(false);
-    assert!(stale(s, r, "k", 10));
+    s.replica_primary_logs(true, 20);
+    assert!(stale(s, r, "k", 20), "a fill that began before the primary logged may miss what it committed meanwhile");
+    assert!(!stale(s, r, "k", 21));
+    s.replica_primary_logs(false, 30);
+    assert!(stale(s, r, "k", 40));
 }
 
 #[test]
@@ -187,7 +188,7 @@ fn an_older_transaction_s_declaration_change_is_not_lost_when_a_newer_one_pends_
     let reg = region(1 << 20, 4);
     let s = &reg.store;
     s.replica_start(0);
-    s.replica_primary_logs(true);
+    s.replica_primary_logs(true, 0);
     let cache = Covered::Cache { name: name_hash(b"c") };
     s.replica_note(7, cache, 20, 0, 10);
     s.replica_note(7, cache, 10, REDECLARE, 10);
