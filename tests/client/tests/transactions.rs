@@ -182,9 +182,13 @@ fn a_read_of_many_keys_sees_one_moment() {
         let newer = order.iter().take_while(|&&k| v[k] == low + 1).count();
         order[newer..].iter().all(|&k| v[k] == low)
     };
+    // Reads and torn separate reads so far, so that the test runs until the race was
+    // exercised (at most 30 s) rather than for a fixed time, which a loaded machine
+    // may not fill.
+    let progress = Arc::new((std::sync::atomic::AtomicU64::new(0), std::sync::atomic::AtomicU64::new(0)));
     let readers: Vec<_> = (0..2)
         .map(|_| {
-            let (done, is_one_moment) = (done.clone(), is_one_moment.clone());
+            let (done, is_one_moment, progress) = (done.clone(), is_one_moment.clone(), progress.clone());
             std::thread::spawn(move || {
                 let mut c = connect(DB);
                 let many = "SELECT array_agg((value #>> '{}')::bigint ORDER BY ord) FROM \
@@ -197,20 +201,29 @@ fn a_read_of_many_keys_sees_one_moment() {
                     let v: Option<Vec<i64>> = c.query_one(many, &[]).unwrap().get(0);
                     if let Some(v) = v.filter(|v| v.len() == MANY) {
                         reads += 1;
+                        progress.0.fetch_add(1, Ordering::Relaxed);
                         if !is_one_moment(&v) {
                             bad.push(v);
                         }
                     }
                     let v: Vec<Option<i64>> = c.query_one(separate.as_str(), &[]).unwrap().get(0);
                     if let Some(v) = v.into_iter().collect::<Option<Vec<i64>>>() {
-                        torn_separately += !is_one_moment(&v) as u64;
+                        let torn = !is_one_moment(&v) as u64;
+                        torn_separately += torn;
+                        progress.1.fetch_add(torn, Ordering::Relaxed);
                     }
                 }
                 (reads, bad, torn_separately)
             })
         })
         .collect();
-    std::thread::sleep(std::time::Duration::from_secs(4));
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(4)
+        || (start.elapsed() < std::time::Duration::from_secs(30)
+            && (progress.0.load(Ordering::Relaxed) <= 100 || progress.1.load(Ordering::Relaxed) == 0))
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     done.store(true, Ordering::Release);
     let versions = writer.join().unwrap();
     let (mut reads, mut torn) = (0, 0);
