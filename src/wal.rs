@@ -70,13 +70,7 @@ pub fn log_commit(db: u32, flags: u8, caches: &[CacheChanges], durable: bool) {
         return;
     }
     for rec in &records {
-        // SAFETY: a record of our resource manager with one piece of main data, which
-        // XLogInsert copies before returning; lengths are at most MAX_RECORD.
-        unsafe {
-            pg_sys::XLogBeginInsert();
-            pg_sys::XLogRegisterData(rec.as_ptr() as *mut std::ffi::c_char, rec.len() as i32);
-            pg_sys::XLogInsert(RMGR_ID, INFO_INVALIDATE);
-        }
+        insert(INFO_INVALIDATE, rec, false);
     }
     // A transaction with an id flushes its commit record, and ours before it. One
     // without writes no commit record and flushes nothing: a crash right after it
@@ -100,13 +94,41 @@ pub fn log_commit(db: u32, flags: u8, caches: &[CacheChanges], durable: bool) {
 pub fn log_now(db: u32, flags: u8) {
     let records = walrecord::encode(db, flags, &[]).unwrap_or_else(|_| crate::errors::out_of_memory("writing pg_cache invalidations to WAL"));
     for rec in &records {
-        // SAFETY: as in log_commit; then a flush up to the record's end.
-        unsafe {
-            pg_sys::XLogBeginInsert();
-            pg_sys::XLogRegisterData(rec.as_ptr() as *mut std::ffi::c_char, rec.len() as i32);
-            let end = pg_sys::XLogInsert(RMGR_ID, INFO_INVALIDATE);
-            pg_sys::XLogFlush(end);
+        let end = insert(INFO_INVALIDATE, rec, false);
+        // SAFETY: flushes WAL up to a position this backend just inserted.
+        unsafe { pg_sys::XLogFlush(end) };
+    }
+}
+
+/// Inserts one record of our resource manager with `data` as its main data (which
+/// XLogInsert copies before returning; at most MAX_RECORD bytes); `unimportant`
+/// marks it so (it then makes no idle server checkpoint). Its end position.
+fn insert(info: u8, data: &[u8], unimportant: bool) -> pg_sys::XLogRecPtr {
+    // SAFETY: the begin / register / insert sequence of one record, in one process.
+    unsafe {
+        pg_sys::XLogBeginInsert();
+        if unimportant {
+            pg_sys::XLogSetRecordFlags(pg_sys::XLOG_MARK_UNIMPORTANT as u8);
         }
+        pg_sys::XLogRegisterData(data.as_ptr() as *mut std::ffi::c_char, data.len() as i32);
+        pg_sys::XLogInsert(RMGR_ID, info)
+    }
+}
+
+/// A record being replayed or described: its type (info without PostgreSQL's bits),
+/// its transaction id and its main data (XLogRecGetInfo, XLogRecGetXid and
+/// XLogRecGetData, macros pgrx does not bind).
+fn parts<'r>(record: *mut pg_sys::XLogReaderState) -> (u8, u32, &'r [u8]) {
+    // SAFETY: PostgreSQL passes the decoded record it replays or describes, alive
+    // for the callback; its main data is `main_data_len` bytes.
+    unsafe {
+        let rec = (*record).record;
+        let data: &[u8] = if (*rec).main_data.is_null() {
+            &[]
+        } else {
+            std::slice::from_raw_parts((*rec).main_data as *const u8, (*rec).main_data_len as usize)
+        };
+        ((*rec).header.xl_info & !(pg_sys::XLR_INFO_MASK as u8), (*rec).header.xl_xid.into_inner(), data)
     }
 }
 
@@ -143,23 +165,11 @@ unsafe extern "C-unwind" fn redo(record: *mut pg_sys::XLogReaderState) {
     if !standby_redo() {
         return;
     }
-    // SAFETY: as below; the record's info byte.
-    let info = unsafe { (*(*record).record).header.xl_info } & !(pg_sys::XLR_INFO_MASK as u8);
+    let (info, xid, data) = parts(record);
     if info == INFO_STATE {
-        redo_state(record);
+        redo_state(data.first() == Some(&1));
         return;
     }
-    // SAFETY: PostgreSQL passes the decoded record being replayed; its main data is
-    // `main_data_len` bytes (XLogRecGetData, a macro pgrx does not bind).
-    let (xid, data) = unsafe {
-        let rec = (*record).record;
-        let data: &[u8] = if (*rec).main_data.is_null() {
-            &[]
-        } else {
-            std::slice::from_raw_parts((*rec).main_data as *const u8, (*rec).main_data_len as usize)
-        };
-        ((*rec).header.xl_xid.into_inner(), data)
-    };
     let store = shmem::store();
     let now = pg::now();
     let Some(rec) = walrecord::decode(data) else {
@@ -237,12 +247,7 @@ unsafe extern "C-unwind" fn redo(record: *mut pg_sys::XLogReaderState) {
 
 /// The primary's marker: fills are kept only while it says it writes invalidations.
 /// When it stops, entries filled here might miss its later invalidations: they go.
-fn redo_state(record: *mut pg_sys::XLogReaderState) {
-    // SAFETY: the decoded record being replayed, as in redo.
-    let logs = unsafe {
-        let rec = (*record).record;
-        !(*rec).main_data.is_null() && (*rec).main_data_len >= 1 && *((*rec).main_data as *const u8) == 1
-    };
+fn redo_state(logs: bool) {
     let store = shmem::store();
     store.replica_primary_logs(logs, pg::now());
     if !logs {
@@ -273,17 +278,11 @@ pub fn mark(last: &mut Option<(bool, u64, std::time::Instant)>) {
     if !due {
         return;
     }
-    let byte = [logs as u8];
-    // SAFETY: one byte of main data for our resource manager, outside a transaction
-    // (as the background writer logs standby snapshots), marked unimportant; then
+    // Outside a transaction, as the background writer logs standby snapshots; then
     // flushed, so that standbys learn it promptly.
-    unsafe {
-        pg_sys::XLogBeginInsert();
-        pg_sys::XLogSetRecordFlags(pg_sys::XLOG_MARK_UNIMPORTANT as u8);
-        pg_sys::XLogRegisterData(byte.as_ptr() as *mut std::ffi::c_char, 1);
-        let end = pg_sys::XLogInsert(RMGR_ID, INFO_STATE);
-        pg_sys::XLogFlush(end);
-    }
+    let end = insert(INFO_STATE, &[logs as u8], true);
+    // SAFETY: flushes WAL up to a position this process just inserted.
+    unsafe { pg_sys::XLogFlush(end) };
     *last = Some((logs, important, std::time::Instant::now()));
 }
 
@@ -292,17 +291,7 @@ const MARK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[pg_guard]
 unsafe extern "C-unwind" fn desc(buf: pg_sys::StringInfo, record: *mut pg_sys::XLogReaderState) {
-    // SAFETY: as in redo.
-    let info = unsafe { (*(*record).record).header.xl_info } & !(pg_sys::XLR_INFO_MASK as u8);
-    // SAFETY: as in redo.
-    let data = unsafe {
-        let rec = (*record).record;
-        if (*rec).main_data.is_null() {
-            &[][..]
-        } else {
-            std::slice::from_raw_parts((*rec).main_data as *const u8, (*rec).main_data_len as usize)
-        }
-    };
+    let (info, _, data) = parts(record);
     let text = match walrecord::decode(data) {
         _ if info == INFO_STATE => format!("primary writes invalidations: {}", data.first() == Some(&1)),
         Some(r) => {

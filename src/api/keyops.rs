@@ -41,13 +41,18 @@ struct Target<'a> {
 /// `pg_cache.on_limit = warning` a key over the limit or a cache that can get no
 /// slot skips the call, as if it had not been made, unless the operation deletes
 /// (`invalidates`, a pull): an invalidation is never skipped.
-fn target<'a>(function: &str, cache: Option<&'a str>, key: Option<&'a str>, invalidates: bool) -> Result<Target<'a>, Skipped> {
-    // A single-flight read only takes a key lock, for a fill: a standby may too.
-    if function == "cache_get_or_lock" {
-        args::check_fillable(function);
-    } else {
-        check_writable(function);
-    }
+///
+/// `allowed` says where the call may run: [`check_writable`], or for a single-flight
+/// read, which only takes a key lock for a fill, [`args::check_fillable`] (a hot
+/// standby too).
+fn target<'a>(
+    allowed: fn(&str),
+    function: &str,
+    cache: Option<&'a str>,
+    key: Option<&'a str>,
+    invalidates: bool,
+) -> Result<Target<'a>, Skipped> {
+    allowed(function);
     let name = check_name(cache);
     let key = key_arg(key);
     let (slot, config) = if invalidates { registry::resolve(name) } else { args::resolve_conditional_write(name)? };
@@ -157,7 +162,7 @@ fn cache_add(
 ) -> Option<bool> {
     let value = value.unwrap_or_else(|| errors::null_argument("value"));
     let expiry = args::expiry(ttl, expires_at);
-    let t = target("cache_add", cache, key, false).ok()?;
+    let t = target(check_writable, "cache_add", cache, key, false).ok()?;
     // Before the lock: a value too large skips without waiting for other adders.
     args::check_value(t.slot, &t.config, t.stored.len(), value.bytes().len()).ok()?;
     keylock::lock(t.name, &t.stored);
@@ -213,7 +218,7 @@ fn out_of_range(function: &str, what: String) -> ! {
 }
 
 fn add_to(function: &str, cache: Option<&str>, key: Option<&str>, delta: i64, initial: Option<i64>, expiry: Expiry) -> Option<i64> {
-    let t = target(function, cache, key, false).ok()?;
+    let t = target(check_writable, function, cache, key, false).ok()?;
     keylock::lock(t.name, &t.stored);
     let b = basis(&t);
     let current = match &b.held.jsonb(&t) {
@@ -240,7 +245,7 @@ fn add_to(function: &str, cache: Option<&str>, key: Option<&str>, delta: i64, in
 /// then finds the key gone if the first committed: one value, one receiver.
 #[pg_extern(volatile, parallel_unsafe)]
 fn cache_pull(cache: Option<&str>, key: Option<&str>, default: default!(Option<RawJsonb>, "NULL")) -> Option<RawJsonb> {
-    let Ok(t) = target("cache_pull", cache, key, true) else { unreachable!("an invalidation is never skipped") };
+    let Ok(t) = target(check_writable, "cache_pull", cache, key, true) else { unreachable!("an invalidation is never skipped") };
     keylock::lock(t.name, &t.stored);
     let b = basis(&t);
     let Some(value) = b.held.jsonb(&t) else { return default };
@@ -292,7 +297,7 @@ fn cache_touch(
         errors::null_argument("ttl or expires_at");
     }
     // Over a limit (the key's, or no slot for the cache): the key holds no value.
-    let Ok(t) = target("cache_touch", cache, key, false) else { return false };
+    let Ok(t) = target(check_writable, "cache_touch", cache, key, false) else { return false };
     // The transaction's own value: written again with the new expiry.
     let own = pending::last_set(t.name, &t.stored, |set| {
         set.map(|s| (try_copy(s.value).unwrap_or_else(|_| errors::out_of_memory("copying a value")), s.kind, s.mode, s.tags.to_vec()))
@@ -322,7 +327,7 @@ fn cache_touch(
 #[pg_extern(volatile, parallel_unsafe)]
 fn cache_get_or_lock(cache: Option<&str>, key: Option<&str>) -> Option<RawJsonb> {
     // Over a limit: NULL without the lock (the caller's write is skipped too).
-    let t = target("cache_get_or_lock", cache, key, false).ok()?;
+    let t = target(args::check_fillable, "cache_get_or_lock", cache, key, false).ok()?;
     if let Some(found) = own_value(t.name, t.key, &t.stored) {
         // This transaction writes the key itself: nobody else's fill to wait for.
         return found;

@@ -3,50 +3,21 @@
 //! session can hold its commit open): a standby restart while an invalidating
 //! transaction is in flight, a cascade, and a promotion.
 
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use postgres::{Client, NoTls};
+use postgres::Client;
 
 mod common;
-use common::{connect_to, get};
+use common::{connect_to, connect_when_up, env, get};
 
 const PRIMARY: &str = "PG_CACHE_TEST_REPLICA_PRIMARY_PORT";
 const STANDBY: &str = "PG_CACHE_TEST_REPLICA_STANDBY_PORT";
 const CASCADE: &str = "PG_CACHE_TEST_REPLICA_CASCADE_PORT";
 
-fn env(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run these tests with scripts/test"))
-}
-
-/// `pg_ctl` on the standby's data directory, as the postgres user.
+/// `pg_ctl` on the standby's data directory.
 fn pg_ctl(args: &[&str]) {
-    let pg_ctl = format!("{}/pg_ctl", env("PG_CACHE_TEST_PG_BIN"));
-    let dir = env("PG_CACHE_TEST_REPLICA_STANDBY_DIR");
-    let status = Command::new("runuser")
-        .args(["-u", "postgres", "--", &pg_ctl, "-D", &dir, "-w", "-l", &format!("{dir}/server.log")])
-        .args(args)
-        .status()
-        .expect("runuser");
-    assert!(status.success(), "pg_ctl {args:?}");
-}
-
-/// A connection, retried while the server starts.
-fn connect_when_up(var: &str) -> Client {
-    let start = Instant::now();
-    loop {
-        match Client::connect(&format!("host=127.0.0.1 port={} user=postgres dbname=postgres", common::port(var)), NoTls) {
-            Ok(mut c) => {
-                if c.simple_query("SELECT 1").is_ok() {
-                    return c;
-                }
-            }
-            Err(e) => assert!(start.elapsed() < Duration::from_secs(60), "{var}: {e}"),
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "{var}: the server does not answer");
-        thread::sleep(Duration::from_millis(50));
-    }
+    common::pg_ctl(&env("PG_CACHE_TEST_REPLICA_STANDBY_DIR"), args);
 }
 
 /// Waits until `standby` has replayed what `primary` has flushed so far.

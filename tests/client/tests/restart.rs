@@ -6,10 +6,10 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use postgres::{Client, NoTls};
+use postgres::Client;
 
 mod common;
-use common::{get, port, sqlstate, stat};
+use common::{get, sqlstate, stat};
 
 const PORT: &str = "PG_CACHE_TEST_RESTART_PORT";
 
@@ -17,29 +17,13 @@ fn dir() -> String {
     std::env::var("PG_CACHE_TEST_RESTART_DIR").expect("PG_CACHE_TEST_RESTART_DIR: run these tests with scripts/test")
 }
 
-/// `pg_ctl` on the cluster's directory, as the postgres user.
+/// `pg_ctl` on the cluster's directory.
 fn pg_ctl(args: &[&str]) {
-    let pg_ctl = format!("{}/pg_ctl", std::env::var("PG_CACHE_TEST_PG_BIN").expect("PG_CACHE_TEST_PG_BIN"));
-    let dir = dir();
-    let status = Command::new("runuser")
-        .args(["-u", "postgres", "--", &pg_ctl, "-D", &dir, "-w", "-l", &format!("{dir}/server.log")])
-        .args(args)
-        .status()
-        .expect("runuser");
-    assert!(status.success(), "pg_ctl {args:?}");
+    common::pg_ctl(&dir(), args);
 }
 
 fn connect_when_up() -> Client {
-    let start = Instant::now();
-    loop {
-        if let Ok(mut c) = Client::connect(&format!("host=127.0.0.1 port={} user=postgres dbname=postgres", port(PORT)), NoTls) {
-            if c.simple_query("SELECT 1").is_ok() {
-                return c;
-            }
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "the server did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::connect_when_up(PORT)
 }
 
 fn dump() -> String {

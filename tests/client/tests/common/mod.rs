@@ -80,3 +80,34 @@ pub fn reload_setting(var: &str, name: &str, value: Option<&str>, expect: &str) 
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// The value of environment variable `var`, which scripts/test sets.
+pub fn env(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run these tests with scripts/test"))
+}
+
+/// `pg_ctl` with `args` on the data directory `dir`, as the postgres user (the tests
+/// run as root; PostgreSQL refuses it).
+pub fn pg_ctl(dir: &str, args: &[&str]) {
+    let pg_ctl = format!("{}/pg_ctl", env("PG_CACHE_TEST_PG_BIN"));
+    let status = std::process::Command::new("runuser")
+        .args(["-u", "postgres", "--", &pg_ctl, "-D", dir, "-w", "-l", &format!("{dir}/server.log")])
+        .args(args)
+        .status()
+        .expect("runuser");
+    assert!(status.success(), "pg_ctl {args:?}");
+}
+
+/// A connection to the cluster on port variable `var`, retried while it starts.
+pub fn connect_when_up(var: &str) -> Client {
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(mut c) = Client::connect(&format!("host=127.0.0.1 port={} user=postgres dbname=postgres", port(var)), NoTls) {
+            if c.simple_query("SELECT 1").is_ok() {
+                return c;
+            }
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(60), "{var}: the server does not answer");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
